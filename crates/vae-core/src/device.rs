@@ -1,0 +1,78 @@
+//! Device choice: `auto`, `cpu`, `cuda[:N]` or `metal`, in one place.
+
+use candle_core::Device;
+
+use crate::{Error, Result};
+
+/// Parses a device name and opens it. `auto` picks CUDA, then Metal, then the CPU.
+pub fn select(spec: &str) -> Result<Device> {
+    let spec = spec.trim();
+    match spec {
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            if candle_core::utils::metal_is_available() {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        "cpu" => Ok(Device::Cpu),
+        "metal" => {
+            if !cfg!(feature = "metal") {
+                return Err(Error::Device(
+                    "--device metal: this build has no Metal support; rebuild with `--features metal`".into(),
+                ));
+            }
+            Device::new_metal(0).map_err(|e| Error::Device(format!("--device metal: {e}")))
+        }
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    Error::Device(format!("--device {s}: expected cuda:N with N a GPU number"))
+                })?,
+            };
+            if !cfg!(feature = "cuda") {
+                return Err(Error::Device(format!(
+                    "--device {s}: this build has no CUDA support; rebuild with `--features cuda`"
+                )));
+            }
+            Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("--device {s}: {e}")))
+        }
+        other => Err(Error::Device(format!(
+            "--device {other}: unknown device (expected auto, cpu, cuda, cuda:N or metal)"
+        ))),
+    }
+}
+
+/// A short human name for logs and metrics.
+pub fn name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_errors() {
+        assert!(select("cpu").unwrap().is_cpu());
+        assert!(select("auto").is_ok());
+        let e = select("tpu").unwrap_err().to_string();
+        assert!(e.contains("--device tpu"), "{e}");
+        if !cfg!(feature = "cuda") {
+            let e = select("cuda").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+        assert!(select("cuda:x").is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! vae-core: variational autoencoders on candle.
+//!
+//! - [`config`]: what a model is ([`ModelConfig`], presets), serialised to `config.json`.
+//! - [`model`]: the [`Vae`] (encoder q(z|x), decoder p(x|z)) and its ELBO terms.
+//! - [`dist`], [`likelihood`]: the Gaussian posterior, the prior and the observation models.
+//! - [`ops`], [`fastmath`]: fused CPU kernels for the hot spots, each with its own backward.
+//! - [`rng`]: the seeded host generator behind every random draw.
+//! - [`weights`]: safetensors I/O, atomic and checked (the only file-system access here).
+//! - [`device`]: `auto|cpu|cuda[:N]|metal`.
+
+pub mod config;
+pub mod device;
+pub mod dist;
+mod error;
+pub mod fastmath;
+pub mod likelihood;
+pub mod model;
+pub mod ops;
+pub mod rng;
+pub mod weights;
+
+pub use config::{Activation, Arch, DataShape, Likelihood, ModelConfig, Preset};
+pub use dist::DiagonalGaussian;
+pub use error::{Error, Result};
+pub use model::{ElboTerms, Vae};
+pub use rng::Rng;
+
+pub use candle_core;
+pub use candle_nn;

@@ -1,0 +1,188 @@
+//! A small seeded random number generator whose whole state can be saved and restored.
+//!
+//! candle cannot seed its CPU generator, and exact resume needs the generator's state in the
+//! checkpoint, so every random draw of the project (initial weights, shuffling, the noise of the
+//! reparameterisation trick, dynamic binarisation) comes from this generator on the host.
+//! The algorithm is xoshiro256++ (Blackman & Vigna), seeded through SplitMix64.
+
+use serde::{Deserialize, Serialize};
+
+/// xoshiro256++ with a serialisable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+fn splitmix64(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Rng {
+    /// A generator seeded from one number; equal seeds give equal streams.
+    pub fn new(seed: u64) -> Self {
+        let mut x = seed;
+        let s = [
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+        ];
+        Self { s }
+    }
+
+    /// An independent stream derived from this seed and a stream number (for example one stream
+    /// for shuffling and one for the model's noise), so that one consumer cannot shift another.
+    pub fn stream(seed: u64, stream: u64) -> Self {
+        Self::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
+    /// The raw state, for checkpoints.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from a saved state. An all-zero state is invalid for xoshiro and is
+    /// replaced by the stream of seed 0.
+    pub fn from_state(s: [u64; 4]) -> Self {
+        if s == [0; 4] {
+            Self::new(0)
+        } else {
+            Self { s }
+        }
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    #[inline]
+    pub fn uniform_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [0, 1) as f32 (24 random bits).
+    #[inline]
+    pub fn uniform_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+
+    /// Uniform integer in [0, n) without modulo bias (Lemire's method). `n` must be positive.
+    pub fn below(&mut self, n: u64) -> u64 {
+        debug_assert!(n > 0);
+        let mut m = (self.next_u64() as u128) * (n as u128);
+        if (m as u64) < n {
+            let threshold = n.wrapping_neg() % n;
+            while (m as u64) < threshold {
+                m = (self.next_u64() as u128) * (n as u128);
+            }
+        }
+        (m >> 64) as u64
+    }
+
+    /// Fills `out` with standard normal draws (Box-Muller, both outputs of each pair used).
+    pub fn fill_normal(&mut self, out: &mut [f32]) {
+        let mut chunks = out.chunks_exact_mut(2);
+        for pair in &mut chunks {
+            let (a, b) = self.normal_pair();
+            pair[0] = a as f32;
+            pair[1] = b as f32;
+        }
+        if let [last] = chunks.into_remainder() {
+            *last = self.normal_pair().0 as f32;
+        }
+    }
+
+    fn normal_pair(&mut self) -> (f64, f64) {
+        // 1 - u lies in (0, 1], so the logarithm is finite.
+        let u1 = 1.0 - self.uniform_f64();
+        let u2 = self.uniform_f64();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let theta = std::f64::consts::TAU * u2;
+        (r * theta.cos(), r * theta.sin())
+    }
+
+    /// A vector of `n` standard normal draws.
+    pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
+        let mut v = vec![0f32; n];
+        self.fill_normal(&mut v);
+        v
+    }
+
+    /// Shuffles a slice in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            xs.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_stream_and_state_round_trip() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..10 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        let saved = a.state();
+        let x: Vec<u64> = (0..5).map(|_| a.next_u64()).collect();
+        let mut c = Rng::from_state(saved);
+        let y: Vec<u64> = (0..5).map(|_| c.next_u64()).collect();
+        assert_eq!(x, y);
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn normal_draws_have_unit_moments() {
+        let mut r = Rng::new(3);
+        let v = r.normal_vec(200_001);
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        // Standard error of the mean is 1/sqrt(n) ~ 0.0022; of the variance ~ sqrt(2/n) ~ 0.0032.
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.015, "variance {var}");
+    }
+
+    #[test]
+    fn below_is_in_range_and_uniform() {
+        let mut r = Rng::new(11);
+        let mut counts = [0usize; 7];
+        for _ in 0..70_000 {
+            counts[r.below(7) as usize] += 1;
+        }
+        for c in counts {
+            assert!((9_500..10_500).contains(&c), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut r = Rng::new(5);
+        let mut xs: Vec<usize> = (0..1000).collect();
+        r.shuffle(&mut xs);
+        assert_ne!(xs, (0..1000).collect::<Vec<_>>());
+        xs.sort_unstable();
+        assert_eq!(xs, (0..1000).collect::<Vec<_>>());
+    }
+}

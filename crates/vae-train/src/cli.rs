@@ -1,0 +1,167 @@
+//! The command line of `vae-train`, and how it resolves into a [`RunConfig`].
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use vae_core::{Activation, Arch, DataShape, Likelihood, Preset};
+use vae_data::{Binarize, DataConfig};
+
+use crate::config::{RunConfig, TrainConfig};
+use crate::{Result, TrainError};
+
+/// Train a variational autoencoder.
+///
+/// With no arguments: preset `pytorch-example` on Fashion-MNIST (the embedded 6,000-image sample
+/// when the full set is not installed) for 10 epochs, written to runs/<dataset>-<preset>.
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "vae-train", version)]
+pub struct Args {
+    /// Starting point: pytorch-example, seed, iwae or conv.
+    #[arg(long)]
+    pub preset: Option<Preset>,
+    /// Dataset name: fashion-mnist, mnist, kmnist, cifar10 or sample.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Directory holding the dataset's files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Binarisation of pixel values: none, static or dynamic.
+    #[arg(long)]
+    pub binarize: Option<Binarize>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate of Adam.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Decoupled weight decay (AdamW).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Dimension of the latent code z.
+    #[arg(long)]
+    pub latent_dim: Option<usize>,
+    /// Hidden layer sizes of the MLP, comma-separated (e.g. 400 or 200,200).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// relu, tanh or gelu.
+    #[arg(long)]
+    pub activation: Option<Activation>,
+    /// bernoulli, gaussian, gaussian-learned or continuous-bernoulli.
+    #[arg(long)]
+    pub likelihood: Option<String>,
+    /// Noise level of the `gaussian` likelihood, in (0, 1).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Weight of the KL term (beta-VAE).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads for training (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run directory (default runs/<dataset>-<preset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bar and no per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// The run directory.
+    pub fn out_dir(&self, cfg: &RunConfig) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from("runs").join(format!("{}-{}", cfg.data.dataset, cfg.train.preset))
+        })
+    }
+
+    /// The data part of the configuration.
+    pub fn data_config(&self) -> DataConfig {
+        let preset = self.preset.unwrap_or_default();
+        DataConfig {
+            dataset: self
+                .dataset
+                .clone()
+                .unwrap_or_else(|| "fashion-mnist".into()),
+            data_dir: self.data_dir.clone(),
+            binarize: self.binarize.unwrap_or(match preset {
+                Preset::Iwae => Binarize::Dynamic,
+                _ => Binarize::None,
+            }),
+        }
+    }
+
+    /// The whole configuration for data of `shape` with `num_classes` classes: the preset,
+    /// overridden by each flag given.
+    pub fn resolve(&self, shape: DataShape) -> Result<RunConfig> {
+        let preset = self.preset.unwrap_or_default();
+        let mut model = preset.model(shape);
+        if let Some(l) = self.latent_dim {
+            model.latent_dim = l;
+        }
+        if let Arch::Mlp { hidden, activation } = &mut model.arch {
+            if let Some(h) = &self.hidden {
+                *hidden = h.clone();
+            }
+            if let Some(a) = self.activation {
+                *activation = a;
+            }
+        } else if self.hidden.is_some() {
+            return Err(TrainError::Usage(
+                "--hidden applies to the mlp architecture only".into(),
+            ));
+        }
+        let alpha = self.alpha.unwrap_or(match model.likelihood {
+            Likelihood::Gaussian { alpha } => alpha,
+            _ => 0.1,
+        });
+        if let Some(name) = &self.likelihood {
+            model.likelihood = Likelihood::from_name(name, alpha)
+                .map_err(|e| TrainError::Usage(format!("--likelihood: {e}")))?;
+        } else if let Likelihood::Gaussian { alpha: a } = &mut model.likelihood {
+            *a = alpha;
+        }
+        if self.alpha.is_some() && !matches!(model.likelihood, Likelihood::Gaussian { .. }) {
+            return Err(TrainError::Usage(
+                "--alpha applies to the gaussian likelihood only".into(),
+            ));
+        }
+        let mut train = TrainConfig::preset(preset);
+        if let Some(v) = self.epochs {
+            train.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            train.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            train.optimizer.lr = v;
+        }
+        if let Some(v) = self.weight_decay {
+            train.optimizer.weight_decay = v;
+        }
+        if let Some(v) = self.beta {
+            train.beta = v;
+        }
+        if let Some(v) = self.seed {
+            train.seed = v;
+        }
+        if let Some(v) = &self.device {
+            train.device = v.clone();
+        }
+        if let Some(v) = self.threads {
+            train.threads = v;
+        }
+        train.validate().map_err(TrainError::Usage)?;
+        model.validate()?;
+        Ok(RunConfig {
+            model,
+            data: self.data_config(),
+            train,
+        })
+    }
+}

@@ -1,0 +1,42 @@
+//! The error type of vae-train.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Core(#[from] vae_core::Error),
+    #[error(transparent)]
+    Data(#[from] vae_data::DataError),
+    #[error(transparent)]
+    Infer(#[from] vae_infer::InferError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the loss became non-finite ({value}) at step {step}; the last good weights were kept"
+    )]
+    NonFinite { step: u64, value: f64 },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<vae_core::candle_core::Error> for TrainError {
+    fn from(e: vae_core::candle_core::Error) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;

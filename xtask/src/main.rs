@@ -1,0 +1,142 @@
+//! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  sample-data [--from DIR] [--out DIR] [--train N] [--test N]
+      write the embedded sample: the first N train / test images and labels of the IDX
+      dataset in DIR (default /usr/share/datasets/fashion-mnist, 6000 / 1000, into
+      data/fashion-mnist-sample)";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("sample-data") => sample_data(&args[1..]),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The value after `--name`, if present.
+fn flag(args: &[String], name: &str) -> Result<Option<String>> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .cloned()
+            .map(Some)
+            .with_context(|| format!("{name} needs a value")),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    for name in [format!("{stem}.gz"), stem.to_string()] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{}: no {stem} or {stem}.gz (install Fashion-MNIST with `apt-get install dataset-fashion-mnist`)", dir.display())
+}
+
+/// Keeps the first `n` records of an IDX file (header rewritten with the new count).
+fn truncate_idx(bytes: &[u8], n: usize, path: &Path) -> Result<Vec<u8>> {
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8 {
+        bail!("{}: not an IDX file of unsigned bytes", path.display());
+    }
+    let ndim = bytes[3] as usize;
+    let header = 4 + 4 * ndim;
+    if ndim == 0 || bytes.len() < header {
+        bail!("{}: truncated IDX header", path.display());
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
+        .collect();
+    if dims[0] < n {
+        bail!(
+            "{}: holds {} records, {n} requested",
+            path.display(),
+            dims[0]
+        );
+    }
+    let record: usize = dims[1..].iter().product();
+    let mut out = bytes[..header].to_vec();
+    out[4..8].copy_from_slice(&(n as u32).to_be_bytes());
+    let end = header + n * record;
+    if bytes.len() < end {
+        bail!("{}: truncated IDX body", path.display());
+    }
+    out.extend_from_slice(&bytes[header..end]);
+    Ok(out)
+}
+
+fn sample_data(args: &[String]) -> Result<()> {
+    let from = PathBuf::from(
+        flag(args, "--from")?.unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into()),
+    );
+    let out = flag(args, "--out")?
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("data/fashion-mnist-sample"));
+    let n_train: usize = flag(args, "--train")?
+        .unwrap_or_else(|| "6000".into())
+        .parse()
+        .context("--train")?;
+    let n_test: usize = flag(args, "--test")?
+        .unwrap_or_else(|| "1000".into())
+        .parse()
+        .context("--test")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for (stem, n) in [
+        ("train-images-idx3-ubyte", n_train),
+        ("train-labels-idx1-ubyte", n_train),
+        ("t10k-images-idx3-ubyte", n_test),
+        ("t10k-labels-idx1-ubyte", n_test),
+    ] {
+        let src = find(&from, stem)?;
+        let kept = truncate_idx(&read_maybe_gz(&src)?, n, &src)?;
+        let dst = out.join(format!("{stem}.gz"));
+        // mtime 0 in the gzip header keeps the output byte-for-byte reproducible.
+        let mut enc = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        enc.write_all(&kept)?;
+        let bytes = enc.finish()?;
+        std::fs::write(&dst, &bytes).with_context(|| format!("writing {}", dst.display()))?;
+        println!("{}: {n} records, {} bytes", dst.display(), bytes.len());
+    }
+    Ok(())
+}
