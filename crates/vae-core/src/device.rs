@@ -50,6 +50,19 @@ pub fn select(spec: &str) -> Result<Device> {
     }
 }
 
+/// Keeps candle's CPU backend on the calling thread: its own pool (`CANDLE_NUM_THREADS`) and
+/// the threads of its matrix products (`RAYON_NUM_THREADS`) are set to one, unless the user set
+/// them. vae runs its own threads over shards of a batch, which scales better on the small
+/// matrices of a VAE than splitting every operation. Call it first thing in `main`, before any
+/// other thread exists and before the first tensor operation (candle reads them once).
+pub fn single_threaded_candle() {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, "1");
+        }
+    }
+}
+
 /// A short human name for logs and metrics.
 pub fn name(device: &Device) -> String {
     match device {

@@ -164,6 +164,26 @@ pub fn sigmoid(l: f32) -> f32 {
     }
 }
 
+/// tanh(x), Cephes' `tanhf`: a polynomial near zero, `1 - 2 / (e^2|x| + 1)` elsewhere.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let z = x * x;
+    let mut p = -5.704_988_7e-3f32;
+    p = p * z + 2.063_908_9e-2;
+    p = p * z - 5.373_971_6e-2;
+    p = p * z + 1.333_144_2e-1;
+    p = p * z - 3.333_328_2e-1;
+    let small = p * z * x + x;
+    let big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    let big = if x < 0.0 { -big } else { big };
+    if a < 0.625 {
+        small
+    } else {
+        big
+    }
+}
+
 /// Sums `f(i)` for i in 0..n with 16 independent accumulators (a fixed order, so that every
 /// SIMD level gives the same bits) and the result in f64-free f32 arithmetic.
 #[inline(always)]
@@ -243,6 +263,22 @@ mod tests {
             let want = (l as f64).exp().ln_1p();
             assert!(rel(softplus(l), want) < 5e-7, "softplus({l})");
         }
+    }
+
+    #[test]
+    fn tanh_matches_std() {
+        let mut x = -20.0f32;
+        while x < 20.0 {
+            let want = (x as f64).tanh();
+            assert!(
+                (tanh(x) as f64 - want).abs() < 2e-7 * want.abs().max(1e-3) + 1e-9,
+                "tanh({x})"
+            );
+            x += 0.00731;
+        }
+        assert_eq!(tanh(100.0), 1.0);
+        assert_eq!(tanh(-100.0), -1.0);
+        assert_eq!(tanh(0.0), 0.0);
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! `decoder.out.{weight,bias}`.
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{Linear, Module, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{Activation, Arch, Likelihood, ModelConfig};
 use crate::dist::DiagonalGaussian;
+use crate::ops::{self, Act};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -19,6 +20,44 @@ impl Activation {
             Activation::Relu => x.relu(),
             Activation::Tanh => x.tanh(),
             Activation::Gelu => x.gelu_erf(),
+        }
+    }
+
+    /// The activation fused into a dense layer, if it can be (its derivative must follow from
+    /// the layer's output).
+    fn fused(&self) -> Option<Act> {
+        match self {
+            Activation::Relu => Some(Act::Relu),
+            Activation::Tanh => Some(Act::Tanh),
+            Activation::Gelu => None,
+        }
+    }
+}
+
+/// A dense layer `x W^T + b` with `weight` `[out, in]` and `bias` `[out]` (PyTorch's layout).
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(vb: VarBuilder, input: usize, output: usize) -> candle_core::Result<Self> {
+        // Values come from `reset_parameters`; the init here only shapes the variables.
+        let weight = vb.get_with_hints((output, input), "weight", candle_nn::Init::Const(0.0))?;
+        let bias = vb.get_with_hints(output, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias, act)
+    }
+
+    /// The layer followed by `activation`, fused when possible.
+    fn forward_act(&self, x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+        match activation.fused() {
+            Some(act) => self.forward(x, act),
+            None => activation.apply(&self.forward(x, Act::Identity)?),
         }
     }
 }
@@ -40,7 +79,7 @@ impl Dense {
         let mut layers = Vec::with_capacity(sizes.len());
         let mut fan_in = input;
         for (i, &n) in sizes.iter().enumerate() {
-            layers.push(candle_nn::linear(fan_in, n, vb.pp(format!("fc{i}")))?);
+            layers.push(Linear::new(vb.pp(format!("fc{i}")), fan_in, n)?);
             fan_in = n;
         }
         Ok(Self { layers, activation })
@@ -48,7 +87,7 @@ impl Dense {
 
     fn forward(&self, mut x: Tensor) -> candle_core::Result<Tensor> {
         for layer in &self.layers {
-            x = self.activation.apply(&layer.forward(&x)?)?;
+            x = layer.forward_act(&x, self.activation)?;
         }
         Ok(x)
     }
@@ -94,12 +133,12 @@ impl Vae {
                 let venc = vb.pp("encoder");
                 let body = Dense::new(&venc, cfg.shape.dim() + extra, hidden, *activation)?;
                 let last = hidden.last().copied().unwrap_or(cfg.shape.dim() + extra);
-                let head = candle_nn::linear(last, 2 * cfg.latent_dim, venc.pp("head"))?;
+                let head = Linear::new(venc.pp("head"), last, 2 * cfg.latent_dim)?;
                 let vdec = vb.pp("decoder");
                 let rev: Vec<usize> = hidden.iter().rev().copied().collect();
                 let dbody = Dense::new(&vdec, cfg.latent_dim + extra, &rev, *activation)?;
                 let dlast = rev.last().copied().unwrap_or(cfg.latent_dim + extra);
-                let out = candle_nn::linear(dlast, cfg.decoder_outputs(), vdec.pp("out"))?;
+                let out = Linear::new(vdec.pp("out"), dlast, cfg.decoder_outputs())?;
                 (
                     Encoder {
                         body,
@@ -148,7 +187,7 @@ impl Vae {
     /// `labels` are one-hot `[batch, classes]` for a conditional model.
     pub fn encode(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<DiagonalGaussian> {
         let h = self.encoder.body.forward(with_labels(x, labels)?)?;
-        let p = self.encoder.head.forward(&h)?;
+        let p = self.encoder.head.forward(&h, Act::Identity)?;
         let l = self.encoder.latent_dim;
         Ok(DiagonalGaussian::new(
             p.narrow(1, 0, l)?,
@@ -159,7 +198,7 @@ impl Vae {
     /// The likelihood's raw parameters for latent codes `z` of shape `[batch, latent]`.
     pub fn decode(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         let h = self.decoder.body.forward(with_labels(z, labels)?)?;
-        Ok(self.decoder.out.forward(&h)?)
+        Ok(self.decoder.out.forward(&h, Act::Identity)?)
     }
 
     /// The mean of p(x|z), `[batch, dim]`.

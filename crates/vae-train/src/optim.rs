@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vae_core::candle_core::{self, CpuStorage, DType, InplaceOp2, Layout, Tensor, Var};
+use vae_core::candle_core::backprop::GradStore;
+use vae_core::candle_core::{self, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use vae_core::{multiversion, weights};
 
 /// Hyperparameters of Adam(W).
@@ -90,11 +91,10 @@ impl Adam {
         self.slots.get(name).map(|s| &s.var)
     }
 
-    /// Applies one update. `grad(name)` gives each variable's gradient (None: left unchanged).
-    pub fn step(
-        &mut self,
-        mut grad: impl FnMut(&str, &Var) -> Option<Tensor>,
-    ) -> candle_core::Result<()> {
+    /// Applies one update. Each variable's gradient is the sum of its entries in `grads` (the
+    /// gradients of the shards of a batch); a variable with none is left unchanged. The
+    /// variables are split into `threads` groups of about equal size, updated in parallel.
+    pub fn step(&mut self, grads: &[GradStore], threads: usize) -> candle_core::Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let c = &self.cfg;
@@ -108,17 +108,40 @@ impl Adam {
             eps: c.eps as f32,
             decay: (1.0 - c.lr * c.weight_decay) as f32,
         };
-        for (name, slot) in &self.slots {
-            let Some(g) = grad(name, &slot.var) else {
-                continue;
-            };
-            if self.composite {
-                update.apply_composite(&slot.var, &slot.moments, &g)?;
-            } else {
-                update.apply(&slot.var, &slot.moments, &g)?;
+        let composite = self.composite;
+        let work = |group: &[&Slot]| -> candle_core::Result<()> {
+            for slot in group {
+                let gs: Vec<&Tensor> = grads
+                    .iter()
+                    .filter_map(|g| g.get(slot.var.as_tensor()))
+                    .collect();
+                if gs.is_empty() {
+                    continue;
+                }
+                if composite {
+                    update.apply_composite(&slot.var, &slot.moments, &gs)?;
+                } else {
+                    update.apply(&slot.var, &slot.moments, &gs)?;
+                }
             }
+            Ok(())
+        };
+        let groups = balanced_groups(self.slots.values().collect(), threads);
+        match groups.as_slice() {
+            [] => Ok(()),
+            [one] => work(one),
+            [first, rest @ ..] => std::thread::scope(|s| {
+                let handles: Vec<_> = rest.iter().map(|g| s.spawn(|| work(g))).collect();
+                let mut result = work(first);
+                for h in handles {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(candle_core::Error::Msg("optimizer thread panicked".into()))
+                    });
+                    result = result.and(r);
+                }
+                result
+            }),
         }
-        Ok(())
     }
 
     /// The state as named tensors (`m.<name>`, `v.<name>`) plus the step count.
@@ -180,6 +203,24 @@ impl Adam {
     }
 }
 
+/// Splits the slots into at most `n` groups of about equal element count (largest first, each
+/// to the lightest group), each group in name order.
+fn balanced_groups(mut slots: Vec<&Slot>, n: usize) -> Vec<Vec<&Slot>> {
+    let n = n.clamp(1, slots.len().max(1));
+    slots.sort_by_key(|s| std::cmp::Reverse(s.var.elem_count()));
+    let mut groups: Vec<(usize, Vec<&Slot>)> = vec![(0, Vec::new()); n];
+    for slot in slots {
+        let g = groups.iter_mut().min_by_key(|g| g.0).expect("n >= 1");
+        g.0 += slot.var.elem_count();
+        g.1.push(slot);
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|g| g.1)
+        .collect()
+}
+
 /// One Adam update with the bias corrections folded into two scalars.
 #[derive(Debug, Clone, Copy)]
 struct AdamUpdate {
@@ -192,14 +233,17 @@ struct AdamUpdate {
 }
 
 impl AdamUpdate {
-    fn apply(&self, var: &Var, moments: &Tensor, grad: &Tensor) -> candle_core::Result<()> {
-        if var.device().is_cpu() && var.dtype() == DType::F32 {
-            let grad = grad.contiguous()?;
-            moments.inplace_op2(&grad, &MomentsOp(*self))?;
-            var.as_tensor().inplace_op2(moments, &ParamOp(*self))
-        } else {
-            self.apply_composite(var, moments, grad)
+    /// The update with the sum of `grads` as the gradient.
+    fn apply(&self, var: &Var, moments: &Tensor, grads: &[&Tensor]) -> candle_core::Result<()> {
+        if !(var.device().is_cpu() && var.dtype() == DType::F32) {
+            return self.apply_composite(var, moments, grads);
         }
+        match grads {
+            [g] => moments.inplace_op2(&g.contiguous()?, &MomentsOp(*self))?,
+            [a, b] => moments.inplace_op3(&a.contiguous()?, &b.contiguous()?, &MomentsOp(*self))?,
+            _ => moments.inplace_op2(&sum(grads)?.contiguous()?, &MomentsOp(*self))?,
+        }
+        var.as_tensor().inplace_op2(moments, &ParamOp(*self))
     }
 
     /// The same arithmetic as tensor operations, for any device.
@@ -207,21 +251,29 @@ impl AdamUpdate {
         &self,
         var: &Var,
         moments: &Tensor,
-        grad: &Tensor,
+        grads: &[&Tensor],
     ) -> candle_core::Result<()> {
-        {
-            let grad = grad.flatten_all()?;
-            let m =
-                ((moments.get(0)? * self.beta1 as f64)? + (&grad * (1.0 - self.beta1 as f64))?)?;
-            let v = ((moments.get(1)? * self.beta2 as f64)?
-                + (grad.sqr()? * (1.0 - self.beta2 as f64))?)?;
-            let denom = ((v.sqrt()? * self.inv_sqrt_bc2 as f64)? + self.eps as f64)?;
-            let delta = ((m.clone() / denom)? * self.step_size as f64)?.reshape(var.shape())?;
-            let p = ((var.as_tensor() * self.decay as f64)? - delta)?;
-            moments.slice_set(&Tensor::stack(&[m, v], 0)?, 0, 0)?;
-            var.set(&p)
-        }
+        let grad = sum(grads)?.flatten_all()?;
+        let m = ((moments.get(0)? * self.beta1 as f64)? + (&grad * (1.0 - self.beta1 as f64))?)?;
+        let v =
+            ((moments.get(1)? * self.beta2 as f64)? + (grad.sqr()? * (1.0 - self.beta2 as f64))?)?;
+        let denom = ((v.sqrt()? * self.inv_sqrt_bc2 as f64)? + self.eps as f64)?;
+        let delta = ((m.clone() / denom)? * self.step_size as f64)?.reshape(var.shape())?;
+        let p = ((var.as_tensor() * self.decay as f64)? - delta)?;
+        moments.slice_set(&Tensor::stack(&[m, v], 0)?, 0, 0)?;
+        var.set(&p)
     }
+}
+
+fn sum(grads: &[&Tensor]) -> candle_core::Result<Tensor> {
+    let mut acc = grads
+        .first()
+        .map(|g| (*g).clone())
+        .ok_or_else(|| candle_core::Error::Msg("adam: no gradient".into()))?;
+    for g in &grads[1..] {
+        acc = (acc + *g)?;
+    }
+    Ok(acc)
 }
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -245,6 +297,18 @@ multiversion! {
     fn moments_kernel(m: &mut [f32], v: &mut [f32], g: &[f32], b1: f32, b2: f32) {
         let (c1, c2) = (1.0 - b1, 1.0 - b2);
         for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
+            *m = b1 * *m + c1 * g;
+            *v = b2 * *v + c2 * (g * g);
+        }
+    }
+}
+
+multiversion! {
+    /// The moments for the gradient `g1 + g2` (two shards of one batch).
+    fn moments_kernel2(m: &mut [f32], v: &mut [f32], g1: &[f32], g2: &[f32], b1: f32, b2: f32) {
+        let (c1, c2) = (1.0 - b1, 1.0 - b2);
+        for (((m, v), &g1), &g2) in m.iter_mut().zip(v.iter_mut()).zip(g1).zip(g2) {
+            let g = g1 + g2;
             *m = b1 * *m + c1 * g;
             *v = b2 * *v + c2 * (g * g);
         }
@@ -277,6 +341,31 @@ impl InplaceOp2 for MomentsOp {
         let mv = contiguous_mut(s, l)?;
         let (m, v) = mv.split_at_mut(g.len());
         moments_kernel(m, v, g, self.0.beta1, self.0.beta2);
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for MomentsOp {
+    fn name(&self) -> &'static str {
+        "adam-moments-2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &mut CpuStorage,
+        l: &Layout,
+        g1: &CpuStorage,
+        g1l: &Layout,
+        g2: &CpuStorage,
+        g2l: &Layout,
+    ) -> candle_core::Result<()> {
+        let (g1, g2) = (contiguous(g1, g1l)?, contiguous(g2, g2l)?);
+        if g1.len() != g2.len() {
+            candle_core::bail!("adam: gradients of different sizes");
+        }
+        let mv = contiguous_mut(s, l)?;
+        let (m, v) = mv.split_at_mut(g1.len());
+        moments_kernel2(m, v, g1, g2, self.0.beta1, self.0.beta2);
         Ok(())
     }
 }
@@ -361,7 +450,7 @@ mod tests {
             let loss = (w.as_tensor().sqr()? * &cc)?.sum_all()?;
             let grads = loss.backward()?;
             opt.composite = composite;
-            opt.step(|_, var| grads.get(var.as_tensor()).cloned())?;
+            opt.step(&[grads], 1)?;
         }
         w.as_tensor().to_vec1::<f32>()
     }

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use vae_core::candle_core::backprop::GradStore;
 use vae_core::candle_core::{Device, Tensor};
 use vae_core::candle_nn::VarMap;
 use vae_core::{weights, Rng, Vae};
 use vae_data::{epoch_order, Binarize, Dataset, Splits};
 use vae_infer::eval::elbo_stats;
-use vae_infer::model::batch;
+use vae_infer::model::one_hot;
 
 use crate::config::RunConfig;
 use crate::optim::Adam;
@@ -114,6 +115,12 @@ impl Trainer {
 
     /// One optimizer step on the examples `indices` of `data`; returns the batch's summed
     /// negative ELBO (nats).
+    ///
+    /// On the CPU the batch is split into one shard per thread: each thread runs the forward and
+    /// backward pass of its rows (candle's own pool is kept to one thread, see
+    /// [`vae_core::device::single_threaded_candle`]), the gradients are summed inside the fused
+    /// optimizer update, which itself runs on all threads. All random draws happen before the
+    /// split, so the noise does not depend on the thread count.
     pub fn train_step(
         &mut self,
         data: &Dataset,
@@ -121,32 +128,73 @@ impl Trainer {
         buf: &mut Vec<f32>,
     ) -> Result<f64> {
         let n = indices.len();
-        let (x, labels) = batch(data, indices, &self.model, &self.device, buf)?;
-        let x = match self.cfg.data.binarize {
-            Binarize::Dynamic => {
-                let mut v = buf.clone();
-                Binarize::sample(&mut v, &mut self.noise);
-                Tensor::from_vec(v, x.shape(), &self.device)?
-            }
-            _ => x,
-        };
+        let d = data.shape.dim();
         let l = self.model.latent_dim();
-        let eps = Tensor::from_vec(self.noise.normal_vec(n * l), (n, l), &self.device)?;
-        let t = self.model.elbo_terms(&x, labels.as_ref(), &eps)?;
-        let recon = t.recon.sum_all()?;
-        let kl = t.kl.sum_all()?;
-        let objective = ((&recon + (&kl * self.cfg.train.beta)?)? / n as f64)?;
-        let grads = objective.backward()?;
-        self.opt
-            .step(|_, var| grads.get(var.as_tensor()).cloned())?;
+        data.gather(indices, buf);
+        if self.cfg.data.binarize == Binarize::Dynamic {
+            Binarize::sample(buf, &mut self.noise);
+        }
+        let labels = data.gather_labels(indices);
+        let eps = self.noise.normal_vec(n * l);
+        let shards = if self.device.is_cpu() {
+            self.cfg.train.threads.clamp(1, n.max(1))
+        } else {
+            1
+        };
+        let beta = self.cfg.train.beta;
+        let (model, device, x) = (&self.model, &self.device, &buf[..]);
+        let shard = |s: usize| -> Result<(GradStore, f64)> {
+            let (lo, hi) = (s * n / shards, (s + 1) * n / shards);
+            let rows = hi - lo;
+            let xs = Tensor::from_slice(&x[lo * d..hi * d], (rows, d), device)?;
+            let es = Tensor::from_slice(&eps[lo * l..hi * l], (rows, l), device)?;
+            let ys = match (model.config().num_classes, &labels) {
+                (Some(k), Some(ls)) => Some(one_hot(&ls[lo..hi], k, device)?),
+                (Some(_), None) => {
+                    return Err(TrainError::Usage(
+                        "a conditional model needs labelled data".into(),
+                    ))
+                }
+                _ => None,
+            };
+            let t = model.elbo_terms(&xs, ys.as_ref(), &es)?;
+            let recon = t.recon.sum_all()?;
+            let kl = t.kl.sum_all()?;
+            // Divided by the whole batch size, so that the shards' gradients add up to the batch's.
+            let objective = ((&recon + (&kl * beta)?)? / n as f64)?;
+            let grads = objective.backward()?;
+            let neg_elbo = (recon + kl)?.to_scalar::<f32>()? as f64;
+            Ok((grads, neg_elbo))
+        };
+        let results: Vec<Result<(GradStore, f64)>> = if shards == 1 {
+            vec![shard(0)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (1..shards).map(|s| scope.spawn(move || shard(s))).collect();
+                let mut out = vec![shard(0)];
+                out.extend(handles.into_iter().map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(TrainError::Usage("a training thread panicked".into()))
+                    })
+                }));
+                out
+            })
+        };
+        let mut grads = Vec::with_capacity(shards);
+        let mut neg_elbo = 0.0;
+        for r in results {
+            let (g, v) = r?;
+            grads.push(g);
+            neg_elbo += v;
+        }
         self.step += 1;
-        let neg_elbo = (recon + kl)?.to_scalar::<f32>()? as f64;
         if !neg_elbo.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.step,
                 value: neg_elbo,
             });
         }
+        self.opt.step(&grads, shards)?;
         Ok(neg_elbo)
     }
 }

@@ -55,6 +55,7 @@ impl Observer for Progress {
 }
 
 fn main() -> ExitCode {
+    vae_core::device::single_threaded_candle();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

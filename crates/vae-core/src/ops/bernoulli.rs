@@ -1,12 +1,8 @@
-//! Fused tensor operations for the hot spots of training, each with its own backward.
-//!
-//! On the CPU each runs as one pass over memory (a candle custom op, kernels from
-//! [`crate::fastmath`]); on other devices, and as the reference in tests, the same value comes
-//! from a composition of candle operations ([`composite`]). Gradients of the fused versions are
-//! checked against finite differences and against the composite versions in the tests.
+//! The Bernoulli log-likelihood on logits, fused with its sum over dimensions.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
 
+use super::composite;
 use crate::fastmath::{self, sum16};
 use crate::multiversion;
 
@@ -23,29 +19,14 @@ pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> candle_core::Result<Te
     }
 }
 
-/// The same quantities written as plain candle operations (any device, any float type).
-pub mod composite {
-    use candle_core::{Tensor, D};
-
-    /// softplus(l) = max(l, 0) + ln(1 + e^-|l|).
-    pub fn softplus(l: &Tensor) -> candle_core::Result<Tensor> {
-        l.relu()? + (l.abs()?.neg()?.exp()? + 1.0)?.log()?
-    }
-
-    /// See [`super::bernoulli_log_prob`].
-    pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        ((x * logits)? - softplus(logits)?)?.sum(D::Minus1)
-    }
-}
-
-fn rows_of(l: &Layout) -> candle_core::Result<(usize, usize)> {
+pub(super) fn rows_of(l: &Layout) -> candle_core::Result<(usize, usize)> {
     match l.shape().dims() {
         [b, d] => Ok((*b, *d)),
         dims => candle_core::bail!("expected a [batch, dim] tensor, got shape {dims:?}"),
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     let all = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&all[a..b]),
@@ -55,10 +36,15 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
 
 multiversion! {
     fn bernoulli_rows(l: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+        let mut terms = vec![0f32; d];
         for (b, o) in out.iter_mut().enumerate() {
             let l = &l[b * d..(b + 1) * d];
             let x = &x[b * d..(b + 1) * d];
-            *o = sum16(d, |i| x[i] * l[i] - fastmath::softplus(l[i]));
+            // An element-wise pass the compiler vectorises, then a fixed-order sum.
+            for ((t, &l), &x) in terms.iter_mut().zip(l).zip(x) {
+                *t = x * l - fastmath::softplus(l);
+            }
+            *o = sum16(d, |i| terms[i]);
         }
     }
 }

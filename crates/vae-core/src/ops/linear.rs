@@ -1,0 +1,266 @@
+//! A dense layer with its bias and activation as one operation: `act(x W^T + b)`.
+//!
+//! Forward, on the CPU: the bias is written into the output and one `gemm` call accumulates the
+//! product onto it, then the activation runs in place: one allocation, no extra passes. Backward
+//! computes the activation's derivative from the output in one pass, then the three products;
+//! the gradient of the input is skipped when the input is data (PyTorch skips it too; candle's
+//! generic matmul backward would compute it).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use super::bernoulli::{rows_of, slice};
+use super::composite;
+use super::gemm::{matmul, MatRef};
+use crate::fastmath;
+use crate::multiversion;
+
+/// The activations that can be fused into a dense layer (their derivative is a function of the
+/// output alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Relu,
+    Tanh,
+}
+
+/// `act(x W^T + b)` for `x` `[batch, in]`, `w` `[out, in]`, `b` `[out]`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+    let fused = x.device().is_cpu()
+        && [x, w, b]
+            .iter()
+            .all(|t| t.dtype() == candle_core::DType::F32)
+        && x.rank() == 2;
+    if fused {
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { act })
+    } else {
+        composite::linear(x, w, b, act)
+    }
+}
+
+struct Linear {
+    act: Act,
+}
+
+multiversion! {
+    fn activate(y: &mut [f32], act: Act) {
+        match act {
+            Act::Identity => {}
+            Act::Relu => {
+                for v in y.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            Act::Tanh => {
+                for v in y.iter_mut() {
+                    *v = fastmath::tanh(*v);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Writes the gradient through the activation into the first rows of `out` and its column
+    /// sums (the bias gradient) into the last row.
+    fn activation_grad(y: &[f32], g: &[f32], out: &mut [f32], cols: usize, act: Act) {
+        let (rows, sums) = out.split_at_mut(y.len());
+        sums.fill(0.0);
+        for ((o, y), g) in rows.chunks_exact_mut(cols).zip(y.chunks_exact(cols)).zip(g.chunks_exact(cols)) {
+            match act {
+                Act::Identity => o.copy_from_slice(g),
+                Act::Relu => {
+                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                        *o = if y > 0.0 { g } else { 0.0 };
+                    }
+                }
+                Act::Tanh => {
+                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                        *o = g * (1.0 - y * y);
+                    }
+                }
+            }
+            for (s, &o) in sums.iter_mut().zip(o.iter()) {
+                *s += o;
+            }
+        }
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, input) = rows_of(xl)?;
+        let (out, w_in) = rows_of(wl)?;
+        if w_in != input || bl.shape().dims() != [out] {
+            candle_core::bail!(
+                "linear: input {:?}, weight {:?}, bias {:?} do not fit",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
+        let mut y = Vec::with_capacity(batch * out);
+        for _ in 0..batch {
+            y.extend_from_slice(b);
+        }
+        matmul(
+            &mut y,
+            MatRef::row_major(x, batch, input),
+            MatRef::row_major(w, out, input).t(),
+            true,
+        );
+        activate(&mut y, self.act);
+        Ok((CpuStorage::F32(y), Shape::from((batch, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // One pass gives the gradient through the activation and, as an extra row, the bias
+        // gradient (candle's strided sum over the batch dimension is slow on the CPU).
+        let batch = y.dim(0)?;
+        let gb = y.apply_op2_no_bwd(&grad.contiguous()?, &ActGrad { act: self.act })?;
+        let g = gb.narrow(0, 0, batch)?;
+        let db = gb.get(batch)?;
+        let dx = if x.track_op() {
+            Some(g.matmul(w)?)
+        } else {
+            None
+        };
+        let dw = g.t()?.matmul(x)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The gradient through the activation, computed from the layer's output, `[batch + 1, out]`:
+/// the last row holds its sum over the batch.
+struct ActGrad {
+    act: Act,
+}
+
+impl CustomOp2 for ActGrad {
+    fn name(&self) -> &'static str {
+        "linear-activation-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, cols) = rows_of(yl)?;
+        let (y, g) = (slice(ys, yl)?, slice(gs, gl)?);
+        let mut out = vec![0f32; (rows + 1) * cols];
+        activation_grad(y, g, &mut out, cols, self.act);
+        Ok((CpuStorage::F32(out), Shape::from((rows + 1, cols))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn data(n: usize, scale: f32, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919 % 1000) as f32 / 500.0 - 1.0) * scale)
+            .collect()
+    }
+
+    /// The fused layer against the composite one: same values, same gradients, for every
+    /// activation, with a tracked input (so dx is computed) and with a data input (so it is not).
+    #[test]
+    fn fused_linear_matches_composite_values_and_gradients() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for act in [Act::Identity, Act::Relu, Act::Tanh] {
+            let x = Var::from_vec(data(4 * 6, 1.0, 1), (4, 6), &dev)?;
+            let w = Var::from_vec(data(5 * 6, 0.5, 2), (5, 6), &dev)?;
+            let b = Var::from_vec(data(5, 0.3, 3), 5, &dev)?;
+            let up = Tensor::new(data(4 * 5, 1.0, 4), &dev)?.reshape((4, 5))?;
+            let f = linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), act)?;
+            let c = composite::linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), act)?;
+            let diff = (&f - &c)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{act:?}: values differ by {diff}");
+            let gf = (f * &up)?.sum_all()?.backward()?;
+            let gc = (c * &up)?.sum_all()?.backward()?;
+            for v in [&x, &w, &b] {
+                let a = gf.get(v.as_tensor()).expect("fused grad");
+                let e = gc.get(v.as_tensor()).expect("composite grad");
+                let diff = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "{act:?}: gradients differ by {diff}");
+            }
+            // A data input gets no gradient computed.
+            let xd = Tensor::from_vec(data(4 * 6, 1.0, 1), (4, 6), &dev)?;
+            let g = linear(&xd, w.as_tensor(), b.as_tensor(), act)?
+                .sum_all()?
+                .backward()?;
+            assert!(g.get(&xd).is_none());
+            assert!(g.get(w.as_tensor()).is_some());
+        }
+        Ok(())
+    }
+
+    /// Finite differences on the weights through the tanh layer (f64 reference).
+    #[test]
+    fn fused_linear_gradient_matches_finite_differences() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (n, i, o) = (3, 4, 2);
+        let xv = data(n * i, 1.0, 5);
+        let wv = data(o * i, 0.7, 6);
+        let bv = data(o, 0.2, 7);
+        let w = Var::from_vec(wv.clone(), (o, i), &dev)?;
+        let x = Tensor::from_vec(xv.clone(), (n, i), &dev)?;
+        let b = Tensor::from_vec(bv.clone(), o, &dev)?;
+        let g = linear(&x, w.as_tensor(), &b, Act::Tanh)?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
+        let g = g
+            .get(w.as_tensor())
+            .expect("grad")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let f = |wv: &[f64]| -> f64 {
+            let mut s = 0.0;
+            for r in 0..n {
+                for c in 0..o {
+                    let mut a = bv[c] as f64;
+                    for k in 0..i {
+                        a += xv[r * i + k] as f64 * wv[c * i + k];
+                    }
+                    s += a.tanh().powi(2);
+                }
+            }
+            s
+        };
+        let base: Vec<f64> = wv.iter().map(|&v| v as f64).collect();
+        for k in 0..base.len() {
+            let (mut p, mut m) = (base.clone(), base.clone());
+            p[k] += 1e-6;
+            m[k] -= 1e-6;
+            let fd = (f(&p) - f(&m)) / 2e-6;
+            assert!((g[k] as f64 - fd).abs() < 1e-4, "w[{k}]: {} vs {fd}", g[k]);
+        }
+        Ok(())
+    }
+}
