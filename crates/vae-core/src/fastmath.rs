@@ -7,6 +7,9 @@
 //! baseline and picks one at run time. No `mul_add` is used, so every version computes the same
 //! bits: results do not depend on the CPU.
 
+// The coefficients are quoted as Cephes prints them.
+#![allow(clippy::excessive_precision)]
+
 /// Defines a function compiled for several x86-64 feature levels, dispatched at run time.
 ///
 /// ```text

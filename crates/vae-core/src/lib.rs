@@ -6,7 +6,7 @@
 //! - [`ops`], [`fastmath`]: fused CPU kernels for the hot spots, each with its own backward.
 //! - [`rng`]: the seeded host generator behind every random draw.
 //! - [`weights`]: safetensors I/O, atomic and checked (the only file-system access here).
-//! - [`device`]: `auto|cpu|cuda[:N]|metal`.
+//! - [`device`]: `auto`, `cpu`, `cuda:N` or `metal`.
 
 pub mod config;
 pub mod device;

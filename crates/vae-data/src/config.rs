@@ -46,7 +46,7 @@ impl Binarize {
     /// The static binarisation of example `index`: a generator derived from the index alone, so
     /// every example always gets the same bits.
     pub fn sample_static(batch_row: &mut [f32], index: usize) {
-        Self::sample(batch_row, &mut Rng::stream(0x5747_1c, index as u64));
+        Self::sample(batch_row, &mut Rng::stream(0x0057_471c, index as u64));
     }
 }
 

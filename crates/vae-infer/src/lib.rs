@@ -5,6 +5,7 @@
 //! - [`eval`]: the negative ELBO of a dataset.
 //! - [`image`]: PNG grids.
 
+pub mod cli;
 mod error;
 pub mod eval;
 pub mod image;

@@ -1,0 +1,226 @@
+//! The command line of `vae-infer`: one subcommand per analysis, each a library function.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use vae_core::candle_core::Device;
+use vae_core::Rng;
+use vae_data::Dataset;
+
+use crate::model::{load, run_paths, Loaded};
+use crate::{eval, image, sample, InferError, Result};
+
+/// Use a trained variational autoencoder: sample, evaluate, analyse its latent space.
+#[derive(Debug, Parser)]
+#[command(name = "vae-infer", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode codes drawn from the prior into a PNG grid.
+    Sample(SampleArgs),
+    /// Negative ELBO (reconstruction + KL) of a split, per example, in nats.
+    Evaluate(EvaluateArgs),
+}
+
+/// Which model to load, and where to run it.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A run directory written by vae-train.
+    #[arg(long, required_unless_present = "model", conflicts_with_all = ["model", "config"])]
+    pub run: Option<PathBuf>,
+    /// A weights file (with --config).
+    #[arg(long, requires = "config")]
+    pub model: Option<PathBuf>,
+    /// The config.json that goes with --model.
+    #[arg(long, requires = "model")]
+    pub config: Option<PathBuf>,
+    /// Use best.safetensors of the run instead of model.safetensors.
+    #[arg(long)]
+    pub best: bool,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Seed of the random draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object on stdout instead of a readable summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ModelArgs {
+    /// Opens the device and loads the model.
+    pub fn load(&self) -> Result<Loaded> {
+        let device = vae_core::device::select(&self.device)?;
+        let (w, c) = match (&self.run, &self.model, &self.config) {
+            (Some(dir), _, _) => run_paths(dir, self.best)?,
+            (None, Some(m), Some(c)) => (m.clone(), c.clone()),
+            _ => {
+                return Err(InferError::Usage(
+                    "give --run DIR, or --model FILE with --config FILE".into(),
+                ))
+            }
+        };
+        load(&w, &c, &device)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Class of a conditional model.
+    #[arg(long)]
+    pub label: Option<u32>,
+    /// Scale of the prior's standard deviation.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleReport {
+    pub out: PathBuf,
+    pub n: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// `vae-infer sample`.
+pub fn run_sample(a: &SampleArgs) -> Result<SampleReport> {
+    if a.n == 0 {
+        return Err(InferError::Usage("--n must be at least 1".into()));
+    }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        return Err(InferError::Usage(format!(
+            "--temperature must be positive, got {}",
+            a.temperature
+        )));
+    }
+    let m = a.model.load()?;
+    let mut rng = Rng::stream(a.model.seed, 0x5a3b1e);
+    let x = sample::sample(&m.model, a.n, a.temperature, a.label, &mut rng, &m.device)?;
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    let cols = (a.n as f64).sqrt().ceil() as usize;
+    image::write_grid(&a.out, &values, m.model.config().shape, cols)?;
+    Ok(SampleReport {
+        out: a.out.clone(),
+        n: a.n,
+        rows: a.n.div_ceil(cols),
+        cols,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which split of the run's dataset.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
+    /// Use only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateReport {
+    pub split: Split,
+    #[serde(flatten)]
+    pub elbo: eval::ElboStats,
+}
+
+/// The split of the data a model was trained on.
+pub fn load_split(m: &Loaded, split: Split, limit: Option<usize>) -> Result<Dataset> {
+    let data = m.data.as_ref().ok_or_else(|| {
+        InferError::Usage(
+            "the config has no `data` section; this command needs the run's dataset".into(),
+        )
+    })?;
+    let splits = data.load()?.splits;
+    let d = match split {
+        Split::Train => splits.train,
+        Split::Test => splits.test,
+    };
+    Ok(match limit {
+        Some(n) => d.take(n),
+        None => d,
+    })
+}
+
+/// `vae-infer evaluate`.
+pub fn run_evaluate(a: &EvaluateArgs) -> Result<EvaluateReport> {
+    if a.batch_size == 0 {
+        return Err(InferError::Usage("--batch-size must be at least 1".into()));
+    }
+    let m = a.model.load()?;
+    let data = load_split(&m, a.split, a.limit)?;
+    if data.is_empty() {
+        return Err(InferError::Usage("no examples to evaluate".into()));
+    }
+    let elbo = eval::elbo_stats(&m.model, &data, &m.device, a.batch_size, a.model.seed)?;
+    Ok(EvaluateReport {
+        split: a.split,
+        elbo,
+    })
+}
+
+/// Runs a command and renders its report: JSON, or readable lines.
+pub fn dispatch(cli: &Cli) -> Result<String> {
+    fn render<T: Serialize>(json: bool, r: &T, text: impl FnOnce(&T) -> String) -> Result<String> {
+        if json {
+            serde_json::to_string(r).map_err(|e| InferError::Usage(e.to_string()))
+        } else {
+            Ok(text(r))
+        }
+    }
+    match &cli.command {
+        Command::Sample(a) => render(a.model.json, &run_sample(a)?, |r| {
+            format!(
+                "wrote {} samples ({}x{} grid) to {}",
+                r.n,
+                r.rows,
+                r.cols,
+                r.out.display()
+            )
+        }),
+        Command::Evaluate(a) => render(a.model.json, &run_evaluate(a)?, |r| {
+            format!(
+                "{} split, {} examples\n  negative ELBO  {:.3} nats\n  reconstruction {:.3} nats\n  KL             {:.3} nats",
+                match r.split {
+                    Split::Train => "train",
+                    Split::Test => "test",
+                },
+                r.elbo.examples,
+                r.elbo.neg_elbo,
+                r.elbo.recon,
+                r.elbo.kl
+            )
+        }),
+    }
+}
+
+/// The device a report was computed on (for messages).
+pub fn device_name(d: &Device) -> String {
+    vae_core::device::name(d)
+}
