@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use vae_core::{Activation, Arch, DataShape, Likelihood, Preset};
-use vae_data::{Binarize, DataConfig};
+use vae_data::DataConfig;
 
 use crate::config::{RunConfig, TrainConfig};
+use crate::data_args::DataArgs;
 use crate::{Result, TrainError};
 
 /// Train a variational autoencoder.
@@ -19,15 +20,8 @@ pub struct Args {
     /// Starting point: pytorch-example, seed, iwae or conv.
     #[arg(long)]
     pub preset: Option<Preset>,
-    /// Dataset name: fashion-mnist, mnist, kmnist, cifar10 or sample.
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Directory holding the dataset's files.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Binarisation of pixel values: none, static or dynamic.
-    #[arg(long)]
-    pub binarize: Option<Binarize>,
+    #[command(flatten)]
+    pub data: DataArgs,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod data_args;
 mod error;
 pub mod optim;
 pub mod train;
