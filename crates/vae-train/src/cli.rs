@@ -76,18 +76,7 @@ impl Args {
 
     /// The data part of the configuration.
     pub fn data_config(&self) -> DataConfig {
-        let preset = self.preset.unwrap_or_default();
-        DataConfig {
-            dataset: self
-                .dataset
-                .clone()
-                .unwrap_or_else(|| "fashion-mnist".into()),
-            data_dir: self.data_dir.clone(),
-            binarize: self.binarize.unwrap_or(match preset {
-                Preset::Iwae => Binarize::Dynamic,
-                _ => Binarize::None,
-            }),
-        }
+        self.data.to_config(self.preset.unwrap_or_default())
     }
 
     /// The whole configuration for data of `shape` with `num_classes` classes: the preset,
