@@ -1,5 +1,8 @@
 //! The first path through the product: train on the embedded sample, sample, evaluate.
 
+// Test code may unwrap and expect: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -71,7 +74,14 @@ fn train_sample_evaluate_on_the_embedded_sample() -> anyhow::Result<()> {
     // An 8x8 grid of 28x28 pictures drawn at 2x with 2-pixel borders: 8 * 58 + 2.
     assert_eq!(png_size(&png), (466, 466));
 
-    let out = ok(infer(&["evaluate", "--run", run_s, "--json"]));
+    let out = ok(infer(&[
+        "evaluate",
+        "--run",
+        run_s,
+        "--iw-samples",
+        "50",
+        "--json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(out.trim())?;
     for key in ["neg_elbo", "recon", "kl", "examples"] {
         assert!(v.get(key).is_some(), "evaluate lacks `{key}`: {out}");

@@ -80,6 +80,19 @@ pub enum Upsampling {
     Nearest,
 }
 
+impl std::str::FromStr for Upsampling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "transposed" => Ok(Self::Transposed),
+            "nearest" => Ok(Self::Nearest),
+            _ => Err(format!(
+                "unknown upsampling `{s}` (expected transposed or nearest)"
+            )),
+        }
+    }
+}
+
 /// The encoder and decoder networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -1,9 +1,11 @@
 //! vae-core: variational autoencoders on candle.
 //!
 //! - [`config`]: what a model is ([`ModelConfig`], presets), serialised to `config.json`.
-//! - [`model`]: the [`Vae`] (encoder q(z|x), decoder p(x|z)) and its ELBO terms.
+//! - [`model`]: the [`Vae`] (encoder q(z|x), decoder p(x|z)), mlp or conv.
+//! - [`objective`]: the ELBO and its variants, the IWAE bound, the log-likelihood estimate.
 //! - [`dist`], [`likelihood`]: the Gaussian posterior, the prior and the observation models.
 //! - [`ops`], [`fastmath`]: fused CPU kernels for the hot spots, each with its own backward.
+//! - [`par`]: data parallelism over examples on the CPU.
 //! - [`rng`]: the seeded host generator behind every random draw.
 //! - [`weights`]: safetensors I/O, atomic and checked (the only file-system access here).
 //! - [`device`]: `auto`, `cpu`, `cuda:N` or `metal`.
@@ -15,14 +17,17 @@ mod error;
 pub mod fastmath;
 pub mod likelihood;
 pub mod model;
+pub mod objective;
 pub mod ops;
+pub mod par;
 pub mod rng;
 pub mod weights;
 
 pub use config::{Activation, Arch, DataShape, Likelihood, ModelConfig, Preset};
 pub use dist::DiagonalGaussian;
 pub use error::{Error, Result};
-pub use model::{ElboTerms, Vae};
+pub use model::Vae;
+pub use objective::{Objective, Terms};
 pub use rng::Rng;
 
 pub use candle_core;

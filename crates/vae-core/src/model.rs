@@ -1,14 +1,16 @@
-//! The VAE: an encoder q(z|x), a decoder p(x|z) and the bounds built from them.
+//! The VAE: an encoder q(z|x) and a decoder p(x|z), for both architectures.
 //!
 //! Tensor names (the safetensors keys) come from the `vb.pp(..)` prefixes below and are listed
-//! in ARCHITECTURE.md: `encoder.fc{i}.{weight,bias}`, `encoder.head.{weight,bias}` (mu and
-//! log-variance stacked, `2 * latent` outputs), `decoder.fc{i}.{weight,bias}`,
-//! `decoder.out.{weight,bias}`.
+//! in ARCHITECTURE.md. `mlp`: `encoder.fc{i}`, `encoder.head` (mu and log-variance stacked,
+//! `2 * latent` outputs), `decoder.fc{i}`, `decoder.out`. `conv`: `encoder.conv{i}`,
+//! `encoder.fc0`, `encoder.head`, `decoder.fc0`, `decoder.fc1`, `decoder.up{i}`. Each has a
+//! `.weight` and a `.bias`, in PyTorch's layouts (`[out, in]`, `[out, in, k, k]`, and
+//! `[in, out, k, k]` for transposed convolutions).
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::config::{Activation, Arch, Likelihood, ModelConfig};
+use crate::config::{Activation, Arch, Likelihood, ModelConfig, Upsampling};
 use crate::dist::DiagonalGaussian;
 use crate::ops::{self, Act};
 use crate::rng::Rng;
@@ -34,6 +36,9 @@ impl Activation {
     }
 }
 
+/// Variables are created with zeros here; `reset_parameters` gives them their values.
+const SHAPE_ONLY: candle_nn::Init = candle_nn::Init::Const(0.0);
+
 /// A dense layer `x W^T + b` with `weight` `[out, in]` and `bias` `[out]` (PyTorch's layout).
 #[derive(Debug, Clone)]
 struct Linear {
@@ -43,9 +48,8 @@ struct Linear {
 
 impl Linear {
     fn new(vb: VarBuilder, input: usize, output: usize) -> candle_core::Result<Self> {
-        // Values come from `reset_parameters`; the init here only shapes the variables.
-        let weight = vb.get_with_hints((output, input), "weight", candle_nn::Init::Const(0.0))?;
-        let bias = vb.get_with_hints(output, "bias", candle_nn::Init::Const(0.0))?;
+        let weight = vb.get_with_hints((output, input), "weight", SHAPE_ONLY)?;
+        let bias = vb.get_with_hints(output, "bias", SHAPE_ONLY)?;
         Ok(Self { weight, bias })
     }
 
@@ -93,27 +97,110 @@ impl Dense {
     }
 }
 
-/// q(z|x) = N(mu(x), diag sigma^2(x)).
+/// A 2-D convolution with bias.
 #[derive(Debug, Clone)]
-pub struct Encoder {
-    body: Dense,
-    head: Linear,
-    latent_dim: usize,
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
 }
 
-/// The decoder network: z (and a label) to the likelihood's parameters.
+impl Conv {
+    fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> candle_core::Result<Self> {
+        let weight = vb.get_with_hints((cout, cin, k, k), "weight", SHAPE_ONLY)?;
+        let bias = vb.get_with_hints(cout, "bias", SHAPE_ONLY)?;
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, self.bias.dim(0)?, 1, 1))?)
+    }
+}
+
+/// Doubles the height and width of a feature map.
 #[derive(Debug, Clone)]
-pub struct Decoder {
-    body: Dense,
-    out: Linear,
+enum Up {
+    /// Transposed 4x4 convolution, stride 2, padding 1 (weight `[in, out, 4, 4]`).
+    Transposed { weight: Tensor, bias: Tensor },
+    /// Nearest-neighbour upsampling, then a 3x3 convolution.
+    Nearest(Conv),
+}
+
+impl Up {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, kind: Upsampling) -> candle_core::Result<Self> {
+        Ok(match kind {
+            Upsampling::Transposed => Up::Transposed {
+                weight: vb.get_with_hints((cin, cout, 4, 4), "weight", SHAPE_ONLY)?,
+                bias: vb.get_with_hints(cout, "bias", SHAPE_ONLY)?,
+            },
+            Upsampling::Nearest => Up::Nearest(Conv::new(vb, cin, cout, 3, 1, 1)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Up::Transposed { weight, bias } => {
+                let y = x.conv_transpose2d(weight, 1, 0, 2, 1)?;
+                y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
+            }
+            Up::Nearest(conv) => {
+                let (_, _, h, w) = x.dims4()?;
+                conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+            }
+        }
+    }
+}
+
+/// The feature extractor of the encoder (everything before the head).
+#[derive(Debug, Clone)]
+enum EncoderBody {
+    Mlp(Dense),
+    Conv {
+        convs: Vec<Conv>,
+        fc: Linear,
+        activation: Activation,
+        shape: (usize, usize, usize),
+    },
+}
+
+/// The decoder network: z (and a label) to the likelihood's raw parameters.
+#[derive(Debug, Clone)]
+enum DecoderNet {
+    Mlp {
+        body: Dense,
+        out: Linear,
+    },
+    Conv {
+        fc0: Linear,
+        fc1: Linear,
+        ups: Vec<Up>,
+        activation: Activation,
+        /// Channels, height and width of the map the first upsampling receives.
+        start: (usize, usize, usize),
+    },
 }
 
 /// A variational autoencoder.
 #[derive(Debug, Clone)]
 pub struct Vae {
     cfg: ModelConfig,
-    encoder: Encoder,
-    decoder: Decoder,
+    encoder: EncoderBody,
+    head: Linear,
+    decoder: DecoderNet,
 }
 
 fn with_labels(x: &Tensor, labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
@@ -128,35 +215,81 @@ impl Vae {
     pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
         cfg.validate()?;
         let extra = cfg.num_classes.unwrap_or(0);
-        let (encoder, decoder) = match &cfg.arch {
+        let latent = cfg.latent_dim;
+        let venc = vb.pp("encoder");
+        let vdec = vb.pp("decoder");
+        let (encoder, enc_out, decoder) = match &cfg.arch {
             Arch::Mlp { hidden, activation } => {
-                let venc = vb.pp("encoder");
                 let body = Dense::new(&venc, cfg.shape.dim() + extra, hidden, *activation)?;
-                let last = hidden.last().copied().unwrap_or(cfg.shape.dim() + extra);
-                let head = Linear::new(venc.pp("head"), last, 2 * cfg.latent_dim)?;
-                let vdec = vb.pp("decoder");
+                let enc_out = hidden.last().copied().unwrap_or(cfg.shape.dim() + extra);
                 let rev: Vec<usize> = hidden.iter().rev().copied().collect();
-                let dbody = Dense::new(&vdec, cfg.latent_dim + extra, &rev, *activation)?;
-                let dlast = rev.last().copied().unwrap_or(cfg.latent_dim + extra);
+                let dbody = Dense::new(&vdec, latent + extra, &rev, *activation)?;
+                let dlast = rev.last().copied().unwrap_or(latent + extra);
                 let out = Linear::new(vdec.pp("out"), dlast, cfg.decoder_outputs())?;
                 (
-                    Encoder {
-                        body,
-                        head,
-                        latent_dim: cfg.latent_dim,
-                    },
-                    Decoder { body: dbody, out },
+                    EncoderBody::Mlp(body),
+                    enc_out,
+                    DecoderNet::Mlp { body: dbody, out },
                 )
             }
-            Arch::Conv { .. } => {
-                return Err(Error::Config(
-                    "the conv architecture is not available in this build".into(),
-                ))
+            Arch::Conv {
+                channels,
+                hidden,
+                activation,
+                upsampling,
+            } => {
+                let s = cfg.shape;
+                let mut convs = Vec::with_capacity(channels.len());
+                let mut cin = s.channels;
+                for (i, &c) in channels.iter().enumerate() {
+                    convs.push(Conv::new(venc.pp(format!("conv{i}")), cin, c, 4, 2, 1)?);
+                    cin = c;
+                }
+                let f = 1 << channels.len();
+                let (h, w) = (s.height / f, s.width / f);
+                let last = *channels
+                    .last()
+                    .ok_or_else(|| Error::Config("conv needs channels".into()))?;
+                let flat = last * h * w;
+                let fc = Linear::new(venc.pp("fc0"), flat + extra, *hidden)?;
+                let fc0 = Linear::new(vdec.pp("fc0"), latent + extra, *hidden)?;
+                let fc1 = Linear::new(vdec.pp("fc1"), *hidden, flat)?;
+                let mut ups = Vec::with_capacity(channels.len());
+                let outs: Vec<usize> = channels
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .copied()
+                    .chain([s.channels * cfg.likelihood.params_per_dim()])
+                    .collect();
+                let mut cin = last;
+                for (i, &c) in outs.iter().enumerate() {
+                    ups.push(Up::new(vdec.pp(format!("up{i}")), cin, c, *upsampling)?);
+                    cin = c;
+                }
+                (
+                    EncoderBody::Conv {
+                        convs,
+                        fc,
+                        activation: *activation,
+                        shape: (s.channels, s.height, s.width),
+                    },
+                    *hidden,
+                    DecoderNet::Conv {
+                        fc0,
+                        fc1,
+                        ups,
+                        activation: *activation,
+                        start: (last, h, w),
+                    },
+                )
             }
         };
+        let head = Linear::new(venc.pp("head"), enc_out, 2 * latent)?;
         Ok(Self {
             cfg: cfg.clone(),
             encoder,
+            head,
             decoder,
         })
     }
@@ -164,8 +297,18 @@ impl Vae {
     /// Builds a model with fresh weights drawn from `rng` (PyTorch's default initialisation:
     /// weights and biases uniform in ±1/sqrt(fan_in)), returning the variables and the model.
     pub fn init(cfg: &ModelConfig, device: &Device, rng: &mut Rng) -> Result<(VarMap, Self)> {
+        Self::init_with_dtype(cfg, device, DType::F32, rng)
+    }
+
+    /// [`Vae::init`] with another floating-point type (f64 for gradient checks).
+    pub fn init_with_dtype(
+        cfg: &ModelConfig,
+        device: &Device,
+        dtype: DType,
+        rng: &mut Rng,
+    ) -> Result<(VarMap, Self)> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let model = Self::new(vb, cfg)?;
         reset_parameters(&varmap, rng)?;
         Ok((varmap, model))
@@ -183,60 +326,65 @@ impl Vae {
         self.cfg.latent_dim
     }
 
-    /// q(z|x) for a batch `x` of shape `[batch, dim]` (values in [0, 1] for images);
+    /// q(z|x) for a batch `x` of shape `[batch, dim]` (values in [0, 1] for images, channel-major);
     /// `labels` are one-hot `[batch, classes]` for a conditional model.
     pub fn encode(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<DiagonalGaussian> {
-        let h = self.encoder.body.forward(with_labels(x, labels)?)?;
-        let p = self.encoder.head.forward(&h, Act::Identity)?;
-        let l = self.encoder.latent_dim;
+        let h = match &self.encoder {
+            EncoderBody::Mlp(body) => body.forward(with_labels(x, labels)?)?,
+            EncoderBody::Conv {
+                convs,
+                fc,
+                activation,
+                shape,
+            } => {
+                let b = x.dim(0)?;
+                let mut h = x.reshape((b, shape.0, shape.1, shape.2))?;
+                for conv in convs {
+                    h = activation.apply(&conv.forward(&h)?)?;
+                }
+                let h = with_labels(&h.flatten_from(1)?, labels)?;
+                fc.forward_act(&h, *activation)?
+            }
+        };
+        let p = self.head.forward(&h, Act::Identity)?;
+        let l = self.cfg.latent_dim;
         Ok(DiagonalGaussian::new(
             p.narrow(1, 0, l)?,
             p.narrow(1, l, l)?,
         ))
     }
 
-    /// The likelihood's raw parameters for latent codes `z` of shape `[batch, latent]`.
+    /// The likelihood's raw parameters `[batch, params_per_dim * dim]` for codes `z` `[batch, latent]`.
     pub fn decode(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.decoder.body.forward(with_labels(z, labels)?)?;
-        Ok(self.decoder.out.forward(&h, Act::Identity)?)
+        let z = with_labels(z, labels)?;
+        Ok(match &self.decoder {
+            DecoderNet::Mlp { body, out } => out.forward(&body.forward(z)?, Act::Identity)?,
+            DecoderNet::Conv {
+                fc0,
+                fc1,
+                ups,
+                activation,
+                start,
+            } => {
+                let b = z.dim(0)?;
+                let h = fc1.forward_act(&fc0.forward_act(&z, *activation)?, *activation)?;
+                let mut h = h.reshape((b, start.0, start.1, start.2))?;
+                let last = ups.len().saturating_sub(1);
+                for (i, up) in ups.iter().enumerate() {
+                    h = up.forward(&h)?;
+                    if i < last {
+                        h = activation.apply(&h)?;
+                    }
+                }
+                h.flatten_from(1)?
+            }
+        })
     }
 
     /// The mean of p(x|z), `[batch, dim]`.
     pub fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         Ok(self.cfg.likelihood.mean(&self.decode(z, labels)?)?)
     }
-
-    /// One-sample ELBO terms for a batch: reconstruction `-log p(x|z)` and `KL(q(z|x)||p(z))`,
-    /// each per example (`[batch]`, nats). `eps` is standard normal noise `[batch, latent]`.
-    pub fn elbo_terms(
-        &self,
-        x: &Tensor,
-        labels: Option<&Tensor>,
-        eps: &Tensor,
-    ) -> Result<ElboTerms> {
-        let q = self.encode(x, labels)?;
-        let z = q.rsample(eps)?;
-        let params = self.decode(&z, labels)?;
-        let recon = self.cfg.likelihood.log_prob(&params, x)?.neg()?;
-        let kl_per_dim = q.kl_std_normal_per_dim()?;
-        let kl = kl_per_dim.sum(D::Minus1)?;
-        Ok(ElboTerms {
-            recon,
-            kl,
-            kl_per_dim,
-        })
-    }
-}
-
-/// The parts of the negative ELBO of a batch, per example.
-#[derive(Debug, Clone)]
-pub struct ElboTerms {
-    /// -log p(x|z), `[batch]`.
-    pub recon: Tensor,
-    /// KL(q(z|x) || p(z)), `[batch]`.
-    pub kl: Tensor,
-    /// The KL split over latent dimensions, `[batch, latent]`.
-    pub kl_per_dim: Tensor,
 }
 
 /// Overwrites every variable with PyTorch's default initialisation, drawn from `rng` in sorted
@@ -263,7 +411,7 @@ pub fn reset_parameters(varmap: &VarMap, rng: &mut Rng) -> Result<()> {
         let values: Vec<f32> = (0..n)
             .map(|_| (2.0 * rng.uniform_f32() - 1.0) * bound)
             .collect();
-        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())
 }

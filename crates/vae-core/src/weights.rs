@@ -124,9 +124,13 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<TensorFile> {
             bytes.len() - 8
         )));
     }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| match e {
+        safetensors::SafeTensorError::MetadataIncompleteBuffer => bad(
+            "truncated or padded: the tensor data does not match the sizes the header gives".into(),
+        ),
+        e => bad(format!("not a valid safetensors file: {e}")),
+    })?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.iter() {

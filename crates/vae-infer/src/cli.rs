@@ -51,6 +51,9 @@ pub struct ModelArgs {
     /// Print one JSON object on stdout instead of a readable summary.
     #[arg(long)]
     pub json: bool,
+    /// CPU threads (default: all cores).
+    #[arg(long, default_value_t = vae_core::par::available_threads())]
+    pub threads: usize,
 }
 
 impl ModelArgs {
@@ -83,9 +86,21 @@ pub struct SampleArgs {
     /// Scale of the prior's standard deviation.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Where codes come from: `prior` (N(0, I)) or `posterior` (the aggregate posterior of the
+    /// training split, of class --label if given: samples that stay where the data is).
+    #[arg(long, value_enum, default_value_t = LatentSource::Prior)]
+    pub latent: LatentSource,
     /// The PNG to write.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Where `sample` draws its codes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatentSource {
+    Prior,
+    Posterior,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,7 +124,22 @@ pub fn run_sample(a: &SampleArgs) -> Result<SampleReport> {
     }
     let m = a.model.load()?;
     let mut rng = Rng::stream(a.model.seed, 0x5a3b1e);
-    let x = sample::sample(&m.model, a.n, a.temperature, a.label, &mut rng, &m.device)?;
+    let source = match a.latent {
+        LatentSource::Prior => sample::LatentGaussian::standard(m.model.latent_dim()),
+        LatentSource::Posterior => {
+            let train = load_split(&m, Split::Train, None)?;
+            sample::aggregate_posterior(&m.model, &train, a.label, &m.device)?
+        }
+    };
+    let x = sample::sample_from(
+        &m.model,
+        &source,
+        a.n,
+        a.temperature,
+        a.label,
+        &mut rng,
+        &m.device,
+    )?;
     let values = x.flatten_all()?.to_vec1::<f32>()?;
     let cols = (a.n as f64).sqrt().ceil() as usize;
     image::write_grid(&a.out, &values, m.model.config().shape, cols)?;
@@ -141,6 +171,9 @@ pub struct EvaluateArgs {
     /// Examples per forward pass.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// Importance samples per example for the log-likelihood estimate (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    pub iw_samples: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +181,10 @@ pub struct EvaluateReport {
     pub split: Split,
     #[serde(flatten)]
     pub elbo: eval::ElboStats,
+    /// -log p(x) estimated with `iw_samples` importance samples (null when skipped).
+    pub nll: Option<f64>,
+    pub bits_per_dim: Option<f64>,
+    pub iw_samples: usize,
 }
 
 /// The split of the data a model was trained on.
@@ -178,10 +215,32 @@ pub fn run_evaluate(a: &EvaluateArgs) -> Result<EvaluateReport> {
     if data.is_empty() {
         return Err(InferError::Usage("no examples to evaluate".into()));
     }
-    let elbo = eval::elbo_stats(&m.model, &data, &m.device, a.batch_size, a.model.seed)?;
+    let elbo = eval::elbo_stats(
+        &m.model,
+        &data,
+        &m.device,
+        a.batch_size,
+        a.model.seed,
+        a.model.threads,
+    )?;
+    let ll = if a.iw_samples > 0 {
+        Some(eval::nll(
+            &m.model,
+            &data,
+            &m.device,
+            a.iw_samples,
+            a.model.seed,
+            a.model.threads,
+        )?)
+    } else {
+        None
+    };
     Ok(EvaluateReport {
         split: a.split,
         elbo,
+        nll: ll.map(|l| l.nll),
+        bits_per_dim: ll.map(|l| l.bits_per_dim),
+        iw_samples: a.iw_samples,
     })
 }
 
@@ -205,7 +264,7 @@ pub fn dispatch(cli: &Cli) -> Result<String> {
             )
         }),
         Command::Evaluate(a) => render(a.model.json, &run_evaluate(a)?, |r| {
-            format!(
+            let mut s = format!(
                 "{} split, {} examples\n  negative ELBO  {:.3} nats\n  reconstruction {:.3} nats\n  KL             {:.3} nats",
                 match r.split {
                     Split::Train => "train",
@@ -215,7 +274,14 @@ pub fn dispatch(cli: &Cli) -> Result<String> {
                 r.elbo.neg_elbo,
                 r.elbo.recon,
                 r.elbo.kl
-            )
+            );
+            if let (Some(nll), Some(bpd)) = (r.nll, r.bits_per_dim) {
+                s.push_str(&format!(
+                    "\n  NLL ({} samples) {nll:.3} nats ({bpd:.4} bits/dim)",
+                    r.iw_samples
+                ));
+            }
+            s
         }),
     }
 }

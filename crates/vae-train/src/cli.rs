@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use vae_core::config::Upsampling;
 use vae_core::{Activation, Arch, DataShape, Likelihood, Preset};
 use vae_data::DataConfig;
 
@@ -50,6 +51,21 @@ pub struct Args {
     /// Weight of the KL term (beta-VAE).
     #[arg(long)]
     pub beta: Option<f64>,
+    /// Epochs over which the KL weight ramps linearly from 0 to --beta.
+    #[arg(long)]
+    pub kl_warmup: Option<f64>,
+    /// Floor, in nats, of each latent dimension's batch-mean KL (free bits).
+    #[arg(long)]
+    pub free_bits: Option<f64>,
+    /// Importance samples of the training bound (IWAE); 1 is the ELBO.
+    #[arg(long)]
+    pub iwae_k: Option<usize>,
+    /// Condition encoder and decoder on the (one-hot) label.
+    #[arg(long)]
+    pub conditional: bool,
+    /// Decoder upsampling of the conv architecture: transposed or nearest.
+    #[arg(long)]
+    pub upsampling: Option<Upsampling>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// auto, cpu, cuda, cuda:N or metal.
@@ -79,11 +95,18 @@ impl Args {
         self.data.to_config(self.preset.unwrap_or_default())
     }
 
-    /// The whole configuration for data of `shape` with `num_classes` classes: the preset,
-    /// overridden by each flag given.
-    pub fn resolve(&self, shape: DataShape) -> Result<RunConfig> {
+    /// The whole configuration for data of `shape` with `num_classes` classes (None: no labels):
+    /// the preset, overridden by each flag given.
+    pub fn resolve(&self, shape: DataShape, num_classes: Option<usize>) -> Result<RunConfig> {
         let preset = self.preset.unwrap_or_default();
         let mut model = preset.model(shape);
+        if self.conditional {
+            model.num_classes = Some(num_classes.ok_or_else(|| {
+                TrainError::Usage(
+                    "--conditional needs labelled data, and this dataset has no labels".into(),
+                )
+            })?);
+        }
         if let Some(l) = self.latent_dim {
             model.latent_dim = l;
         }
@@ -128,7 +151,16 @@ impl Args {
             train.optimizer.weight_decay = v;
         }
         if let Some(v) = self.beta {
-            train.beta = v;
+            train.objective.beta = v;
+        }
+        if let Some(v) = self.kl_warmup {
+            train.objective.kl_warmup = v;
+        }
+        if let Some(v) = self.free_bits {
+            train.objective.free_bits = v;
+        }
+        if let Some(v) = self.iwae_k {
+            train.objective.iwae_k = v;
         }
         if let Some(v) = self.seed {
             train.seed = v;

@@ -1,7 +1,7 @@
 //! The whole resolved configuration of a run, written to `DIR/config.json`.
 
 use serde::{Deserialize, Serialize};
-use vae_core::{ModelConfig, Preset};
+use vae_core::{ModelConfig, Objective, Preset};
 use vae_data::DataConfig;
 
 use crate::optim::AdamConfig;
@@ -13,8 +13,8 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub optimizer: AdamConfig,
-    /// Weight of the KL term (beta-VAE); 1 gives the ELBO.
-    pub beta: f64,
+    /// What is minimised: beta, KL warm-up, free bits, importance samples.
+    pub objective: Objective,
     pub seed: u64,
     /// `auto`, `cpu`, `cuda[:N]` or `metal`.
     pub device: String,
@@ -30,7 +30,7 @@ impl TrainConfig {
             epochs: 10,
             batch_size: 128,
             optimizer: AdamConfig::default(),
-            beta: 1.0,
+            objective: Objective::default(),
             seed: 0,
             device: "auto".into(),
             threads: default_threads(),
@@ -51,12 +51,10 @@ impl TrainConfig {
                 self.optimizer.lr
             ));
         }
-        if !(self.beta >= 0.0 && self.beta.is_finite()) {
-            return Err(format!(
-                "--beta must be a non-negative number, got {}",
-                self.beta
-            ));
-        }
+        self.objective.validate().map_err(|e| match e {
+            vae_core::Error::Config(m) => m,
+            e => e.to_string(),
+        })?;
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
         }

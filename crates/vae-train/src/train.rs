@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use std::sync::{Barrier, Mutex};
+
 use vae_core::candle_core::backprop::GradStore;
+use vae_core::candle_core::DType;
 use vae_core::candle_core::{Device, Tensor};
 use vae_core::candle_nn::VarMap;
+use vae_core::par;
 use vae_core::{weights, Rng, Vae};
 use vae_data::{epoch_order, Binarize, Dataset, Splits};
 use vae_infer::eval::elbo_stats;
@@ -24,6 +28,8 @@ pub struct EpochMetrics {
     pub step: u64,
     /// Mean negative ELBO of the epoch's training batches (nats per example).
     pub train_loss: f64,
+    /// Mean of the objective minimised (differs from train_loss with beta, free bits or IWAE).
+    pub train_objective: f64,
     pub val_loss: f64,
     pub val_recon: f64,
     pub val_kl: f64,
@@ -113,43 +119,54 @@ impl Trainer {
         })
     }
 
-    /// One optimizer step on the examples `indices` of `data`; returns the batch's summed
-    /// negative ELBO (nats).
+    /// One optimizer step on the examples `indices` of `data` with KL weight `beta`; returns
+    /// the batch's summed negative ELBO (nats) and its objective (per example).
     ///
     /// On the CPU the batch is split into one shard per thread: each thread runs the forward and
     /// backward pass of its rows (candle's own pool is kept to one thread, see
-    /// [`vae_core::device::single_threaded_candle`]), the gradients are summed inside the fused
-    /// optimizer update, which itself runs on all threads. All random draws happen before the
-    /// split, so the noise does not depend on the thread count.
+    /// [`vae_core::device::single_threaded_candle`]), and the gradients are summed inside the
+    /// fused optimizer update, which itself runs on all threads. All random draws happen before
+    /// the split, so the noise does not depend on the thread count. Free bits need the KL of
+    /// the whole batch: the shards meet at a barrier between their forward and backward passes.
     pub fn train_step(
         &mut self,
         data: &Dataset,
         indices: &[usize],
+        beta: f64,
         buf: &mut Vec<f32>,
-    ) -> Result<f64> {
+    ) -> Result<StepLoss> {
         let n = indices.len();
         let d = data.shape.dim();
         let l = self.model.latent_dim();
+        let objective = self.cfg.train.objective;
+        let k = objective.iwae_k;
         data.gather(indices, buf);
         if self.cfg.data.binarize == Binarize::Dynamic {
             Binarize::sample(buf, &mut self.noise);
         }
         let labels = data.gather_labels(indices);
-        let eps = self.noise.normal_vec(n * l);
-        let shards = if self.device.is_cpu() {
-            self.cfg.train.threads.clamp(1, n.max(1))
+        // [K, n, L], sample-major.
+        let eps = self.noise.normal_vec(k * n * l);
+        let threads = if self.device.is_cpu() {
+            self.cfg.train.threads
         } else {
             1
         };
-        let beta = self.cfg.train.beta;
+        let ranges = par::split(n, threads);
+        let barrier = Barrier::new(ranges.len());
+        let kl_sums = Mutex::new(vec![0f64; l]);
         let (model, device, x) = (&self.model, &self.device, &buf[..]);
-        let shard = |s: usize| -> Result<(GradStore, f64)> {
-            let (lo, hi) = (s * n / shards, (s + 1) * n / shards);
-            let rows = hi - lo;
-            let xs = Tensor::from_slice(&x[lo * d..hi * d], (rows, d), device)?;
-            let es = Tensor::from_slice(&eps[lo * l..hi * l], (rows, l), device)?;
+        let free_bits = objective.free_bits > 0.0;
+        let results = par::map_ranges(n, threads, |r| -> Result<(GradStore, [f64; 3])> {
+            let rows = r.len();
+            let xs = Tensor::from_slice(&x[r.start * d..r.end * d], (rows, d), device)?;
+            let mut es = Vec::with_capacity(k * rows * l);
+            for s in 0..k {
+                es.extend_from_slice(&eps[(s * n + r.start) * l..(s * n + r.end) * l]);
+            }
+            let es = Tensor::from_vec(es, (k, rows, l), device)?;
             let ys = match (model.config().num_classes, &labels) {
-                (Some(k), Some(ls)) => Some(one_hot(&ls[lo..hi], k, device)?),
+                (Some(c), Some(ls)) => Some(one_hot(&ls[r.clone()], c, device)?),
                 (Some(_), None) => {
                     return Err(TrainError::Usage(
                         "a conditional model needs labelled data".into(),
@@ -157,46 +174,64 @@ impl Trainer {
                 }
                 _ => None,
             };
-            let t = model.elbo_terms(&xs, ys.as_ref(), &es)?;
-            let recon = t.recon.sum_all()?;
-            let kl = t.kl.sum_all()?;
-            // Divided by the whole batch size, so that the shards' gradients add up to the batch's.
-            let objective = ((&recon + (&kl * beta)?)? / n as f64)?;
-            let grads = objective.backward()?;
-            let neg_elbo = (recon + kl)?.to_scalar::<f32>()? as f64;
-            Ok((grads, neg_elbo))
-        };
-        let results: Vec<Result<(GradStore, f64)>> = if shards == 1 {
-            vec![shard(0)]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (1..shards).map(|s| scope.spawn(move || shard(s))).collect();
-                let mut out = vec![shard(0)];
-                out.extend(handles.into_iter().map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(TrainError::Usage("a training thread panicked".into()))
-                    })
-                }));
-                out
-            })
-        };
-        let mut grads = Vec::with_capacity(shards);
-        let mut neg_elbo = 0.0;
+            let t = model.terms(&xs, ys.as_ref(), &es, beta)?;
+            let kl_dim = t.kl_per_dim.sum(0)?;
+            let mask = if free_bits {
+                let v = kl_dim.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                if let Ok(mut sums) = kl_sums.lock() {
+                    sums.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+                }
+                barrier.wait();
+                let total = kl_sums.lock().map(|s| s.clone()).unwrap_or_default();
+                Some(objective.free_bits_mask(
+                    &Tensor::from_vec(total, l, device)?.to_dtype(DType::F32)?,
+                    n,
+                )?)
+            } else {
+                None
+            };
+            let loss = objective.shard_loss(&t, n, beta, mask.as_ref())?;
+            let grads = loss.backward()?;
+            let recon = t.recon.sum_all()?.to_scalar::<f32>()? as f64;
+            let kl = kl_dim.sum_all()?.to_scalar::<f32>()? as f64;
+            Ok((grads, [recon, kl, loss.to_scalar::<f32>()? as f64]))
+        });
+        let mut grads = Vec::with_capacity(results.len());
+        let (mut recon, mut kl, mut obj) = (0.0, 0.0, 0.0);
         for r in results {
-            let (g, v) = r?;
+            let (g, [a, b, c]) = r?;
             grads.push(g);
-            neg_elbo += v;
+            recon += a;
+            kl += b;
+            obj += c;
         }
         self.step += 1;
-        if !neg_elbo.is_finite() {
+        if free_bits {
+            let sums = kl_sums.into_inner().unwrap_or_default();
+            obj = recon / n as f64 + objective.kl_term_value(&sums, n, beta);
+        }
+        let neg_elbo = recon + kl;
+        if !neg_elbo.is_finite() || !obj.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.step,
-                value: neg_elbo,
+                value: if neg_elbo.is_finite() { obj } else { neg_elbo },
             });
         }
-        self.opt.step(&grads, shards)?;
-        Ok(neg_elbo)
+        self.opt.step(&grads, threads)?;
+        Ok(StepLoss {
+            neg_elbo,
+            objective: obj,
+        })
     }
+}
+
+/// The losses of one step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLoss {
+    /// Summed over the batch: recon + KL (beta 1, one sample).
+    pub neg_elbo: f64,
+    /// The objective minimised, per example.
+    pub objective: f64,
 }
 
 fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -239,10 +274,15 @@ pub fn run(
         let order = epoch_order(train.len(), trainer.cfg.train.seed, epoch as u64);
         let start = Instant::now();
         let mut total = 0f64;
+        let mut total_obj = 0f64;
+        let mut beta = 0.0;
         for (b, chunk) in order.chunks(bs).enumerate() {
-            let loss = trainer.train_step(train, chunk, &mut buf)?;
-            total += loss;
-            obs.step(epoch, b + 1, batches, loss / chunk.len() as f64);
+            let progress = (epoch - 1) as f64 + b as f64 / batches as f64;
+            beta = trainer.cfg.train.objective.beta_at(progress);
+            let loss = trainer.train_step(train, chunk, beta, &mut buf)?;
+            total += loss.neg_elbo;
+            total_obj += loss.objective * chunk.len() as f64;
+            obs.step(epoch, b + 1, batches, loss.neg_elbo / chunk.len() as f64);
         }
         let seconds = start.elapsed().as_secs_f64();
         let val = elbo_stats(
@@ -251,15 +291,17 @@ pub fn run(
             &trainer.device,
             1000,
             trainer.cfg.train.seed,
+            trainer.cfg.train.threads,
         )?;
         let m = EpochMetrics {
             epoch,
             step: trainer.step,
             train_loss: total / train.len() as f64,
+            train_objective: total_obj / train.len() as f64,
             val_loss: val.neg_elbo,
             val_recon: val.recon,
             val_kl: val.kl,
-            beta: trainer.cfg.train.beta,
+            beta,
             lr: trainer.opt.config().lr,
             seconds,
             examples_per_second: train.len() as f64 / seconds,

@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the binaries as a user would.
 
+// Test code may unwrap and expect: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

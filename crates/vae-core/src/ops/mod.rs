@@ -7,10 +7,12 @@
 //! composite versions in the tests.
 
 mod bernoulli;
+mod cb;
 mod gemm;
 mod linear;
 
 pub use bernoulli::bernoulli_log_prob;
+pub use cb::{cb_log_norm, cb_mean};
 pub use linear::{linear, Act};
 
 /// The same quantities written as plain candle operations (any device, any float type).

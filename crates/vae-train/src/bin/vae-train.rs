@@ -82,7 +82,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(note) = &resolved.note {
         tracing::info!("{note}");
     }
-    let cfg = args.resolve(resolved.splits.train.shape)?;
+    let cfg = args.resolve(
+        resolved.splits.train.shape,
+        resolved.splits.train.num_classes,
+    )?;
     let out = args.out_dir(&cfg);
     let device = vae_core::device::select(&cfg.train.device)?;
     tracing::info!(
