@@ -6,6 +6,42 @@ use vae_data::DataConfig;
 
 use crate::optim::AdamConfig;
 
+/// How the learning rate changes over training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    /// lr * (1 + cos(pi * step / total_steps)) / 2.
+    Cosine,
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "constant" => Ok(Self::Constant),
+            "cosine" => Ok(Self::Cosine),
+            _ => Err(format!(
+                "unknown schedule `{s}` (expected constant or cosine)"
+            )),
+        }
+    }
+}
+
+impl LrSchedule {
+    /// The learning rate for step `step` (0-based) of `total`.
+    pub fn lr(&self, base: f64, step: u64, total: u64) -> f64 {
+        match self {
+            Self::Constant => base,
+            Self::Cosine => {
+                let t = (step as f64 / total.max(1) as f64).min(1.0);
+                base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
 /// How to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -13,6 +49,14 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub optimizer: AdamConfig,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Largest Euclidean norm of the gradient (clipped above).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Stop when the validation loss has not improved for this many epochs.
+    #[serde(default)]
+    pub early_stop: Option<usize>,
     /// What is minimised: beta, KL warm-up, free bits, importance samples.
     pub objective: Objective,
     pub seed: u64,
@@ -20,6 +64,16 @@ pub struct TrainConfig {
     pub device: String,
     /// CPU threads used by a training step.
     pub threads: usize,
+    /// Steps between checkpoints (besides the one at the end of each epoch).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept on disk (the oldest are removed).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    3
 }
 
 impl TrainConfig {
@@ -30,10 +84,15 @@ impl TrainConfig {
             epochs: 10,
             batch_size: 128,
             optimizer: AdamConfig::default(),
+            lr_schedule: LrSchedule::Constant,
+            grad_clip: None,
+            early_stop: None,
             objective: Objective::default(),
             seed: 0,
             device: "auto".into(),
             threads: default_threads(),
+            checkpoint_every: None,
+            keep: default_keep(),
         }
     }
 
@@ -51,6 +110,26 @@ impl TrainConfig {
                 self.optimizer.lr
             ));
         }
+        if !(self.optimizer.weight_decay >= 0.0 && self.optimizer.weight_decay.is_finite()) {
+            return Err(format!(
+                "--weight-decay must be a non-negative number, got {}",
+                self.optimizer.weight_decay
+            ));
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(format!("--grad-clip must be a positive number, got {c}"));
+            }
+        }
+        if self.early_stop == Some(0) {
+            return Err("--early-stop must be at least 1 epoch".into());
+        }
+        if self.checkpoint_every == Some(0) {
+            return Err("--checkpoint-every must be at least 1 step".into());
+        }
+        if self.keep == 0 {
+            return Err("--keep must be at least 1".into());
+        }
         self.objective.validate().map_err(|e| match e {
             vae_core::Error::Config(m) => m,
             e => e.to_string(),
@@ -64,9 +143,7 @@ impl TrainConfig {
 
 /// The number of cores this process may use.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    vae_core::par::available_threads()
 }
 
 /// Model, data and training settings together.
@@ -75,4 +152,79 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
+}
+
+/// Settings that may change when a run is resumed: they change how long it runs, where, how
+/// often it is saved, or (learning rate, schedule, clipping) how it goes on from where it
+/// stopped, never what was computed so far.
+pub const RESUMABLE: [&str; 8] = [
+    "epochs",
+    "threads",
+    "device",
+    "checkpoint_every",
+    "keep",
+    "early_stop",
+    "grad_clip",
+    "lr_schedule",
+];
+
+impl RunConfig {
+    /// The configuration as JSON with the settings that may change on resume removed.
+    fn fixed_part(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(t) = v.get_mut("train").and_then(|t| t.as_object_mut()) {
+            for k in RESUMABLE {
+                t.remove(k);
+            }
+            if let Some(o) = t.get_mut("optimizer").and_then(|o| o.as_object_mut()) {
+                o.remove("lr");
+            }
+        }
+        v
+    }
+
+    /// A hash of everything that fixes the computation (FNV-1a of the canonical JSON).
+    pub fn hash(&self) -> String {
+        let text = self.fixed_part().to_string();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// The settings that differ from `other`, as `path: old -> new`, ignoring those that may
+    /// change on resume.
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        diff("", &self.fixed_part(), &other.fixed_part(), &mut out);
+        out
+    }
+}
+
+fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let null = serde_json::Value::Null;
+                diff(
+                    &p,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+        _ => {}
+    }
 }

@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::{Deserialize, Serialize};
 use vae_core::Preset;
 use vae_data::{Binarize, DataConfig};
 
 /// Which data to train on and how to prepare it.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct DataArgs {
     /// Dataset name: fashion-mnist, mnist, kmnist, cifar10 or sample.
     #[arg(long)]
@@ -34,5 +36,15 @@ impl DataArgs {
                 _ => Binarize::None,
             }),
         }
+    }
+
+    /// Takes every setting not given from `saved` (to compare a resumed run's flags with the
+    /// configuration it was started with).
+    pub fn fill_from(&mut self, saved: &DataConfig) {
+        self.dataset.get_or_insert_with(|| saved.dataset.clone());
+        if self.data_dir.is_none() {
+            self.data_dir = saved.data_dir.clone();
+        }
+        self.binarize.get_or_insert(saved.binarize);
     }
 }

@@ -18,10 +18,20 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "the loss became non-finite ({value}) at step {step}; the last good weights were kept"
-    )]
-    NonFinite { step: u64, value: f64 },
+    /// Inside a step: the loop adds the epoch.
+    #[error("the {what} became non-finite ({value}) at step {step}")]
+    NonFinite {
+        what: &'static str,
+        step: u64,
+        value: f64,
+    },
+    #[error("the {what} became non-finite ({value}) at epoch {epoch}, step {step}; stopped without saving: the last checkpoint and best.safetensors are as they were (try a lower --lr, or --grad-clip)")]
+    NonFiniteAt {
+        what: &'static str,
+        epoch: usize,
+        step: u64,
+        value: f64,
+    },
 }
 
 impl TrainError {

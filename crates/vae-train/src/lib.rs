@@ -3,7 +3,9 @@
 //! - [`config`]: [`RunConfig`] (model, data, training), saved as `config.json`.
 //! - [`optim`]: Adam(W) with saveable state and a fused CPU update.
 //! - [`train`]: the loop ([`train::run`]), the metrics, the [`train::Observer`] hooks.
+//! - [`checkpoint`]: atomic checkpoints and exact resume.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data_args;

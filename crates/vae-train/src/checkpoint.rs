@@ -1,0 +1,212 @@
+//! Checkpoints: everything needed to continue a run exactly, written so that a crash at any
+//! moment leaves the previous checkpoint whole.
+//!
+//! `DIR/checkpoints/step-NNNNNNNN/` holds `model.safetensors`, `optimizer.safetensors` and
+//! `state.json`. Each is written into a temporary directory first (files fsynced), which is
+//! then renamed into place; the `latest` file, naming the newest checkpoint, is updated last,
+//! and only then are old checkpoints pruned. A reader that finds `latest` missing or pointing at
+//! something unreadable falls back to the newest complete checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vae_core::candle_nn::VarMap;
+use vae_core::weights;
+
+use crate::optim::Adam;
+use crate::train::EpochMetrics;
+use crate::{Result, TrainError};
+
+/// Where training stands, as saved in `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub version: u32,
+    /// The epoch to continue (1-based) and how many of its batches are done.
+    pub epoch: usize,
+    pub batch: usize,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Position in the epoch's shuffled order (examples done): `batch * batch_size`.
+    pub cursor: usize,
+    /// State of the noise generator (reparameterisation, dynamic binarisation).
+    pub rng: [u64; 4],
+    /// Best validation loss so far and its epoch.
+    pub best_val_loss: Option<f64>,
+    pub best_epoch: usize,
+    /// Partial sums of the epoch in progress.
+    pub epoch_neg_elbo: f64,
+    pub epoch_objective: f64,
+    pub epoch_seconds: f64,
+    /// The metrics line of the last finished epoch (appended again on resume if the run
+    /// stopped between the checkpoint and the line).
+    pub last_metrics: Option<EpochMetrics>,
+    /// [`crate::RunConfig::hash`] of the run.
+    pub config_hash: String,
+}
+
+pub const STATE_VERSION: u32 = 1;
+
+fn io(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::io(path, e)
+}
+
+fn fsync_dir(dir: &Path) {
+    // Not every file system can sync a directory; the rename is still atomic.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The directory name of the checkpoint after `step` steps.
+pub fn name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+/// Writes a checkpoint of `varmap`, `opt` and `state` into `root` (the `checkpoints` directory),
+/// updates `latest`, then keeps the newest `keep`. On any error the partial directory is
+/// removed and the previous checkpoints are untouched.
+pub fn write(
+    root: &Path,
+    varmap: &VarMap,
+    opt: &Adam,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+    let name = name(state.step);
+    let dst = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
+        weights::save_varmap(varmap, &tmp.join("model.safetensors"))?;
+        opt.save(&tmp.join("optimizer.safetensors"))?;
+        let json =
+            serde_json::to_string_pretty(state).map_err(|e| TrainError::Usage(e.to_string()))?;
+        weights::atomic_write(&tmp.join("state.json"), json.as_bytes())?;
+        fsync_dir(&tmp);
+        if dst.exists() {
+            // The same step written again (after a resume): replace it.
+            let old = root.join(format!(".{name}.old-{}", std::process::id()));
+            std::fs::rename(&dst, &old).map_err(|e| io(&dst, e))?;
+            std::fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+        }
+        fsync_dir(root);
+        weights::atomic_write(&root.join("latest"), name.as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    prune(root, keep, &name)?;
+    Ok(dst)
+}
+
+/// The complete checkpoints in `root`, oldest first.
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("step-") && !n.contains('.'))
+                        && p.join("state.json").is_file()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn prune(root: &Path, keep: usize, newest: &str) -> Result<()> {
+    let all = list(root);
+    let excess = all.len().saturating_sub(keep.max(1));
+    for p in all.into_iter().take(excess) {
+        if p.file_name().and_then(|n| n.to_str()) == Some(newest) {
+            continue;
+        }
+        std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
+    }
+    Ok(())
+}
+
+/// Reads `state.json` of a checkpoint.
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
+        TrainError::Usage(format!(
+            "{}: not a valid training state: {e}",
+            path.display()
+        ))
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(TrainError::Usage(format!(
+            "{}: state version {} is not supported (expected {STATE_VERSION})",
+            path.display(),
+            state.version
+        )));
+    }
+    Ok(state)
+}
+
+/// Loads a checkpoint into `varmap` and `opt`; every file is checked before anything changes
+/// (weights first into a scratch copy, so a bad optimizer file leaves the model as it was).
+pub fn load(dir: &Path, varmap: &VarMap, opt: &mut Adam, config_hash: &str) -> Result<TrainState> {
+    let state = read_state(dir)?;
+    if state.config_hash != config_hash {
+        return Err(TrainError::Usage(format!(
+            "{}: this checkpoint was written by a run with another configuration",
+            dir.display()
+        )));
+    }
+    let model_path = dir.join("model.safetensors");
+    let device = weights::named_vars(varmap)
+        .first()
+        .map(|(_, t)| t.device().clone())
+        .unwrap_or(vae_core::candle_core::Device::Cpu);
+    // Check the weights completely before touching the optimizer or the model.
+    weights::read_tensors(&model_path, &device)?;
+    opt.load(&dir.join("optimizer.safetensors"))?;
+    weights::load_varmap(varmap, &model_path)?;
+    Ok(state)
+}
+
+/// The checkpoint to resume from: the one `latest` names if it loads, else the newest complete
+/// one that does. Returns None when there is none at all.
+pub fn resume(
+    root: &Path,
+    varmap: &VarMap,
+    opt: &mut Adam,
+    config_hash: &str,
+) -> Result<Option<(PathBuf, TrainState)>> {
+    let mut candidates = list(root);
+    candidates.reverse();
+    if let Ok(n) = std::fs::read_to_string(root.join("latest")) {
+        let p = root.join(n.trim());
+        if let Some(i) = candidates.iter().position(|c| *c == p) {
+            let c = candidates.remove(i);
+            candidates.insert(0, c);
+        }
+    }
+    let mut last_err = None;
+    for c in candidates {
+        match load(&c, varmap, opt, config_hash) {
+            Ok(s) => return Ok(Some((c, s))),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match last_err {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
