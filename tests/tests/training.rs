@@ -143,7 +143,7 @@ fn ctrl_c_checkpoints_and_exits_130() {
     );
     assert_eq!(status.code(), Some(130));
     let step = latest_step(&stopped).unwrap();
-    assert!(step > 20 || step == 20, "checkpoint at {step}");
+    assert!(step >= 20, "checkpoint at {step}");
     ok(resume(&stopped, &[]));
     same_bytes(
         &straight.join("model.safetensors"),
