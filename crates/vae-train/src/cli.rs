@@ -298,7 +298,7 @@ pub fn read_toml(path: &Path) -> Result<Args> {
         .map(|o| o.keys().collect())
         .unwrap_or_default();
     for key in table.keys() {
-        if !known.iter().any(|k| *k == key) {
+        if !known.contains(&key) {
             let mut names: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
             names.sort();
             return Err(TrainError::Usage(format!(
