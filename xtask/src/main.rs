@@ -5,9 +5,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
+  bench [--epochs N] [--repeats N] [--threads 1,2] [--data-dir DIR] [--vs-torch PYTHON]
+      train the reference workload (preset pytorch-example, full Fashion-MNIST, batch 128) and
+      print one JSON object: median seconds per epoch, examples/s, peak RSS, encode and sample
+      throughput per thread count; with --vs-torch, run bench/torch_vae.py with that Python in
+      alternation and add PyTorch's figures and the ratios ours/PyTorch
+
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX
       dataset in DIR (default /usr/share/datasets/fashion-mnist, 6000 / 1000, into
@@ -24,6 +32,7 @@ fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("sample-data") => sample_data(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -33,7 +42,7 @@ fn run() -> Result<()> {
 }
 
 /// The value after `--name`, if present.
-fn flag(args: &[String], name: &str) -> Result<Option<String>> {
+pub(crate) fn flag(args: &[String], name: &str) -> Result<Option<String>> {
     match args.iter().position(|a| a == name) {
         None => Ok(None),
         Some(i) => args
@@ -44,7 +53,7 @@ fn flag(args: &[String], name: &str) -> Result<Option<String>> {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

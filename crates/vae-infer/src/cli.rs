@@ -25,6 +25,8 @@ pub enum Command {
     Sample(SampleArgs),
     /// Negative ELBO (reconstruction + KL) of a split, per example, in nats.
     Evaluate(EvaluateArgs),
+    /// Encoding and sampling speed of the model, in examples per second.
+    Throughput(ThroughputArgs),
 }
 
 /// Which model to load, and where to run it.
@@ -244,6 +246,81 @@ pub fn run_evaluate(a: &EvaluateArgs) -> Result<EvaluateReport> {
     })
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Codes drawn from the prior and decoded.
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: usize,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputReport {
+    /// Posterior means of the training split, per second.
+    pub encode_per_second: f64,
+    /// Prior samples decoded to the likelihood's mean, per second.
+    pub sample_per_second: f64,
+    pub examples: usize,
+    pub samples: usize,
+    pub threads: usize,
+}
+
+/// `vae-infer throughput`: the time to encode the training split and to decode `--samples`
+/// prior codes, in batches spread over the threads.
+pub fn run_throughput(a: &ThroughputArgs) -> Result<ThroughputReport> {
+    if a.batch_size == 0 || a.samples == 0 {
+        return Err(InferError::Usage(
+            "--batch-size and --samples must be at least 1".into(),
+        ));
+    }
+    let m = a.model.load()?;
+    let data = load_split(&m, Split::Train, None)?;
+    let threads = if m.device.is_cpu() {
+        a.model.threads.max(1)
+    } else {
+        1
+    };
+    let bs = a.batch_size;
+    let time =
+        |n: usize, f: &(dyn Fn(std::ops::Range<usize>) -> Result<()> + Sync)| -> Result<f64> {
+            let start = std::time::Instant::now();
+            let batches = n.div_ceil(bs);
+            for r in vae_core::par::map_ranges(batches, threads, |r| -> Result<()> {
+                for b in r {
+                    f(b * bs..((b + 1) * bs).min(n))?;
+                }
+                Ok(())
+            }) {
+                r?;
+            }
+            Ok(n as f64 / start.elapsed().as_secs_f64())
+        };
+    let encode = time(data.len(), &|rows| {
+        let idx: Vec<usize> = rows.collect();
+        let mut buf = Vec::new();
+        let (x, labels) = crate::model::batch(&data, &idx, &m.model, &m.device, &mut buf)?;
+        m.model.encode(&x, labels.as_ref())?.mu.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    let sample = time(a.samples, &|rows| {
+        let mut rng = Rng::stream(a.model.seed, rows.start as u64);
+        let x = sample::sample(&m.model, rows.len(), 1.0, None, &mut rng, &m.device)?;
+        x.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    Ok(ThroughputReport {
+        encode_per_second: encode,
+        sample_per_second: sample,
+        examples: data.len(),
+        samples: a.samples,
+        threads,
+    })
+}
+
 /// Runs a command and renders its report: JSON, or readable lines.
 pub fn dispatch(cli: &Cli) -> Result<String> {
     fn render<T: Serialize>(json: bool, r: &T, text: impl FnOnce(&T) -> String) -> Result<String> {
@@ -261,6 +338,12 @@ pub fn dispatch(cli: &Cli) -> Result<String> {
                 r.rows,
                 r.cols,
                 r.out.display()
+            )
+        }),
+        Command::Throughput(a) => render(a.model.json, &run_throughput(a)?, |r| {
+            format!(
+                "encode {:.0} examples/s ({} examples), sample {:.0} examples/s ({} samples), {} threads",
+                r.encode_per_second, r.examples, r.sample_per_second, r.samples, r.threads
             )
         }),
         Command::Evaluate(a) => render(a.model.json, &run_evaluate(a)?, |r| {

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""PyTorch reference for the `pytorch-example` preset (the copy `cargo xtask bench --vs-torch` runs;
+`--throughput` adds encoding and sampling speed): same net (784-400-20, ReLU, Bernoulli logits),
+same loss (summed BCE + analytic KL), Adam 1e-3, batch 128, shuffled each epoch.
+
+Set-up once:  python3 -m venv torchref && torchref/bin/pip install torch numpy scikit-learn
+Data:         apt-get install -y dataset-fashion-mnist   (IDX files in /usr/share/datasets/fashion-mnist)
+Speed:        torchref/bin/python torch_vae.py --threads 1 --epochs 2
+Quality:      torchref/bin/python torch_vae.py --threads 1 --epochs 10 --evaluate
+Prints one JSON object per epoch, then one with the evaluation numbers of section 8 of SPEC.md."""
+import argparse, gzip, json, math, os, time
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def idx(path, offset):
+    raw = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+    return np.frombuffer(raw, np.uint8, offset=offset)
+
+
+def load(data_dir, split):
+    stem = "train" if split == "train" else "t10k"
+    find = lambda name: next(os.path.join(data_dir, n) for n in (name + ".gz", name) if os.path.exists(os.path.join(data_dir, n)))
+    x = idx(find(f"{stem}-images-idx3-ubyte"), 16).reshape(-1, 784).astype(np.float32) / 255.0
+    y = idx(find(f"{stem}-labels-idx1-ubyte"), 8).astype(np.int64)
+    return torch.from_numpy(x), y
+
+
+class Vae(nn.Module):
+    def __init__(self, hidden=400, latent=20):
+        super().__init__()
+        self.e1, self.mu, self.lv = nn.Linear(784, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
+        self.d1, self.d2 = nn.Linear(latent, hidden), nn.Linear(hidden, 784)
+
+    def encode(self, x):
+        h = F.relu(self.e1(x))
+        return self.mu(h), self.lv(h)
+
+    def decode(self, z):
+        return self.d2(F.relu(self.d1(z)))
+
+
+def neg_elbo_sum(model, x):
+    mu, lv = model.encode(x)
+    z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+    recon = F.binary_cross_entropy_with_logits(model.decode(z), x, reduction="sum")
+    kl = 0.5 * torch.sum(mu.pow(2) + lv.exp() - lv - 1)
+    return recon + kl
+
+
+@torch.no_grad()
+def iw_nll(model, x, k):
+    mu, lv = model.encode(x)
+    std, out = torch.exp(0.5 * lv), []
+    log2pi = math.log(2 * math.pi)
+    for i in range(x.shape[0]):
+        eps = torch.randn(k, mu.shape[1])
+        z = mu[i] + std[i] * eps
+        log_px = -F.binary_cross_entropy_with_logits(model.decode(z), x[i : i + 1].expand(k, -1), reduction="none").sum(1)
+        log_pz = (-0.5 * z.pow(2) - 0.5 * log2pi).sum(1)
+        log_qz = (-0.5 * eps.pow(2) - 0.5 * log2pi - torch.log(std[i])).sum(1)
+        out.append((torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(k)).item())
+    return -float(np.mean(out))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--evaluate", action="store_true")
+    ap.add_argument("--iw-samples", type=int, default=1000)
+    ap.add_argument("--iw-limit", type=int, default=1000)
+    ap.add_argument("--throughput", action="store_true")
+    ap.add_argument("--samples", type=int, default=10000)
+    a = ap.parse_args()
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    xtr, ytr = load(a.data_dir, "train")
+    xte, yte = load(a.data_dir, "test")
+    model = Vae()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    bs = a.batch_size
+    for epoch in range(1, a.epochs + 1):
+        t, total, perm = time.perf_counter(), 0.0, torch.randperm(len(xtr))
+        for i in range(0, len(xtr), bs):
+            x = xtr[perm[i : i + bs]]
+            loss = neg_elbo_sum(model, x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        seconds = time.perf_counter() - t
+        with torch.no_grad():
+            val = neg_elbo_sum(model, xte).item() / len(xte)
+        print(json.dumps({"epoch": epoch, "train_loss": total / len(xtr), "val_loss": val, "seconds": seconds,
+                          "examples_per_second": len(xtr) / seconds, "threads": a.threads}), flush=True)
+    if a.throughput:
+        with torch.no_grad():
+            t = time.perf_counter()
+            for i in range(0, len(xtr), 1000):
+                model.encode(xtr[i : i + 1000])
+            encode = len(xtr) / (time.perf_counter() - t)
+            z = torch.randn(a.samples, 20)
+            t = time.perf_counter()
+            for i in range(0, a.samples, 1000):
+                torch.sigmoid(model.decode(z[i : i + 1000]))
+            sample = a.samples / (time.perf_counter() - t)
+        print(json.dumps({"encode_per_second": encode, "sample_per_second": sample, "threads": a.threads}), flush=True)
+    if not a.evaluate:
+        return
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from sklearn.neighbors import KNeighborsClassifier
+    with torch.no_grad():
+        ztr, zte = model.encode(xtr)[0].numpy(), model.encode(xte)[0].numpy()
+        neg_elbo = neg_elbo_sum(model, xte).item() / len(xte)
+        nll = iw_nll(model, xte[: a.iw_limit], a.iw_samples)
+    pred = KMeans(10, n_init=10, random_state=0).fit(ztr).predict(zte)
+    counts = np.zeros((10, 10))
+    for p, y in zip(pred, yte):
+        counts[p, y] += 1
+    rows, cols = linear_sum_assignment(-counts)
+    print(json.dumps({
+        "neg_elbo": neg_elbo, "nll": nll, "iw_samples": a.iw_samples, "iw_examples": a.iw_limit,
+        "knn5_accuracy": KNeighborsClassifier(5).fit(ztr, ytr).score(zte, yte),
+        "linear_accuracy": LogisticRegression(max_iter=2000).fit(ztr, ytr).score(zte, yte),
+        "kmeans_accuracy": counts[rows, cols].sum() / len(yte),
+        "kmeans_nmi": normalized_mutual_info_score(yte, pred), "kmeans_ari": adjusted_rand_score(yte, pred)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+//! `cargo xtask bench`: the training speed of the reference workload of SPEC section 7, against
+//! PyTorch on the same machine, in alternating runs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{flag, root};
+
+/// Runs `cmd` to completion and returns its stdout and the peak resident memory (KiB) of the
+/// process, from the kernel's accounting of the reaped child.
+fn run_measured(mut cmd: Command) -> Result<(String, u64)> {
+    let out_file = tempfile_path("stdout");
+    cmd.stdout(std::fs::File::create(&out_file)?);
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills; the child is reaped here and never waited
+    // for through `child` (dropping a Child does not wait).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    drop(child);
+    if r != pid {
+        bail!("waiting for {cmd:?} failed");
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("{cmd:?} failed (status {status})");
+    }
+    let stdout = std::fs::read_to_string(&out_file)?;
+    let _ = std::fs::remove_file(&out_file);
+    Ok((stdout, usage.ru_maxrss as u64))
+}
+
+fn tempfile_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vae-bench-{}-{tag}", std::process::id()))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// The epoch lines of our metrics.jsonl or of the PyTorch script's stdout.
+fn epoch_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("epoch").is_some() && v.get("seconds").is_some())
+        .collect()
+}
+
+fn field(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let epochs: usize = flag(args, "--epochs")?
+        .unwrap_or_else(|| "3".into())
+        .parse()
+        .context("--epochs")?;
+    let repeats: usize = flag(args, "--repeats")?
+        .unwrap_or_else(|| "3".into())
+        .parse()
+        .context("--repeats")?;
+    let threads: Vec<usize> = flag(args, "--threads")?
+        .unwrap_or_else(|| "1,2".into())
+        .split(',')
+        .map(|t| t.trim().parse().context("--threads"))
+        .collect::<Result<_>>()?;
+    let data_dir = PathBuf::from(
+        flag(args, "--data-dir")?.unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into()),
+    );
+    let python = flag(args, "--vs-torch")?;
+    if !data_dir.join("train-images-idx3-ubyte.gz").is_file()
+        && !data_dir.join("train-images-idx3-ubyte").is_file()
+    {
+        bail!(
+            "{}: Fashion-MNIST not found; install it with `apt-get install dataset-fashion-mnist` or pass --data-dir",
+            data_dir.display()
+        );
+    }
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release binaries");
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "vae-train",
+            "-p",
+            "vae-infer",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let train = target.join("release/vae-train");
+    let infer = target.join("release/vae-infer");
+    let script = root.join("bench/torch_vae.py");
+    let work = tempfile_path("runs");
+    std::fs::create_dir_all(&work)?;
+
+    let mut results = Vec::new();
+    for &t in &threads {
+        let (mut ours, mut torch) = (Vec::new(), Vec::new());
+        let (mut our_val, mut torch_val) = (Vec::new(), Vec::new());
+        let mut rss = 0u64;
+        let mut first_run = None;
+        for rep in 0..repeats {
+            let out = work.join(format!("t{t}-r{rep}"));
+            let mut cmd = Command::new(&train);
+            cmd.args(["--dataset", "fashion-mnist", "--data-dir"])
+                .arg(&data_dir)
+                .args([
+                    "--epochs",
+                    &epochs.to_string(),
+                    "--threads",
+                    &t.to_string(),
+                    "--quiet",
+                    "--out",
+                ])
+                .arg(&out)
+                .env("RUST_LOG", "warn");
+            let (_, kib) = run_measured(cmd)?;
+            rss = rss.max(kib);
+            let lines = epoch_lines(&std::fs::read_to_string(out.join("metrics.jsonl"))?);
+            ours.extend(lines.iter().map(|v| field(v, "seconds")));
+            our_val.push(
+                lines
+                    .last()
+                    .map(|v| field(v, "val_loss"))
+                    .unwrap_or(f64::NAN),
+            );
+            eprintln!(
+                "ours  threads {t} run {rep}: {:?} s",
+                lines
+                    .iter()
+                    .map(|v| field(v, "seconds"))
+                    .collect::<Vec<_>>()
+            );
+            first_run.get_or_insert(out);
+            if let Some(py) = &python {
+                let mut cmd = Command::new(py);
+                cmd.arg(&script)
+                    .args([
+                        "--threads",
+                        &t.to_string(),
+                        "--epochs",
+                        &epochs.to_string(),
+                        "--data-dir",
+                    ])
+                    .arg(&data_dir);
+                let (stdout, _) = run_measured(cmd)?;
+                let lines = epoch_lines(&stdout);
+                torch.extend(lines.iter().map(|v| field(v, "seconds")));
+                torch_val.push(
+                    lines
+                        .last()
+                        .map(|v| field(v, "val_loss"))
+                        .unwrap_or(f64::NAN),
+                );
+                eprintln!(
+                    "torch threads {t} run {rep}: {:?} s",
+                    lines
+                        .iter()
+                        .map(|v| field(v, "seconds"))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+        let run_dir = first_run.context("no run")?;
+        let mut cmd = Command::new(&infer);
+        cmd.args(["throughput", "--json", "--threads", &t.to_string(), "--run"])
+            .arg(&run_dir)
+            .env("RUST_LOG", "warn");
+        let (stdout, _) = run_measured(cmd)?;
+        let tp: Value = serde_json::from_str(stdout.trim()).context("throughput output")?;
+        let secs = median(&mut ours);
+        let mut r = json!({
+            "threads": t,
+            "seconds_per_epoch": secs,
+            "examples_per_second": 60000.0 / secs,
+            "peak_rss_mib": rss as f64 / 1024.0,
+            "val_loss": median(&mut our_val),
+            "encode_per_second": field(&tp, "encode_per_second"),
+            "sample_per_second": field(&tp, "sample_per_second"),
+        });
+        if let Some(py) = &python {
+            let tsecs = median(&mut torch);
+            let mut cmd = Command::new(py);
+            cmd.arg(&script)
+                .args([
+                    "--threads",
+                    &t.to_string(),
+                    "--epochs",
+                    "1",
+                    "--throughput",
+                    "--data-dir",
+                ])
+                .arg(&data_dir);
+            let (stdout, _) = run_measured(cmd)?;
+            let ttp = stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v.get("encode_per_second").is_some())
+                .unwrap_or(Value::Null);
+            let (ov, tv) = (median(&mut our_val), median(&mut torch_val));
+            r["torch"] = json!({
+                "seconds_per_epoch": tsecs,
+                "val_loss": tv,
+                "encode_per_second": field(&ttp, "encode_per_second"),
+                "sample_per_second": field(&ttp, "sample_per_second"),
+            });
+            r["ratio_epoch_time"] = json!(secs / tsecs);
+            r["ratio_encode"] =
+                json!(field(&tp, "encode_per_second") / field(&ttp, "encode_per_second"));
+            r["ratio_sample"] =
+                json!(field(&tp, "sample_per_second") / field(&ttp, "sample_per_second"));
+            r["val_loss_difference_percent"] = json!(100.0 * (ov - tv) / tv);
+        }
+        results.push(r);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let report = json!({
+        "workload": "preset pytorch-example, full Fashion-MNIST (60,000 train images), batch 128, Adam 1e-3",
+        "epochs": epochs,
+        "repeats": repeats,
+        "dataset_u8_mib": 60000.0 * 784.0 / 1048576.0,
+        "results": results,
+    });
+    println!("{report}");
+    Ok(())
+}
