@@ -188,7 +188,14 @@ fn standardise(x: &[f32], mean: &[f64], scale: &[f64]) -> Vec<f64> {
 }
 
 /// Mean cross-entropy of softmax(x W^T + b) plus `l2 / 2 |W|^2`, and its gradient.
-fn objective(theta: &[f64], x: &[f64], y: &[u32], dim: usize, k: usize, l2: f64) -> (f64, Vec<f64>) {
+fn objective(
+    theta: &[f64],
+    x: &[f64],
+    y: &[u32],
+    dim: usize,
+    k: usize,
+    l2: f64,
+) -> (f64, Vec<f64>) {
     let n = y.len();
     let w = dim + 1;
     let part = |rows: std::ops::Range<usize>| -> (f64, Vec<f64>) {
@@ -269,7 +276,10 @@ pub fn fit_logistic(x: &[f32], y: &[u32], dim: usize, cfg: &LogisticConfig) -> R
         )));
     }
     if !(cfg.c > 0.0 && cfg.c.is_finite()) {
-        return Err(InferError::Usage(format!("--c must be positive, got {}", cfg.c)));
+        return Err(InferError::Usage(format!(
+            "--c must be positive, got {}",
+            cfg.c
+        )));
     }
     let k = y.iter().max().map_or(0, |&c| c as usize + 1);
     let mut mean = vec![0f64; dim];
@@ -488,7 +498,8 @@ mod tests {
             let mut b = theta.clone();
             a[i] += h;
             b[i] -= h;
-            let fd = (objective(&a, &xs, &y, 2, 3, l2).0 - objective(&b, &xs, &y, 2, 3, l2).0) / (2.0 * h);
+            let fd = (objective(&a, &xs, &y, 2, 3, l2).0 - objective(&b, &xs, &y, 2, 3, l2).0)
+                / (2.0 * h);
             assert!((fd - g[i]).abs() < 1e-7, "component {i}: {fd} vs {}", g[i]);
         }
         // Overlapping classes: a finite optimum, where the gradient vanishes.

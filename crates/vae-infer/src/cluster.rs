@@ -205,7 +205,10 @@ pub fn fit(x: &[f32], dim: usize, cfg: &KMeansConfig) -> Result<KMeans> {
     let mut var_sum = 0.0;
     for t in 0..dim {
         let mean = (0..n).map(|i| xd[i * dim + t]).sum::<f64>() / n as f64;
-        var_sum += (0..n).map(|i| (xd[i * dim + t] - mean).powi(2)).sum::<f64>() / n as f64;
+        var_sum += (0..n)
+            .map(|i| (xd[i * dim + t] - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
     }
     let tol = cfg.tol * var_sum / dim as f64;
     let run = |r: usize| -> KMeans {
@@ -247,7 +250,11 @@ pub fn fit(x: &[f32], dim: usize, cfg: &KMeansConfig) -> Result<KMeans> {
     };
     // Lowest inertia; the lowest restart number on ties (independent of thread timing).
     fits.into_iter()
-        .min_by(|a, b| a.inertia.total_cmp(&b.inertia).then(a.restart.cmp(&b.restart)))
+        .min_by(|a, b| {
+            a.inertia
+                .total_cmp(&b.inertia)
+                .then(a.restart.cmp(&b.restart))
+        })
         .ok_or_else(|| InferError::Usage("k-means: every restart failed".into()))
 }
 
@@ -272,7 +279,12 @@ pub(crate) mod tests {
     use crate::metrics::cluster_scores;
 
     /// `per` points around each of `centres` (2-D), spread `spread`, labels = centre index.
-    pub(crate) fn blobs(centres: &[[f32; 2]], per: usize, spread: f32, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    pub(crate) fn blobs(
+        centres: &[[f32; 2]],
+        per: usize,
+        spread: f32,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<u32>) {
         let mut rng = Rng::new(seed);
         let mut x = Vec::new();
         let mut y = Vec::new();
@@ -289,7 +301,13 @@ pub(crate) mod tests {
 
     #[test]
     fn separated_blobs_are_found_exactly() -> Result<()> {
-        let centres = [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [5.0, 20.0]];
+        let centres = [
+            [0.0, 0.0],
+            [10.0, 0.0],
+            [0.0, 10.0],
+            [10.0, 10.0],
+            [5.0, 20.0],
+        ];
         let (x, y) = blobs(&centres, 60, 0.5, 1);
         let cfg = KMeansConfig {
             k: 5,

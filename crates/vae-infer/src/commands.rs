@@ -79,6 +79,22 @@ fn in_split(flag: &str, i: usize, data: &Dataset) -> Result<()> {
     }
 }
 
+/// Refuses an output file whose directory does not exist, before any work is done.
+fn check_out(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(InferError::File {
+            path: path.into(),
+            msg: format!("--out: the directory {} does not exist", dir.display()),
+        })
+    }
+}
+
 fn write_png(path: &Path, values: &[f32], m: &Loaded, cols: usize) -> Result<()> {
     image::write_grid(path, values, m.model.config().shape, cols)
 }
@@ -154,6 +170,7 @@ pub fn reconstruction_png(
 
 /// `vae-infer reconstruct`.
 pub fn run_reconstruct(a: &ReconstructArgs) -> Result<ReconstructReport> {
+    check_out(&a.out)?;
     positive("--n", a.n)?;
     positive("--cols", a.cols)?;
     let m = a.model.load()?;
@@ -228,6 +245,7 @@ impl InterpolateReport {
 /// `vae-infer interpolate`: one row, the first original, the decoded path between the two
 /// posterior means, the second original.
 pub fn run_interpolate(a: &InterpolateArgs) -> Result<InterpolateReport> {
+    check_out(&a.out)?;
     if a.steps < 2 {
         return Err(InferError::Usage("--steps must be at least 2".into()));
     }
@@ -341,6 +359,7 @@ pub fn traversal_png(
 
 /// `vae-infer traverse`.
 pub fn run_traverse(a: &TraverseArgs) -> Result<TraverseReport> {
+    check_out(&a.out)?;
     positive("--steps", a.steps)?;
     if !(a.range.is_finite() && a.range > 0.0) {
         return Err(InferError::Usage(format!(
@@ -442,6 +461,7 @@ pub fn manifold_png(
 
 /// `vae-infer manifold`.
 pub fn run_manifold(a: &ManifoldArgs) -> Result<ManifoldReport> {
+    check_out(&a.out)?;
     positive("--steps", a.steps)?;
     let [d0, d1] = a.dims[..] else {
         return Err(InferError::Usage(format!(
@@ -527,6 +547,7 @@ fn split_name(s: Split) -> &'static str {
 
 /// `vae-infer encode`.
 pub fn run_encode(a: &EncodeArgs) -> Result<EncodeReport> {
+    check_out(&a.out)?;
     // Refuse an unknown extension before any work.
     LatentFormat::from_path(&a.out)?;
     positive("--batch-size", a.batch_size)?;
@@ -1112,8 +1133,25 @@ fn describe_model(m: &Loaded) -> String {
     )
 }
 
+/// Latent dimensions by decreasing variance of the posterior means (the dimensions the encoder
+/// uses; inactive ones stay near 0 for every input).
+pub fn active_dims(l: &Latents) -> Vec<usize> {
+    let n = l.len().max(1) as f64;
+    let var: Vec<f64> = (0..l.dim)
+        .map(|t| {
+            let col = || l.mu.iter().skip(t).step_by(l.dim).map(|&v| f64::from(v));
+            let mean = col().sum::<f64>() / n;
+            col().map(|v| (v - mean).powi(2)).sum::<f64>() / n
+        })
+        .collect();
+    let mut dims: Vec<usize> = (0..l.dim).collect();
+    dims.sort_by(|&a, &b| var[b].total_cmp(&var[a]).then(a.cmp(&b)));
+    dims
+}
+
 /// `vae-infer report`.
 pub fn run_report(a: &ReportArgs) -> Result<ReportReport> {
+    check_out(&a.out)?;
     use crate::report::{Figure, Page, Section, Table};
     a.latents.check()?;
     positive("--restarts", a.restarts)?;
@@ -1125,16 +1163,12 @@ pub fn run_report(a: &ReportArgs) -> Result<ReportReport> {
         (Some(d), _) => Some(d.join("config.json")),
         (None, c) => c.clone(),
     };
+    // Shown as written (vae-train writes it pretty-printed, in its own key order).
     let config_json = match &config_path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| InferError::File {
-                path: p.clone(),
-                msg: e.to_string(),
-            })?;
-            serde_json::from_str::<serde_json::Value>(&text)
-                .and_then(|v| serde_json::to_string_pretty(&v))
-                .unwrap_or(text)
-        }
+        Some(p) => std::fs::read_to_string(p).map_err(|e| InferError::File {
+            path: p.clone(),
+            msg: e.to_string(),
+        })?,
         None => String::new(),
     };
     let splits = a.latents.cut(load_splits(&m)?);
@@ -1188,20 +1222,25 @@ pub fn run_report(a: &ReportArgs) -> Result<ReportReport> {
         png: scatter.png,
     }];
     let l = m.model.latent_dim();
+    // The most informative dimensions first: by the variance of the test split's means.
+    let active = active_dims(&lat.test);
+    let label = m.model.config().num_classes.map(|_| 0);
     if shape.is_image() && l >= 2 {
-        let label = m.model.config().num_classes.map(|_| 0);
+        let (d0, d1) = (active[0], active[1]);
         latent_figs.push(Figure {
-            caption: "The decoded manifold over latent dimensions 0 and 1 at prior quantiles (15 x 15; the other dimensions at 0)".into(),
-            png: manifold_png(&m, (0, 1), 15, label)?,
+            caption: format!(
+                "The decoded manifold over latent dimensions {d0} and {d1} (those whose posterior means vary most) at prior quantiles, 15 x 15; the other dimensions at 0"
+            ),
+            png: manifold_png(&m, (d0, d1), 15, label)?,
         });
     }
     if shape.is_image() {
-        let label = m.model.config().num_classes.map(|_| 0);
-        let dims: Vec<usize> = (0..l.min(12)).collect();
+        let dims: Vec<usize> = active.iter().copied().take(10).collect();
         latent_figs.push(Figure {
             caption: format!(
-                "Traversals of latent dimensions 0 to {} (one per row) from -3 to 3 around the zero code",
-                dims.len() - 1
+                "Traversals from -3 to 3 around the zero code of the {} most varying latent dimensions (rows: {:?})",
+                dims.len(),
+                dims
             ),
             png: traversal_png(&m, &vec![0f32; l], &dims, 3.0, 9, label)?,
         });
@@ -1232,8 +1271,14 @@ pub fn run_report(a: &ReportArgs) -> Result<ReportReport> {
         Table {
             heading: format!("Evaluation (test split, {} examples)", evaluation.examples),
             rows: vec![
-                ("negative ELBO (nats)".into(), format!("{:.3}", evaluation.neg_elbo)),
-                ("reconstruction (nats)".into(), format!("{:.3}", evaluation.recon)),
+                (
+                    "negative ELBO (nats)".into(),
+                    format!("{:.3}", evaluation.neg_elbo),
+                ),
+                (
+                    "reconstruction (nats)".into(),
+                    format!("{:.3}", evaluation.recon),
+                ),
                 ("KL (nats)".into(), format!("{:.3}", evaluation.kl)),
             ],
         },
@@ -1244,7 +1289,10 @@ pub fn run_report(a: &ReportArgs) -> Result<ReportReport> {
                 lat.test.len()
             ),
             rows: vec![
-                (format!("k-means (k = {}) accuracy", cluster.k), f(cluster.accuracy)),
+                (
+                    format!("k-means (k = {}) accuracy", cluster.k),
+                    f(cluster.accuracy),
+                ),
                 ("k-means NMI".into(), f(cluster.nmi)),
                 ("k-means ARI".into(), f(cluster.ari)),
                 (format!("{}-NN accuracy", a.knn_k), f(knn.accuracy)),

@@ -155,9 +155,8 @@ pub fn to_csv(l: &Latents) -> String {
 pub fn to_npy(l: &Latents) -> Vec<u8> {
     let cols = 2 * l.dim + usize::from(l.labels.is_some());
     let n = l.len();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {cols}), }}"
-    );
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {cols}), }}");
     // Magic (6) + version (2) + header length (2) + header, padded with spaces and ended by a
     // newline so that the data starts on a multiple of 64 bytes.
     let unpadded = 10 + header.len() + 1;
@@ -169,7 +168,11 @@ pub fn to_npy(l: &Latents) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     for i in 0..n {
-        for v in l.mean(i).iter().chain(&l.logvar[i * l.dim..(i + 1) * l.dim]) {
+        for v in l
+            .mean(i)
+            .iter()
+            .chain(&l.logvar[i * l.dim..(i + 1) * l.dim])
+        {
             out.extend_from_slice(&v.to_le_bytes());
         }
         if let Some(labels) = &l.labels {
@@ -183,10 +186,11 @@ pub fn to_npy(l: &Latents) -> Vec<u8> {
 pub fn to_safetensors(l: &Latents, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let (mu, logvar) = (bytes(&l.mu), bytes(&l.logvar));
-    let labels: Option<Vec<u8>> = l
-        .labels
-        .as_ref()
-        .map(|ls| ls.iter().flat_map(|&y| i64::from(y).to_le_bytes()).collect());
+    let labels: Option<Vec<u8>> = l.labels.as_ref().map(|ls| {
+        ls.iter()
+            .flat_map(|&y| i64::from(y).to_le_bytes())
+            .collect()
+    });
     let n = l.len();
     let bad = |e: safetensors::SafeTensorError| InferError::Usage(format!("safetensors: {e}"));
     let mut views = vec![

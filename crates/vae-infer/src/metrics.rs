@@ -84,15 +84,15 @@ pub fn matched_accuracy(c: &Contingency) -> f64 {
         return 0.0;
     }
     // Kuhn-Munkres needs no more rows than columns: transpose when there are more clusters.
-    let (r, k, get): (usize, usize, Box<dyn Fn(usize, usize) -> u64>) = if rows <= cols {
-        (rows, cols, Box::new(|i, j| c.table[i][j]))
+    let (r, k, values): (usize, usize, Vec<i64>) = if rows <= cols {
+        let v = c.table.iter().flatten().map(|&x| x as i64).collect();
+        (rows, cols, v)
     } else {
-        (cols, rows, Box::new(|i, j| c.table[j][i]))
+        let v = (0..cols)
+            .flat_map(|j| c.table.iter().map(move |row| row[j] as i64))
+            .collect();
+        (cols, rows, v)
     };
-    let values: Vec<i64> = (0..r)
-        .flat_map(|i| (0..k).map(move |j| (i, j)))
-        .map(|(i, j)| get(i, j) as i64)
-        .collect();
     match Matrix::from_vec(r, k, values) {
         Ok(m) => kuhn_munkres(&m).0 as f64 / c.n as f64,
         Err(_) => 0.0,
@@ -232,7 +232,8 @@ mod tests {
         let s = cluster_scores(&pred, &truth)?;
         assert!((s.ari - 2.5 / 7.0).abs() < 1e-12, "{s:?}");
         let l = |x: f64| x.ln();
-        let mi = 2.0 / 9.0 * l(3.0) + 2.0 / 9.0 * l(2.0) + 1.0 / 9.0 * l(0.75) + 3.0 / 9.0 * l(2.25);
+        let mi =
+            2.0 / 9.0 * l(3.0) + 2.0 / 9.0 * l(2.0) + 1.0 / 9.0 * l(0.75) + 3.0 / 9.0 * l(2.25);
         let hc = -(2.0 / 9.0 * l(2.0 / 9.0) + 3.0 / 9.0 * l(3.0 / 9.0) + 4.0 / 9.0 * l(4.0 / 9.0));
         let want = mi / ((l(3.0) + hc) / 2.0);
         assert!((s.nmi - want).abs() < 1e-12, "{} vs {want}", s.nmi);

@@ -162,11 +162,19 @@ mod tests {
         for i in 0..200 {
             let t = (i as f32 - 100.0) / 10.0;
             for e in [0.1f32, -0.1] {
-                x.extend([3.0 * t / 5.0 - 4.0 * e / 5.0, 4.0 * t / 5.0 + 3.0 * e / 5.0, 7.0]);
+                x.extend([
+                    3.0 * t / 5.0 - 4.0 * e / 5.0,
+                    4.0 * t / 5.0 + 3.0 * e / 5.0,
+                    7.0,
+                ]);
             }
         }
         let p = Pca::fit(&x, 3, 2);
-        assert!((p.axes[0] - 0.6).abs() < 1e-5 && (p.axes[1] - 0.8).abs() < 1e-5, "{:?}", p.axes);
+        assert!(
+            (p.axes[0] - 0.6).abs() < 1e-5 && (p.axes[1] - 0.8).abs() < 1e-5,
+            "{:?}",
+            p.axes
+        );
         assert!(p.axes[2].abs() < 1e-9);
         assert!(p.explained[0] > 0.99 && p.explained[0] + p.explained[1] > 0.999999);
         let proj = p.project(&x[..3]);

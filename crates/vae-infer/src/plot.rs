@@ -118,10 +118,9 @@ pub fn scatter_png(s: &Scatter) -> Result<Vec<u8>> {
         let label_of = |i: usize| s.labels.map_or(0, |l| l[i] as usize);
         chart
             .draw_series(
-                s.points
-                    .chunks_exact(2)
-                    .enumerate()
-                    .map(|(i, p)| Circle::new((p[0], p[1]), 2, colour(label_of(i)).mix(0.7).filled())),
+                s.points.chunks_exact(2).enumerate().map(|(i, p)| {
+                    Circle::new((p[0], p[1]), 2, colour(label_of(i)).mix(0.7).filled())
+                }),
             )
             .map_err(e)?;
         if let Some(labels) = s.labels {
@@ -133,7 +132,11 @@ pub fn scatter_png(s: &Scatter) -> Result<Vec<u8>> {
                     .map_err(e)?;
                 let name = s.names.get(c).cloned().unwrap_or_else(|| c.to_string());
                 right
-                    .draw(&Text::new(name, (28, y - 8), ("sans-serif", 15).into_font()))
+                    .draw(&Text::new(
+                        name,
+                        (28, y - 8),
+                        ("sans-serif", 15).into_font(),
+                    ))
                     .map_err(e)?;
             }
         }
@@ -165,12 +168,24 @@ pub fn lines_png(series: &[Series], title: &str, x_desc: &str, y_desc: &str) -> 
             .y_label_area_size(64)
             .build_cartesian_2d(xs, ys)
             .map_err(e)?;
+        // Whole numbers on an axis of whole numbers (epochs), one decimal otherwise.
+        let whole = |v: &f64| {
+            if all().all(|p| p.0.fract() == 0.0) {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        };
         chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_labels(12)
+            .x_label_formatter(&whole)
+            .y_label_formatter(&|v| format!("{v:.1}"))
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
+            .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(e)?;
         for (i, (name, pts)) in series.iter().enumerate() {
@@ -180,7 +195,9 @@ pub fn lines_png(series: &[Series], title: &str, x_desc: &str, y_desc: &str) -> 
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
                 .map_err(e)?
                 .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
                 .map_err(e)?;
@@ -286,12 +303,17 @@ mod tests {
         };
         let nw = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
         let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
-        (nw as f64 / (img.width() * img.height()) as f64, colours.len())
+        (
+            nw as f64 / (img.width() * img.height()) as f64,
+            colours.len(),
+        )
     }
 
     #[test]
     fn scatter_and_curves_draw_something() -> Result<()> {
-        let points: Vec<f64> = (0..200).flat_map(|i| [i as f64 % 17.0, i as f64 / 7.0]).collect();
+        let points: Vec<f64> = (0..200)
+            .flat_map(|i| [i as f64 % 17.0, i as f64 / 7.0])
+            .collect();
         let labels: Vec<u32> = (0..200).map(|i| i % 4).collect();
         let names = class_names(Some("fashion-mnist"), 4);
         assert_eq!(names[3], "3 Dress");
@@ -306,11 +328,20 @@ mod tests {
         let (share, colours) = non_white(&png);
         // Axes, text and 200 dots in four colours: some ink, far from all of it.
         assert!(share > 0.005 && share < 0.5, "{share}");
-        assert!(colours > 20, "{colours} colours (antialiased text and four classes expected)");
+        assert!(
+            colours > 20,
+            "{colours} colours (antialiased text and four classes expected)"
+        );
 
         let series = vec![
-            ("train".to_string(), vec![(1.0, 300.0), (2.0, 280.0), (3.0, f64::NAN)]),
-            ("val".to_string(), vec![(1.0, 290.0), (2.0, 285.0), (3.0, 283.0)]),
+            (
+                "train".to_string(),
+                vec![(1.0, 300.0), (2.0, 280.0), (3.0, f64::NAN)],
+            ),
+            (
+                "val".to_string(),
+                vec![(1.0, 290.0), (2.0, 285.0), (3.0, 283.0)],
+            ),
         ];
         let png = lines_png(&series, "curves", "epoch", "nats")?;
         let (share, _) = non_white(&png);
@@ -332,7 +363,10 @@ mod tests {
         assert!(c[0].1[1].1.is_nan());
         assert_eq!(c[1].1, vec![(1.0, 290.0), (2.0, 280.0)]);
         std::fs::write(&p, "{\"epoch\":1}\n").map_err(|e| InferError::Usage(e.to_string()))?;
-        let e = read_curves(&p).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = read_curves(&p)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("metrics.jsonl") && e.contains("line 1"), "{e}");
         Ok(())
     }

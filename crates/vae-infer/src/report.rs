@@ -64,7 +64,7 @@ pub fn data_uri(png: &[u8]) -> String {
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;\
 margin:24px auto;max-width:1140px;padding:0 16px;color:#1d1d1f;background:#fff}\
 h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}\
-.sub{color:#555;margin:0 0 12px}.tables{display:flex;flex-wrap:wrap;gap:28px}\
+.sub{color:#555;margin:0 0 12px}.tables{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}\
 table{border-collapse:collapse;font-size:14px}td,th{padding:3px 14px 3px 0;text-align:left}\
 td.v{font-variant-numeric:tabular-nums;text-align:right}th{font-size:15px;padding-bottom:6px}\
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}figure{margin:0}\
