@@ -300,7 +300,7 @@ pub struct TraverseArgs {
     #[arg(long)]
     pub dim: Option<usize>,
     /// Each dimension moves from -RANGE to +RANGE around the base code.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub range: f64,
     /// Pictures per row.
     #[arg(long, default_value_t = 9)]
@@ -776,7 +776,7 @@ pub struct ClassifyArgs {
     #[arg(long, default_value_t = 5)]
     pub k: usize,
     /// Inverse L2 strength of the linear probe (scikit-learn's C).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub c: f64,
     /// Iterations of the linear probe's optimiser at most.
     #[arg(long, default_value_t = 2000)]
