@@ -8,6 +8,11 @@ use vae_core::candle_core::Device;
 use vae_core::Rng;
 use vae_data::Dataset;
 
+use crate::commands::{
+    run_classify, run_cluster, run_encode, run_interpolate, run_manifold, run_plot,
+    run_reconstruct, run_report, run_traverse, ClassifyArgs, ClusterArgs, EncodeArgs,
+    InterpolateArgs, ManifoldArgs, PlotArgs, ReconstructArgs, ReportArgs, TraverseArgs,
+};
 use crate::model::{load, run_paths, Loaded};
 use crate::{eval, image, sample, InferError, Result};
 
@@ -25,6 +30,24 @@ pub enum Command {
     Sample(SampleArgs),
     /// Negative ELBO (reconstruction + KL) of a split, per example, in nats.
     Evaluate(EvaluateArgs),
+    /// Validation images above their reconstructions, as a PNG grid.
+    Reconstruct(ReconstructArgs),
+    /// Decode the path between the posterior means of two validation images.
+    Interpolate(InterpolateArgs),
+    /// Move one latent dimension at a time around a base code, one row per dimension.
+    Traverse(TraverseArgs),
+    /// Decode a grid over two latent dimensions at prior quantiles.
+    Manifold(ManifoldArgs),
+    /// Write the posterior means and log-variances of a split (CSV, NPY or safetensors).
+    Encode(EncodeArgs),
+    /// k-means on latent means (fit on train, scored on test): accuracy, NMI, ARI.
+    Cluster(ClusterArgs),
+    /// k-NN or logistic regression on latent means (fit on train, scored on test).
+    Classify(ClassifyArgs),
+    /// Latent scatter coloured by label and training curves, as PNG charts.
+    Plot(PlotArgs),
+    /// One self-contained HTML page with pictures and numbers.
+    Report(ReportArgs),
     /// Encoding and sampling speed of the model, in examples per second.
     Throughput(ThroughputArgs),
 }
@@ -366,6 +389,15 @@ pub fn dispatch(cli: &Cli) -> Result<String> {
             }
             s
         }),
+        Command::Reconstruct(a) => render(a.model.json, &run_reconstruct(a)?, |r| r.text()),
+        Command::Interpolate(a) => render(a.model.json, &run_interpolate(a)?, |r| r.text()),
+        Command::Traverse(a) => render(a.model.json, &run_traverse(a)?, |r| r.text()),
+        Command::Manifold(a) => render(a.model.json, &run_manifold(a)?, |r| r.text()),
+        Command::Encode(a) => render(a.model.json, &run_encode(a)?, |r| r.text()),
+        Command::Cluster(a) => render(a.model.json, &run_cluster(a)?, |r| r.text()),
+        Command::Classify(a) => render(a.model.json, &run_classify(a)?, |r| r.text()),
+        Command::Plot(a) => render(a.model.json, &run_plot(a)?, |r| r.text()),
+        Command::Report(a) => render(a.model.json, &run_report(a)?, |r| r.text()),
     }
 }
 

@@ -13,6 +13,8 @@ pub enum InferError {
     Usage(String),
     #[error("{}: {msg}", path.display())]
     File { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Plot(String),
 }
 
 impl From<vae_core::candle_core::Error> for InferError {
