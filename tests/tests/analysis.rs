@@ -243,6 +243,7 @@ fn encode_round_trips_in_every_format() -> anyhow::Result<()> {
         device: "cpu".into(),
         seed: 0,
         json: false,
+        threads: 1,
     };
     let m = args.load()?;
     let test = vae_infer::commands::load_splits(&m)?.test;
