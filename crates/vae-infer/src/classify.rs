@@ -9,7 +9,7 @@ use crate::{InferError, Result};
 const BLOCK: usize = 256;
 
 fn check_rows(x: &[f32], dim: usize, what: &str) -> Result<usize> {
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(InferError::Usage(format!(
             "{what}: {} values are not rows of {dim}",
             x.len()

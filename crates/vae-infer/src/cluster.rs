@@ -171,7 +171,7 @@ fn lloyd(
 /// Fits k-means to the rows of `x` (`[n, dim]`, row-major). Restarts run on all cores, each from
 /// its own generator (seed, restart number), so the result does not depend on the thread count.
 pub fn fit(x: &[f32], dim: usize, cfg: &KMeansConfig) -> Result<KMeans> {
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(InferError::Usage(format!(
             "{} values are not rows of {dim}",
             x.len()
