@@ -41,7 +41,7 @@ impl Observer for Progress {
                 bar.set_prefix(format!("epoch {epoch}/{}", self.epochs));
             }
             bar.set_position(batch as u64);
-            if batch % 10 == 0 || batch == batches {
+            if batch.is_multiple_of(10) || batch == batches {
                 bar.set_message(format!("loss {loss:.1}"));
             }
         }
