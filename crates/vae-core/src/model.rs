@@ -126,8 +126,7 @@ impl Conv {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        y.broadcast_add(&self.bias.reshape((1, self.bias.dim(0)?, 1, 1))?)
+        ops::conv2d(x, &self.weight, &self.bias, self.stride, self.padding)
     }
 }
 
@@ -153,10 +152,7 @@ impl Up {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Up::Transposed { weight, bias } => {
-                let y = x.conv_transpose2d(weight, 1, 0, 2, 1)?;
-                y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
-            }
+            Up::Transposed { weight, bias } => ops::conv_transpose2d(x, weight, bias, 2, 1),
             Up::Nearest(conv) => {
                 let (_, _, h, w) = x.dims4()?;
                 conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)

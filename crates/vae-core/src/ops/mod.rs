@@ -8,11 +8,13 @@
 
 mod bernoulli;
 mod cb;
+mod conv;
 mod gemm;
 mod linear;
 
 pub use bernoulli::bernoulli_log_prob;
 pub use cb::{cb_log_norm, cb_mean};
+pub use conv::{conv2d, conv_transpose2d};
 pub use linear::{linear, Act};
 
 /// The same quantities written as plain candle operations (any device, any float type).
