@@ -7,6 +7,7 @@
 //!   `[B * Ho * Wo, C * k * k]`; backward `dW = dY^T cols`, `dcols = dY W` scattered back by col2im.
 //! - conv_transpose2d is conv2d's backward pass for the input: `cols = X W`, `y = col2im(cols)`;
 //!   its own backward is a conv2d of the output gradient.
+//!
 //! Values and gradients are checked against candle's `conv2d` / `conv_transpose2d` in the tests.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
