@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod reproduce;
 
 const USAGE: &str = "usage: cargo xtask <task>
 
@@ -15,6 +16,10 @@ tasks:
       print one JSON object: median seconds per epoch, examples/s, peak RSS, encode and sample
       throughput per thread count; with --vs-torch, run bench/torch_vae.py with that Python in
       alternation and add PyTorch's figures and the ratios ours/PyTorch
+  reproduce [--quick] [--out FILE] [--work DIR] [--bin-dir DIR]
+      train the reference configurations (pytorch-example, seed, iwae with K=1 and K=5, conv) on
+      full Fashion-MNIST for 10 epochs, evaluate, analyse and write docs/RESULTS.md; --quick does
+      the same on the embedded sample for 2 epochs (into target/quick-results) and checks the file
 
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX
@@ -33,6 +38,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("sample-data") => sample_data(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("reproduce") => reproduce::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -54,7 +60,8 @@ pub(crate) fn flag(args: &[String], name: &str) -> Result<Option<String>> {
 }
 
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {

@@ -1,0 +1,463 @@
+//! `cargo xtask reproduce`: trains the reference configurations and writes docs/RESULTS.md with
+//! every figure, the command that produced it, and PyTorch's reference figures beside ours.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{flag, root};
+
+/// One configuration of the table.
+struct Config {
+    /// Row name and run directory name.
+    name: &'static str,
+    /// Extra vae-train flags (the preset included).
+    flags: &'static [&'static str],
+    /// Whether latent-space analysis is run on it.
+    analyse: bool,
+}
+
+const CONFIGS: [Config; 5] = [
+    Config {
+        name: "pytorch-example",
+        flags: &["--preset", "pytorch-example"],
+        analyse: true,
+    },
+    Config {
+        name: "seed",
+        flags: &["--preset", "seed"],
+        analyse: true,
+    },
+    Config {
+        name: "iwae (K=1)",
+        flags: &["--preset", "iwae", "--iwae-k", "1"],
+        analyse: false,
+    },
+    Config {
+        name: "iwae (K=5)",
+        flags: &["--preset", "iwae", "--iwae-k", "5"],
+        analyse: false,
+    },
+    Config {
+        name: "conv",
+        flags: &["--preset", "conv"],
+        analyse: true,
+    },
+];
+
+/// The settings of a full or a quick reproduction.
+struct Plan {
+    quick: bool,
+    dataset: &'static str,
+    epochs: usize,
+    /// Importance samples and examples of the NLL column (all configurations).
+    nll_k: usize,
+    nll_limit: usize,
+    /// The larger evaluation of the reference run (`evaluate --iw-samples 5000`, whole test set).
+    full_k: usize,
+    analysis_limit: Option<usize>,
+}
+
+struct Runner {
+    train: PathBuf,
+    infer: PathBuf,
+    log: String,
+}
+
+impl Runner {
+    /// Runs a binary, records the command line, returns stdout.
+    fn run(&mut self, bin: &Path, args: &[String]) -> Result<String> {
+        // Paths inside the repository are shown relative to it.
+        let root = format!("{}/", root().display());
+        let shown = format!(
+            "{} {}",
+            bin.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+            args.join(" ").replace(&root, "")
+        );
+        eprintln!("$ {shown}");
+        let out = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .with_context(|| format!("running {shown}"))?;
+        if !out.status.success() {
+            bail!(
+                "`{shown}` failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        writeln!(self.log, "{shown}")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn json(&mut self, bin_is_infer: bool, args: &[String]) -> Result<Value> {
+        let bin = if bin_is_infer {
+            self.infer.clone()
+        } else {
+            self.train.clone()
+        };
+        let out = self.run(&bin, args)?;
+        serde_json::from_str(out.trim())
+            .with_context(|| format!("parsing the JSON of {args:?}: {out}"))
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// One row of the results table.
+#[derive(Default)]
+struct Row {
+    name: String,
+    epochs: usize,
+    seconds: f64,
+    neg_elbo: f64,
+    nll: f64,
+    bpd: f64,
+    knn: Option<f64>,
+    linear: Option<f64>,
+    kmeans: Option<(f64, f64, f64)>,
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let plan = if quick {
+        Plan {
+            quick,
+            dataset: "sample",
+            epochs: 2,
+            nll_k: 100,
+            nll_limit: 200,
+            full_k: 200,
+            analysis_limit: Some(1000),
+        }
+    } else {
+        Plan {
+            quick,
+            dataset: "fashion-mnist",
+            epochs: 10,
+            nll_k: 1000,
+            nll_limit: 1000,
+            full_k: 5000,
+            analysis_limit: None,
+        }
+    };
+    let root = root();
+    let out_file = flag(args, "--out")?.map(PathBuf::from).unwrap_or_else(|| {
+        root.join(if quick {
+            "target/quick-results/RESULTS.md"
+        } else {
+            "docs/RESULTS.md"
+        })
+    });
+    let work = flag(args, "--work")?.map(PathBuf::from).unwrap_or_else(|| {
+        root.join(if quick {
+            "target/quick-results/runs"
+        } else {
+            "runs/reproduce"
+        })
+    });
+    let bin_dir = match flag(args, "--bin-dir")? {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "vae-train",
+                    "-p",
+                    "vae-infer",
+                ])
+                .status()?;
+            if !status.success() {
+                bail!("cargo build failed");
+            }
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("release")
+        }
+    };
+    if !quick
+        && !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()
+        && std::env::var_os("VAE_DATA_DIR").is_none()
+    {
+        bail!("the full reproduction needs Fashion-MNIST: `apt-get install dataset-fashion-mnist` (or set VAE_DATA_DIR); `--quick` uses the embedded sample");
+    }
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let pictures = out_file
+        .parent()
+        .map(|p| p.join("results"))
+        .context("--out needs a directory")?;
+    std::fs::create_dir_all(&pictures)?;
+    let mut r = Runner {
+        train: bin_dir.join("vae-train"),
+        infer: bin_dir.join("vae-infer"),
+        log: String::new(),
+    };
+    let started = Instant::now();
+
+    let mut rows = Vec::new();
+    let mut reference_full = None;
+    for c in &CONFIGS {
+        let dir = work.join(c.name.replace([' ', '(', ')', '='], ""));
+        let d = dir.to_string_lossy().to_string();
+        let mut a = s(&[
+            "--dataset",
+            plan.dataset,
+            "--epochs",
+            &plan.epochs.to_string(),
+            "--quiet",
+            "--out",
+            &d,
+        ]);
+        a.extend(s(c.flags));
+        let train = r.train.clone();
+        r.run(&train, &a)?;
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
+        let lines: Vec<Value> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let seconds: f64 = lines.iter().map(|v| num(v, "seconds")).sum();
+        let ev = r.json(
+            true,
+            &s(&[
+                "evaluate",
+                "--run",
+                &d,
+                "--iw-samples",
+                &plan.nll_k.to_string(),
+                "--limit",
+                &plan.nll_limit.to_string(),
+                "--json",
+            ]),
+        )?;
+        let full = r.json(
+            true,
+            &s(&["evaluate", "--run", &d, "--iw-samples", "0", "--json"]),
+        )?;
+        let mut row = Row {
+            name: c.name.into(),
+            epochs: plan.epochs,
+            seconds,
+            neg_elbo: num(&full, "neg_elbo"),
+            nll: num(&ev, "nll"),
+            bpd: num(&ev, "bits_per_dim"),
+            ..Default::default()
+        };
+        if c.analyse {
+            let mut lim = Vec::new();
+            if let Some(n) = plan.analysis_limit {
+                lim = s(&["--limit", &n.to_string()]);
+            }
+            let mut args = s(&["classify", "--run", &d, "--json"]);
+            args.extend(lim.clone());
+            row.knn = Some(num(&r.json(true, &args)?, "accuracy"));
+            let mut args = s(&["classify", "--method", "linear", "--run", &d, "--json"]);
+            args.extend(lim.clone());
+            row.linear = Some(num(&r.json(true, &args)?, "accuracy"));
+            let mut args = s(&["cluster", "--run", &d, "--json"]);
+            args.extend(lim.clone());
+            let cl = r.json(true, &args)?;
+            row.kmeans = Some((num(&cl, "accuracy"), num(&cl, "nmi"), num(&cl, "ari")));
+            let stem = c.name.replace([' ', '(', ')', '='], "");
+            for (cmd, file) in [
+                ("sample", format!("{stem}-samples.png")),
+                ("reconstruct", format!("{stem}-reconstructions.png")),
+            ] {
+                let p = pictures.join(&file).to_string_lossy().to_string();
+                let infer = r.infer.clone();
+                r.run(&infer, &s(&[cmd, "--run", &d, "--out", &p]))?;
+            }
+        }
+        if c.name == "pytorch-example" {
+            let full = r.json(
+                true,
+                &s(&[
+                    "evaluate",
+                    "--run",
+                    &d,
+                    "--iw-samples",
+                    &plan.full_k.to_string(),
+                    "--json",
+                ]),
+            )?;
+            let report = pictures
+                .join("pytorch-example-report.html")
+                .to_string_lossy()
+                .to_string();
+            let mut args = s(&["report", "--run", &d, "--out", &report]);
+            if let Some(n) = plan.analysis_limit {
+                args.extend(s(&["--limit", &n.to_string()]));
+            }
+            let infer = r.infer.clone();
+            r.run(&infer, &args)?;
+            reference_full = Some(full);
+        }
+        rows.push(row);
+    }
+
+    let md = render(
+        &plan,
+        &rows,
+        reference_full.as_ref(),
+        &r.log,
+        started.elapsed().as_secs_f64(),
+    );
+    std::fs::write(&out_file, &md).with_context(|| format!("writing {}", out_file.display()))?;
+    check(&std::fs::read_to_string(&out_file)?)?;
+    eprintln!("wrote {}", out_file.display());
+    Ok(())
+}
+
+/// The reference figures of SPEC.md section 8 (PyTorch, full Fashion-MNIST, 10 epochs).
+const TORCH: [(&str, &str); 7] = [
+    ("test negative ELBO", "244.2"),
+    ("NLL (K=1000, first 1,000 test images)", "240.9"),
+    ("k-NN (k=5) accuracy", "0.853"),
+    ("logistic regression accuracy", "0.796"),
+    ("k-means accuracy", "0.540"),
+    ("k-means NMI", "0.547"),
+    ("k-means ARI", "0.374"),
+];
+
+fn render(plan: &Plan, rows: &[Row], full: Option<&Value>, log: &str, seconds: f64) -> String {
+    let mut m = String::new();
+    let title = if plan.quick {
+        "Results (quick run on the embedded sample)"
+    } else {
+        "Results"
+    };
+    let _ = writeln!(m, "# {title}\n");
+    let _ = writeln!(
+        m,
+        "Written by `cargo xtask reproduce{}` in {:.0} s on a {}-core CPU; every figure below comes from \
+         the commands listed at the end. Data: {}. Each configuration trains for {} epochs with Adam \
+         1e-3 and batch 128; NLL is the importance-sampled negative log-likelihood with K = {} on the \
+         first {} test images, bits/dim is NLL / (784 ln 2).\n",
+        if plan.quick { " --quick" } else { "" },
+        seconds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        if plan.quick { "the embedded 6,000 / 1,000-image sample of Fashion-MNIST" } else { "Fashion-MNIST, 60,000 training and 10,000 test images" },
+        plan.epochs,
+        plan.nll_k,
+        plan.nll_limit
+    );
+    let _ = writeln!(m, "| configuration | epochs | train seconds | test −ELBO | NLL | bits/dim | k-NN | linear | k-means acc. | NMI | ARI |");
+    let _ = writeln!(
+        m,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for r in rows {
+        let (a, n, ari) = match r.kmeans {
+            Some((a, n, ari)) => (Some(a), Some(n), Some(ari)),
+            None => (None, None, None),
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.4} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.epochs,
+            r.seconds,
+            r.neg_elbo,
+            r.nll,
+            r.bpd,
+            fmt(r.knn, 3),
+            fmt(r.linear, 3),
+            fmt(a, 3),
+            fmt(n, 3),
+            fmt(ari, 3)
+        );
+    }
+    if let Some(f) = full {
+        let _ = writeln!(
+            m,
+            "\nReference run (`pytorch-example`) on the whole test split with K = {}: NLL {:.2} nats, {:.4} bits/dim, −ELBO {:.2} nats ({} images).",
+            f.get("iw_samples").and_then(Value::as_u64).unwrap_or(0),
+            num(f, "nll"),
+            num(f, "bits_per_dim"),
+            num(f, "neg_elbo"),
+            f.get("examples").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    let _ = writeln!(m, "\n## PyTorch reference\n");
+    let _ = writeln!(m, "`bench/torch_vae.py --epochs 10 --evaluate` (the same net and loss as `pytorch-example`) on full Fashion-MNIST, as SPEC.md section 8 records it{}:\n",
+        if plan.quick { " (this quick run trains on the 6,000-image sample for 2 epochs: the columns are not comparable, the table only shows the layout)" } else { "" });
+    let _ = writeln!(m, "| measure | PyTorch | ours (`pytorch-example`) |");
+    let _ = writeln!(m, "| --- | --- | --- |");
+    if let Some(r) = rows.first() {
+        let ours = [
+            format!("{:.2}", r.neg_elbo),
+            format!("{:.2}", r.nll),
+            fmt(r.knn, 3),
+            fmt(r.linear, 3),
+            fmt(r.kmeans.map(|k| k.0), 3),
+            fmt(r.kmeans.map(|k| k.1), 3),
+            fmt(r.kmeans.map(|k| k.2), 3),
+        ];
+        for ((k, v), o) in TORCH.iter().zip(ours) {
+            let _ = writeln!(m, "| {k} | {v} | {o} |");
+        }
+    }
+    let _ = writeln!(m, "\n## Pictures\n");
+    for name in ["pytorch-example", "seed", "conv"] {
+        let _ = writeln!(m, "`{name}`: samples from the prior, and test images (odd rows) above their reconstructions.\n");
+        let _ = writeln!(m, "![{name} samples](results/{name}-samples.png) ![{name} reconstructions](results/{name}-reconstructions.png)\n");
+    }
+    let _ = writeln!(m, "The reference run's full report: [results/pytorch-example-report.html](results/pytorch-example-report.html).\n");
+    let _ = writeln!(m, "## Commands\n\n```");
+    m.push_str(log);
+    let _ = writeln!(m, "```");
+    m
+}
+
+/// The written file must have every row, each with finite numbers.
+fn check(md: &str) -> Result<()> {
+    for c in &CONFIGS {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", c.name)))
+            .with_context(|| format!("RESULTS.md has no row for `{}`", c.name))?;
+        let cells: Vec<&str> = line
+            .split('|')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .collect();
+        for (i, cell) in cells.iter().enumerate().take(6).skip(1) {
+            let v: f64 = cell.parse().with_context(|| {
+                format!("row `{}`, column {i}: `{cell}` is not a number", c.name)
+            })?;
+            if !v.is_finite() {
+                bail!("row `{}`, column {i}: {v}", c.name);
+            }
+        }
+        if c.analyse && cells.iter().any(|c| *c == "–") {
+            bail!("row `{}` lacks its analysis figures", c.name);
+        }
+    }
+    Ok(())
+}
