@@ -455,7 +455,7 @@ fn check(md: &str) -> Result<()> {
                 bail!("row `{}`, column {i}: {v}", c.name);
             }
         }
-        if c.analyse && cells.iter().any(|c| *c == "–") {
+        if c.analyse && cells.contains(&"–") {
             bail!("row `{}` lacks its analysis figures", c.name);
         }
     }
