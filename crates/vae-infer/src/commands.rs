@@ -10,12 +10,259 @@ use serde::Serialize;
 use vae_data::{Dataset, Splits};
 
 use crate::classify::{fit_logistic, knn_predict, LogisticConfig};
-use crate::cli::{ModelArgs, Split};
+use crate::cli::ModelArgs;
 use crate::cluster::{self, KMeansConfig};
 use crate::latent::{encode_dataset, posterior, write_latents, LatentFormat, Latents};
 use crate::metrics::{accuracy, cluster_scores};
 use crate::model::Loaded;
-use crate::{image, plot, reconstruct, walk, InferError, Result};
+use crate::{eval, image, plot, reconstruct, sample, walk, InferError, Result};
+use vae_core::Rng;
+
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Class of a conditional model.
+    #[arg(long)]
+    pub label: Option<u32>,
+    /// Scale of the prior's standard deviation.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Where codes come from: `prior` (N(0, I)) or `posterior` (the aggregate posterior of the
+    /// training split, of class --label if given: samples that stay where the data is).
+    #[arg(long, value_enum, default_value_t = LatentSource::Prior)]
+    pub latent: LatentSource,
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Where `sample` draws its codes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatentSource {
+    Prior,
+    Posterior,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleReport {
+    pub out: PathBuf,
+    pub n: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// `vae-infer sample`.
+pub fn run_sample(a: &SampleArgs) -> Result<SampleReport> {
+    if a.n == 0 {
+        return Err(InferError::Usage("--n must be at least 1".into()));
+    }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        return Err(InferError::Usage(format!(
+            "--temperature must be positive, got {}",
+            a.temperature
+        )));
+    }
+    let m = a.model.load()?;
+    let mut rng = Rng::stream(a.model.seed, 0x5a3b1e);
+    let source = match a.latent {
+        LatentSource::Prior => sample::LatentGaussian::standard(m.model.latent_dim()),
+        LatentSource::Posterior => {
+            let train = load_split(&m, Split::Train, None)?;
+            sample::aggregate_posterior(&m.model, &train, a.label, &m.device)?
+        }
+    };
+    let x = sample::sample_from(
+        &m.model,
+        &source,
+        a.n,
+        a.temperature,
+        a.label,
+        &mut rng,
+        &m.device,
+    )?;
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    let cols = (a.n as f64).sqrt().ceil() as usize;
+    image::write_grid(&a.out, &values, m.model.config().shape, cols)?;
+    Ok(SampleReport {
+        out: a.out.clone(),
+        n: a.n,
+        rows: a.n.div_ceil(cols),
+        cols,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which split of the run's dataset.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
+    /// Use only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Importance samples per example for the log-likelihood estimate (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    pub iw_samples: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateReport {
+    pub split: Split,
+    #[serde(flatten)]
+    pub elbo: eval::ElboStats,
+    /// -log p(x) estimated with `iw_samples` importance samples (null when skipped).
+    pub nll: Option<f64>,
+    pub bits_per_dim: Option<f64>,
+    pub iw_samples: usize,
+}
+
+/// The split of the data a model was trained on.
+pub fn load_split(m: &Loaded, split: Split, limit: Option<usize>) -> Result<Dataset> {
+    let data = m.data.as_ref().ok_or_else(|| {
+        InferError::Usage(
+            "the config has no `data` section; this command needs the run's dataset".into(),
+        )
+    })?;
+    let splits = data.load()?.splits;
+    let d = match split {
+        Split::Train => splits.train,
+        Split::Test => splits.test,
+    };
+    Ok(match limit {
+        Some(n) => d.take(n),
+        None => d,
+    })
+}
+
+/// `vae-infer evaluate`.
+pub fn run_evaluate(a: &EvaluateArgs) -> Result<EvaluateReport> {
+    if a.batch_size == 0 {
+        return Err(InferError::Usage("--batch-size must be at least 1".into()));
+    }
+    let m = a.model.load()?;
+    let data = load_split(&m, a.split, a.limit)?;
+    if data.is_empty() {
+        return Err(InferError::Usage("no examples to evaluate".into()));
+    }
+    let elbo = eval::elbo_stats(
+        &m.model,
+        &data,
+        &m.device,
+        a.batch_size,
+        a.model.seed,
+        a.model.threads,
+    )?;
+    let ll = if a.iw_samples > 0 {
+        Some(eval::nll(
+            &m.model,
+            &data,
+            &m.device,
+            a.iw_samples,
+            a.model.seed,
+            a.model.threads,
+        )?)
+    } else {
+        None
+    };
+    Ok(EvaluateReport {
+        split: a.split,
+        elbo,
+        nll: ll.map(|l| l.nll),
+        bits_per_dim: ll.map(|l| l.bits_per_dim),
+        iw_samples: a.iw_samples,
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Codes drawn from the prior and decoded.
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: usize,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputReport {
+    /// Posterior means of the training split, per second.
+    pub encode_per_second: f64,
+    /// Prior samples decoded to the likelihood's mean, per second.
+    pub sample_per_second: f64,
+    pub examples: usize,
+    pub samples: usize,
+    pub threads: usize,
+}
+
+/// `vae-infer throughput`: the time to encode the training split and to decode `--samples`
+/// prior codes, in batches spread over the threads.
+pub fn run_throughput(a: &ThroughputArgs) -> Result<ThroughputReport> {
+    if a.batch_size == 0 || a.samples == 0 {
+        return Err(InferError::Usage(
+            "--batch-size and --samples must be at least 1".into(),
+        ));
+    }
+    let m = a.model.load()?;
+    let data = load_split(&m, Split::Train, None)?;
+    let threads = if m.device.is_cpu() {
+        a.model.threads.max(1)
+    } else {
+        1
+    };
+    let bs = a.batch_size;
+    let time =
+        |n: usize, f: &(dyn Fn(std::ops::Range<usize>) -> Result<()> + Sync)| -> Result<f64> {
+            let start = std::time::Instant::now();
+            let batches = n.div_ceil(bs);
+            for r in vae_core::par::map_ranges(batches, threads, |r| -> Result<()> {
+                for b in r {
+                    f(b * bs..((b + 1) * bs).min(n))?;
+                }
+                Ok(())
+            }) {
+                r?;
+            }
+            Ok(n as f64 / start.elapsed().as_secs_f64())
+        };
+    let encode = time(data.len(), &|rows| {
+        let idx: Vec<usize> = rows.collect();
+        let mut buf = Vec::new();
+        let (x, labels) = crate::model::batch(&data, &idx, &m.model, &m.device, &mut buf)?;
+        m.model.encode(&x, labels.as_ref())?.mu.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    let sample = time(a.samples, &|rows| {
+        let mut rng = Rng::stream(a.model.seed, rows.start as u64);
+        let x = sample::sample(&m.model, rows.len(), 1.0, None, &mut rng, &m.device)?;
+        x.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    Ok(ThroughputReport {
+        encode_per_second: encode,
+        sample_per_second: sample,
+        examples: data.len(),
+        samples: a.samples,
+        threads,
+    })
+}
 
 /// Both splits of the data a model was trained on.
 pub fn load_splits(m: &Loaded) -> Result<Splits> {
