@@ -1,11 +1,17 @@
-//! Data parallelism on the CPU: split a range over scoped threads.
+//! Data parallelism on the CPU: split a range of examples over a pool of threads.
 //!
 //! Candle's CPU backend is kept on one thread in the binaries
 //! ([`crate::device::single_threaded_candle`]); the parallelism of vae is across examples: each
 //! thread runs whole forward (and backward) passes over its own rows, which scales far better on
-//! the small matrices of a VAE than splitting every operation.
+//! the small matrices of a VAE than splitting every operation. The threads are a persistent
+//! pool per thread count (rayon), so a training step spawns nothing and each thread keeps its
+//! allocator cache from one step to the next.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rayon::prelude::*;
 
 /// The number of cores this process may use.
 pub fn available_threads() -> usize {
@@ -14,7 +20,7 @@ pub fn available_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Splits `0..n` into `parts` contiguous ranges of near-equal length (the first ones longer).
+/// Splits `0..n` into `parts` contiguous ranges of near-equal length (the first ones shorter).
 pub fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
     let parts = parts.clamp(1, n.max(1));
     (0..parts)
@@ -22,32 +28,40 @@ pub fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Runs `f` on each range of `split(n, threads)`, one scoped thread each (the calling thread
-/// takes the first), and returns the results in range order. A panic in a worker is resumed on
-/// the calling thread.
+/// The pool of `threads` threads (built on first use, kept for the process).
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock().ok()?;
+    if let Some(p) = pools.get(&threads) {
+        return Some(Arc::clone(p));
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("vae-worker-{i}"))
+            .build()
+            .ok()?,
+    );
+    pools.insert(threads, Arc::clone(&p));
+    Some(p)
+}
+
+/// Runs `f` on each range of `split(n, threads)`, in parallel on a pool of `threads` threads,
+/// and returns the results in range order. Panics in `f` propagate to the caller.
 pub fn map_ranges<T: Send>(
     n: usize,
     threads: usize,
-    f: impl Fn(Range<usize>) -> T + Sync,
+    f: impl Fn(Range<usize>) -> T + Sync + Send,
 ) -> Vec<T> {
     let ranges = split(n, threads);
     if ranges.len() == 1 {
         return ranges.into_iter().map(&f).collect();
     }
-    let f = &f;
-    std::thread::scope(|s| {
-        let mut iter = ranges.into_iter();
-        let first = iter.next().expect("at least one range");
-        let handles: Vec<_> = iter.map(|r| s.spawn(move || f(r))).collect();
-        let mut out = vec![f(first)];
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.push(v),
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-        out
-    })
+    match pool(ranges.len()) {
+        Some(p) => p.install(|| ranges.into_par_iter().map(&f).collect()),
+        // No pool could be built (thread creation refused): run on the calling thread.
+        None => ranges.into_iter().map(&f).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +77,11 @@ mod tests {
             assert!(r.windows(2).all(|w| w[0].end == w[1].start));
             let sums = map_ranges(n, t, |r| r.sum::<usize>());
             assert_eq!(sums.iter().sum::<usize>(), (0..n).sum::<usize>());
+            let starts = map_ranges(n, t, |r| r.start);
+            assert!(
+                starts.windows(2).all(|w| w[0] <= w[1]),
+                "results out of order: {starts:?}"
+            );
         }
     }
 }

@@ -66,7 +66,7 @@ fn over_batches<const N: usize>(
 }
 
 /// The one-sample negative ELBO of every example of `data`, with noise from `seed` (the same
-/// model, data and seed always give the same figure, whatever the thread count).
+/// model, data and seed always give the same figure, whatever the batch size and thread count).
 pub fn elbo_stats(
     model: &Vae,
     data: &Dataset,
@@ -76,11 +76,15 @@ pub fn elbo_stats(
     threads: usize,
 ) -> Result<ElboStats> {
     let l = model.latent_dim();
-    let [recon, kl] = over_batches(data.len(), batch_size, threads, device, |b, rows| {
+    let [recon, kl] = over_batches(data.len(), batch_size, threads, device, |_, rows| {
         let mut buf = Vec::new();
         let (x, labels) = batch(data, rows, model, device, &mut buf)?;
-        let mut rng = Rng::stream(seed, 0xe7a1_0000 + b as u64);
-        let eps = Tensor::from_vec(rng.normal_vec(rows.len() * l), (rows.len(), l), device)?;
+        // One generator per example: the noise does not depend on the batch size or threads.
+        let mut eps = vec![0f32; rows.len() * l];
+        for (e, &i) in eps.chunks_exact_mut(l).zip(rows) {
+            Rng::stream(seed ^ 0xe7a1_0000, i as u64).fill_normal(e);
+        }
+        let eps = Tensor::from_vec(eps, (rows.len(), l), device)?;
         let t = model.elbo_terms(&x, labels.as_ref(), &eps)?;
         Ok([
             t.recon.sum_all()?.to_scalar::<f32>()? as f64,

@@ -9,14 +9,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Barrier, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use vae_core::candle_core::backprop::GradStore;
 use vae_core::candle_core::{DType, Device, Tensor};
 use vae_core::candle_nn::VarMap;
-use vae_core::{par, weights, Rng, Vae};
+use vae_core::{par, weights, Rng, Terms, Vae};
 use vae_data::{epoch_order, Binarize, Dataset, Splits};
 use vae_infer::eval::elbo_stats;
 use vae_infer::model::one_hot;
@@ -166,6 +165,10 @@ pub struct Summary {
     pub step: u64,
 }
 
+/// Validation examples per forward pass (per thread): small enough to keep the peak memory of
+/// training low; the figures do not depend on it.
+const VAL_BATCH: usize = 250;
+
 /// Whether a run starts afresh or continues the run already in its directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -244,12 +247,9 @@ impl Trainer {
         } else {
             1
         };
-        let ranges = par::split(n, threads);
-        let barrier = Barrier::new(ranges.len());
-        let kl_sums = Mutex::new(vec![0f64; l]);
         let (model, device, x) = (&self.model, &self.device, &buf[..]);
-        let free_bits = objective.free_bits > 0.0;
-        let results = par::map_ranges(n, threads, |r| -> Result<(GradStore, [f64; 3])> {
+        // Forward passes, one shard of rows per thread.
+        let forward = par::map_ranges(n, threads, |r| -> Result<(Terms, Vec<f64>, f64)> {
             let rows = r.len();
             let xs = Tensor::from_slice(&x[r.start * d..r.end * d], (rows, d), device)?;
             let mut es = Vec::with_capacity(k * rows * l);
@@ -267,46 +267,72 @@ impl Trainer {
                 _ => None,
             };
             let t = model.terms(&xs, ys.as_ref(), &es, beta)?;
-            let kl_dim = t.kl_per_dim.sum(0)?;
-            let mask = if free_bits {
-                let v = kl_dim.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                if let Ok(mut sums) = kl_sums.lock() {
-                    sums.iter_mut().zip(v).for_each(|(s, x)| *s += x);
-                }
-                barrier.wait();
-                let total = kl_sums.lock().map(|s| s.clone()).unwrap_or_default();
-                Some(objective.free_bits_mask(
-                    &Tensor::from_vec(total, l, device)?.to_dtype(DType::F32)?,
-                    n,
-                )?)
-            } else {
-                None
-            };
-            let loss = objective.shard_loss(&t, n, beta, mask.as_ref())?;
-            let grads = loss.backward()?;
-            let recon = t.recon.sum_all()?.to_scalar::<f32>()? as f64;
-            let kl = kl_dim.sum_all()?.to_scalar::<f32>()? as f64;
-            Ok((grads, [recon, kl, loss.to_scalar::<f32>()? as f64]))
+            let kl_dim = t
+                .kl_per_dim
+                .sum(0)?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?;
+            let recon = t
+                .recon
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            Ok((t, kl_dim, recon))
         });
-        let mut grads = Vec::with_capacity(results.len());
-        let (mut recon, mut kl, mut obj) = (0.0, 0.0, 0.0);
-        for r in results {
-            let (g, [a, b, c]) = r?;
-            grads.push(g);
-            recon += a;
-            kl += b;
-            obj += c;
+        let mut shards = Vec::with_capacity(forward.len());
+        let (mut recon, mut kl_dim) = (0.0, vec![0f64; l]);
+        for f in forward {
+            let (t, kd, r) = f?;
+            recon += r;
+            kl_dim.iter_mut().zip(&kd).for_each(|(a, b)| *a += b);
+            shards.push(t);
         }
-        if free_bits {
-            let sums = kl_sums.into_inner().unwrap_or_default();
-            obj = recon / n as f64 + objective.kl_term_value(&sums, n, beta);
-        }
-        let neg_elbo = recon + kl;
-        if !neg_elbo.is_finite() || !obj.is_finite() {
+        let neg_elbo = recon + kl_dim.iter().sum::<f64>();
+        if !neg_elbo.is_finite() {
             return Err(TrainError::NonFinite {
                 what: "loss",
                 step: self.step + 1,
-                value: if neg_elbo.is_finite() { obj } else { neg_elbo },
+                value: neg_elbo,
+            });
+        }
+        // Free bits need the KL of the whole batch: the mask is known only now.
+        let mask = if objective.free_bits > 0.0 {
+            let sums = Tensor::from_vec(
+                kl_dim.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                l,
+                device,
+            )?;
+            Some(objective.free_bits_mask(&sums, n)?)
+        } else {
+            None
+        };
+        // Backward passes, one shard per thread again.
+        let backward = par::map_ranges(
+            shards.len(),
+            shards.len(),
+            |r| -> Result<(GradStore, f64)> {
+                let t = &shards[r.start];
+                let loss = objective.shard_loss(t, n, beta, mask.as_ref())?;
+                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                Ok((loss.backward()?, value))
+            },
+        );
+        let mut grads = Vec::with_capacity(backward.len());
+        let mut obj = 0.0;
+        for b in backward {
+            let (g, v) = b?;
+            grads.push(g);
+            obj += v;
+        }
+        if objective.free_bits > 0.0 {
+            // The loss of the shards leaves out the floored dimensions; the objective has them.
+            obj = recon / n as f64 + objective.kl_term_value(&kl_dim, n, beta);
+        }
+        if !obj.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "objective",
+                step: self.step + 1,
+                value: obj,
             });
         }
         let info = self.opt.step(&grads, threads, self.cfg.train.grad_clip)?;
@@ -483,7 +509,7 @@ pub fn run(
             &trainer.model,
             &splits.test,
             &trainer.device,
-            1000,
+            VAL_BATCH,
             t.seed,
             t.threads,
         )?;

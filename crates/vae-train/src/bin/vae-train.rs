@@ -137,7 +137,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     let args = args.with_config_file()?;
-    let (cfg, out, start) = match &args.resume {
+    let (cfg, out, start, resolved) = match &args.resume {
         Some(dir) => {
             let saved = RunDir::new(dir).read_config().context("--resume")?;
             let cfg = args.resolve_resume(&saved)?;
@@ -147,20 +147,19 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
                     dir.display()
                 );
             }
-            (cfg, dir.clone(), Start::Resume)
+            let resolved = cfg.data.load()?;
+            (cfg, dir.clone(), Start::Resume, resolved)
         }
         None => {
-            let data_cfg = args.data_config();
-            let resolved = data_cfg.load()?;
+            let resolved = args.data_config().load()?;
             let cfg = args.resolve(
                 resolved.splits.train.shape,
                 resolved.splits.train.num_classes,
             )?;
             let out = args.out_dir(&cfg);
-            (cfg, out, Start::Fresh)
+            (cfg, out, Start::Fresh, resolved)
         }
     };
-    let resolved = cfg.data.load()?;
     if let Some(note) = &resolved.note {
         tracing::info!("{note}");
     }
