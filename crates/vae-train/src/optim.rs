@@ -140,7 +140,7 @@ impl Adam {
             decay: (1.0 - c.lr * c.weight_decay) as f32,
             scale: 1.0,
         };
-        let composite = self.composite;
+        let composite = self.composite || !vae_core::ops::fused();
         // Clipping needs the norm before the moments change: one read-only pass.
         let clip_norm = match max_norm {
             Some(max) => {

@@ -10,7 +10,7 @@ use crate::multiversion;
 /// `sum_d x*l - softplus(l)`, for `logits` and `x` of shape `[batch, dim]`; returns `[batch]`.
 /// Finite for any finite logits (no log of a sigmoid is ever taken).
 pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-    if logits.device().is_cpu() && logits.dtype() == candle_core::DType::F32 {
+    if super::use_fused(&[logits, x]) {
         let logits = logits.contiguous()?;
         let x = x.contiguous()?;
         logits.apply_op2(&x, BernoulliLogProb)

@@ -72,7 +72,7 @@ fn map(x: &Tensor, f: fn(f64) -> f64, name: &'static str) -> candle_core::Result
 
 /// ln C(l) per element, differentiable.
 pub fn cb_log_norm(logits: &Tensor) -> candle_core::Result<Tensor> {
-    if logits.device().is_cpu() && logits.dtype() == candle_core::DType::F32 {
+    if super::use_fused(&[logits]) {
         logits.apply_op1(CbLogNorm)
     } else {
         composite_log_norm(logits)

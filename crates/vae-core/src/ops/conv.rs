@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::bernoulli::slice;
 use super::gemm::{matmul, MatRef};
+use super::use_fused;
 
 /// The geometry of a convolution from an image `[b, c, h, w]` with a `k x k` kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +143,6 @@ fn dims4(l: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
         [a, b, c, d] => Ok((*a, *b, *c, *d)),
         d => candle_core::bail!("conv: expected a 4-d tensor, got {d:?}"),
     }
-}
-
-fn use_fused(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
 }
 
 /// `conv2d(x, w) + b` for `x` `[B, C, H, W]`, `w` `[O, C, k, k]`, `b` `[O]`.

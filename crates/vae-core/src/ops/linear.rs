@@ -25,11 +25,7 @@ pub enum Act {
 
 /// `act(x W^T + b)` for `x` `[batch, in]`, `w` `[out, in]`, `b` `[out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-    let fused = x.device().is_cpu()
-        && [x, w, b]
-            .iter()
-            .all(|t| t.dtype() == candle_core::DType::F32)
-        && x.rank() == 2;
+    let fused = super::use_fused(&[x, w, b]) && x.rank() == 2;
     if fused {
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { act })

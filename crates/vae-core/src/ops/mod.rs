@@ -12,10 +12,35 @@ mod conv;
 mod gemm;
 mod linear;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::Tensor;
+
 pub use bernoulli::bernoulli_log_prob;
 pub use cb::{cb_log_norm, cb_mean};
 pub use conv::{conv2d, conv_transpose2d};
 pub use linear::{linear, Act};
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused CPU kernels on or off for the whole process (on by default). Off, every
+/// operation takes its composite path: the unoptimised reference the tests compare against.
+pub fn set_fused(on: bool) {
+    FUSED.store(on, Ordering::SeqCst);
+}
+
+/// Whether the fused CPU kernels are in use.
+pub fn fused() -> bool {
+    FUSED.load(Ordering::SeqCst)
+}
+
+/// Whether the fused kernel applies to these tensors: all f32 on the CPU, fused kernels on.
+pub(crate) fn use_fused(ts: &[&Tensor]) -> bool {
+    fused()
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
 
 /// The same quantities written as plain candle operations (any device, any float type).
 pub mod composite {
