@@ -3,15 +3,13 @@
 //! Candle's CPU backend is kept on one thread in the binaries
 //! ([`crate::device::single_threaded_candle`]); the parallelism of vae is across examples: each
 //! thread runs whole forward (and backward) passes over its own rows, which scales far better on
-//! the small matrices of a VAE than splitting every operation. The threads are a persistent
-//! pool per thread count (rayon), so a training step spawns nothing and each thread keeps its
-//! allocator cache from one step to the next.
+//! the small matrices of a VAE than splitting every operation. The calling thread works too;
+//! the others are a persistent pool per thread count (rayon), so a training step spawns nothing
+//! and each thread keeps its allocator cache from one step to the next.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
-
-use rayon::prelude::*;
 
 /// The number of cores this process may use.
 pub fn available_threads() -> usize {
@@ -46,8 +44,9 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     Some(p)
 }
 
-/// Runs `f` on each range of `split(n, threads)`, in parallel on a pool of `threads` threads,
-/// and returns the results in range order. Panics in `f` propagate to the caller.
+/// Runs `f` on each range of `split(n, threads)` in parallel: the calling thread takes the
+/// first range, a pool of `threads - 1` threads the others. Returns the results in range order;
+/// panics in `f` propagate to the caller.
 pub fn map_ranges<T: Send>(
     n: usize,
     threads: usize,
@@ -57,13 +56,23 @@ pub fn map_ranges<T: Send>(
     if ranges.len() == 1 {
         return ranges.into_iter().map(&f).collect();
     }
-    match pool(ranges.len()) {
-        Some(p) => p.install(|| ranges.into_par_iter().map(&f).collect()),
+    let Some(p) = pool(ranges.len() - 1) else {
         // No pool could be built (thread creation refused): run on the calling thread.
-        None => ranges.into_iter().map(&f).collect(),
-    }
+        return ranges.into_iter().map(&f).collect();
+    };
+    let mut out: Vec<Option<T>> = (0..ranges.len()).map(|_| None).collect();
+    let (first, rest) = out.split_first_mut().expect("at least two ranges");
+    let f = &f;
+    p.in_place_scope(|s| {
+        for (slot, r) in rest.iter_mut().zip(ranges[1..].iter().cloned()) {
+            s.spawn(move |_| *slot = Some(f(r)));
+        }
+        *first = Some(f(ranges[0].clone()));
+    });
+    out.into_iter()
+        .map(|v| v.expect("every range ran"))
+        .collect()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -384,25 +384,58 @@ fn contiguous_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<
 
 const LANES: usize = 16;
 
+/// One lane group of the moments update: `raw` is the unscaled gradient.
+#[inline(always)]
+fn moments_lanes(
+    m: &mut [f32],
+    v: &mut [f32],
+    raw: &[f32; LANES],
+    acc: &mut [f32; LANES],
+    u: &AdamUpdate,
+) {
+    let (b1, b2, c1, c2) = (u.beta1, u.beta2, 1.0 - u.beta1, 1.0 - u.beta2);
+    for k in 0..LANES {
+        acc[k] += raw[k] * raw[k];
+        let g = u.scale * raw[k];
+        m[k] = b1 * m[k] + c1 * g;
+        v[k] = b2 * v[k] + c2 * (g * g);
+    }
+}
+
 multiversion! {
     /// m, v <- moments of `scale * (g1 + g2)` (g2 empty: just g1); returns the sum of squares of
-    /// `g1 + g2`, accumulated in a fixed order.
+    /// `g1 + g2`, accumulated in lanes in a fixed order.
     fn moments_kernel(m: &mut [f32], v: &mut [f32], g1: &[f32], g2: &[f32], u: AdamUpdate) -> f64 {
-        let (b1, b2, c1, c2) = (u.beta1, u.beta2, 1.0 - u.beta1, 1.0 - u.beta2);
         let mut acc = [0f32; LANES];
+        let mut raw = [0f32; LANES];
         let n = m.len();
+        let full = n / LANES * LANES;
         let two = !g2.is_empty();
         let mut i = 0;
-        while i < n {
-            let end = (i + LANES).min(n);
-            for (k, j) in (i..end).enumerate() {
-                let raw = if two { g1[j] + g2[j] } else { g1[j] };
-                acc[k] += raw * raw;
-                let g = u.scale * raw;
-                m[j] = b1 * m[j] + c1 * g;
-                v[j] = b2 * v[j] + c2 * (g * g);
+        while i < full {
+            if two {
+                for k in 0..LANES {
+                    raw[k] = g1[i + k] + g2[i + k];
+                }
+            } else {
+                raw.copy_from_slice(&g1[i..i + LANES]);
             }
-            i = end;
+            moments_lanes(&mut m[i..i + LANES], &mut v[i..i + LANES], &raw, &mut acc, &u);
+            i += LANES;
+        }
+        // The tail, padded with zeros (which add nothing to the sum of squares).
+        if full < n {
+            let rest = n - full;
+            raw = [0f32; LANES];
+            let (mut mt, mut vt) = ([0f32; LANES], [0f32; LANES]);
+            for k in 0..rest {
+                raw[k] = if two { g1[full + k] + g2[full + k] } else { g1[full + k] };
+                mt[k] = m[full + k];
+                vt[k] = v[full + k];
+            }
+            moments_lanes(&mut mt, &mut vt, &raw, &mut acc, &u);
+            m[full..].copy_from_slice(&mt[..rest]);
+            v[full..].copy_from_slice(&vt[..rest]);
         }
         acc.iter().map(|&a| a as f64).sum()
     }

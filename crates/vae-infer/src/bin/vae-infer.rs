@@ -5,11 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use vae_infer::cli::{dispatch, Cli};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
-    vae_core::device::single_threaded_candle();
+    vae_core::device::configure_process();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -15,9 +15,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vae_train::cli::Args;
 use vae_train::train::{self, EpochMetrics, Observer, Outcome, RunDir, Start};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
@@ -100,7 +97,7 @@ impl Signals {
 }
 
 fn main() -> ExitCode {
-    vae_core::device::single_threaded_candle();
+    vae_core::device::configure_process();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
