@@ -246,9 +246,9 @@ fn bad_files_are_refused_with_the_file_named() -> anyhow::Result<()> {
     let npy = d.join("t.npy");
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = b"{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }".to_vec();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
+    // Preamble and header padded with spaces to a multiple of 64 bytes, ending in a newline.
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.extend(std::iter::repeat_n(b' ', pad));
     header.push(b'\n');
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(&header);

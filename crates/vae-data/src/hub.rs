@@ -105,7 +105,6 @@ pub fn split_from_tensors(
 }
 
 /// Converts what the hub loader of dataset `name` returned: train and test images and labels.
-#[allow(clippy::too_many_arguments)]
 pub fn from_tensors(
     name: &str,
     train_images: &Tensor,

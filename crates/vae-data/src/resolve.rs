@@ -179,6 +179,9 @@ pub fn resolve_with(name: &str, data_dir: Option<&Path>, opts: ResolveOptions) -
         });
     }
     let mut tried = Vec::new();
+    if std::env::var_os("VAE_DATA_DIR").is_none_or(|r| r.is_empty()) {
+        tried.push(format!("$VAE_DATA_DIR/{name} (VAE_DATA_DIR is not set)"));
+    }
     for dir in candidates(name, None) {
         if !dir.is_dir() {
             tried.push(format!("{} (no such directory)", dir.display()));

@@ -513,8 +513,7 @@ fn npy_header<R: Read>(r: &mut R, path: &Path) -> Result<(NpyType, usize, usize,
             "NPY array of shape ({rows}, {cols}) holds no examples"
         )));
     }
-    let bytes = rows
-        .checked_mul(cols)
+    rows.checked_mul(cols)
         .and_then(|n| n.checked_mul(ty.size() as u64))
         .filter(|&b| b <= MAX_NPY_BYTES)
         .ok_or_else(|| {
@@ -522,7 +521,6 @@ fn npy_header<R: Read>(r: &mut R, path: &Path) -> Result<(NpyType, usize, usize,
                 "NPY shape ({rows}, {cols}) of {descr} claims more than the {MAX_NPY_BYTES} bytes allowed"
             ))
         })?;
-    let _ = bytes;
     Ok((ty, rows as usize, cols as usize, (pre_len + hlen) as u64))
 }
 
