@@ -11,6 +11,10 @@
 //! - [`config`]: [`DataConfig`], what a run's data is, and [`DataConfig::load`].
 //!
 //! This crate never prints; it returns errors that name the file and the problem.
+//!
+//! Streaming benchmark: `cargo run --release -p vae-data --example stream_epoch -- 2` writes a
+//! 2 GiB raw IDX file to a temporary directory, visits one shuffled epoch of it memory-mapped,
+//! prints the peak resident set beside the file's size, and removes the file.
 
 pub mod cifar;
 pub mod config;
