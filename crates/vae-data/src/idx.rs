@@ -97,30 +97,36 @@ fn read_err(path: &Path, e: std::io::Error, what: &str) -> DataError {
     DataError::format(path, msg)
 }
 
-/// Checks the header and reads the body of an IDX stream.
-fn parse<R: Read>(mut r: R, path: &Path, ndim: usize, source: Source) -> Result<IdxArray> {
-    let mut head = [0u8; 4];
-    r.read_exact(&mut head)
-        .map_err(|e| read_err(path, e, "the IDX header"))?;
-    if head[0] != 0 || head[1] != 0 {
+/// A checked IDX header: its dimensions and the number of body bytes they describe.
+struct Header {
+    dims: Vec<u64>,
+    total: u64,
+}
+
+/// Checks the 4 + 4 * ndim header bytes `head` (fewer bytes means the file ended early).
+fn check_header(head: &[u8], path: &Path, ndim: usize) -> Result<Header> {
+    let truncated = |what: &str| {
+        DataError::format(
+            path,
+            format!("truncated while reading {what} (the file ends early)"),
+        )
+    };
+    let [m0, m1, ty, n] = head.get(..4).ok_or_else(|| truncated("the IDX header"))? else {
+        return Err(truncated("the IDX header"));
+    };
+    if (*m0, *m1) != (0, 0) {
         return Err(DataError::format(
             path,
-            format!(
-                "not an IDX file: magic bytes {:02x} {:02x} should be 00 00",
-                head[0], head[1]
-            ),
+            format!("not an IDX file: magic bytes {m0:02x} {m1:02x} should be 00 00"),
         ));
     }
-    if head[2] != 0x08 {
+    if *ty != 0x08 {
         return Err(DataError::format(
             path,
-            format!(
-                "IDX element type 0x{:02x} is not supported (expected 0x08, unsigned bytes)",
-                head[2]
-            ),
+            format!("IDX element type 0x{ty:02x} is not supported (expected 0x08, unsigned bytes)"),
         ));
     }
-    let n = head[3] as usize;
+    let n = *n as usize;
     if n != ndim {
         return Err(DataError::format(
             path,
@@ -129,9 +135,10 @@ fn parse<R: Read>(mut r: R, path: &Path, ndim: usize, source: Source) -> Result<
     }
     let mut dims = Vec::with_capacity(n);
     for i in 0..n {
-        let mut b = [0u8; 4];
-        r.read_exact(&mut b)
-            .map_err(|e| read_err(path, e, &format!("dimension {i} of the header")))?;
+        let b: [u8; 4] = head
+            .get(4 + 4 * i..8 + 4 * i)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| truncated(&format!("dimension {i} of the header")))?;
         dims.push(u32::from_be_bytes(b) as u64);
     }
     let total = dims
@@ -144,33 +151,70 @@ fn parse<R: Read>(mut r: R, path: &Path, ndim: usize, source: Source) -> Result<
             format!("IDX dimensions {dims:?} claim {total} bytes, more than the {MAX_IDX_BYTES} allowed"),
         ));
     }
-    let header = 4 + 4 * n as u64;
-    match source {
-        Source::Raw { len } => {
-            let body = len.saturating_sub(header);
-            if body < total {
-                return Err(DataError::format(
-                    path,
-                    format!("truncated: dimensions {dims:?} need {total} bytes of data, the file holds {body}"),
-                ));
-            }
-            if body > total {
-                return Err(DataError::format(
-                    path,
-                    format!("{} trailing bytes after the {total} bytes that dimensions {dims:?} describe", body - total),
-                ));
-            }
+    Ok(Header { dims, total })
+}
+
+/// Checks that a raw file of `len` bytes holds exactly the header and the body it describes.
+fn check_raw_length(path: &Path, h: &Header, len: u64) -> Result<()> {
+    let (dims, total) = (&h.dims, h.total);
+    let body = len.saturating_sub(4 + 4 * dims.len() as u64);
+    if body < total {
+        return Err(DataError::format(
+            path,
+            format!(
+                "truncated: dimensions {dims:?} need {total} bytes of data, the file holds {body}"
+            ),
+        ));
+    }
+    if body > total {
+        return Err(DataError::format(
+            path,
+            format!(
+                "{} trailing bytes after the {total} bytes that dimensions {dims:?} describe",
+                body - total
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the header and reads the body of an IDX stream.
+fn parse<R: Read>(mut r: R, path: &Path, ndim: usize, source: Source) -> Result<IdxArray> {
+    let mut head = [0u8; 4 + 4 * 255];
+    let want = 4 + 4 * ndim.min(255);
+    let mut got = 0;
+    // Read the header up to what `ndim` dimensions need; a short read is reported by the checks.
+    while got < want {
+        match r.read(&mut head[got..want]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_err(path, e, "the IDX header")),
         }
+    }
+    if got < 4 {
+        return Err(DataError::format(
+            path,
+            format!("file is only {got} bytes; an IDX header needs at least 4"),
+        ));
+    }
+    let h = check_header(&head[..got], path, ndim)?;
+    match source {
+        Source::Raw { len } => check_raw_length(path, &h, len)?,
         Source::Gzip { compressed } => {
             let most = compressed.saturating_mul(MAX_DEFLATE_RATIO) + 1024;
-            if total > most {
+            if h.total > most {
                 return Err(DataError::format(
                     path,
-                    format!("dimensions {dims:?} claim {total} bytes, more than {compressed} compressed bytes can hold (corrupt header or gzip bomb)"),
+                    format!(
+                        "dimensions {:?} claim {} bytes, more than {compressed} compressed bytes can hold (corrupt header or gzip bomb)",
+                        h.dims, h.total
+                    ),
                 ));
             }
         }
     }
+    let Header { dims, total } = h;
     let total = total as usize;
     // Grow as data arrives rather than trusting the header for a large allocation.
     let mut data = Vec::with_capacity(total.min(1 << 26));
@@ -207,6 +251,42 @@ fn parse<R: Read>(mut r: R, path: &Path, ndim: usize, source: Source) -> Result<
     Ok(IdxArray {
         dims: dims.into_iter().map(|d| d as usize).collect(),
         data,
+    })
+}
+
+/// The header of a raw IDX file that was checked against the file's length, and the file mapped
+/// into memory (see [`crate::dataset::Mapped`]).
+#[derive(Debug, Clone)]
+pub struct MappedIdx {
+    pub dims: Vec<usize>,
+    pub values: crate::dataset::Mapped,
+}
+
+/// Memory-maps a raw (uncompressed) IDX file after checking its header and that the file holds
+/// exactly the bytes the header describes. The body is not read: pages are loaded when used.
+///
+/// The file must not be truncated or rewritten while it is mapped (as for any memory map).
+pub fn map_idx_file(path: &Path, ndim: usize) -> Result<MappedIdx> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    let mut head = Vec::with_capacity(4 + 4 * ndim);
+    (&file)
+        .take(4 + 4 * ndim as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| DataError::io(path, e))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Err(DataError::format(
+            path,
+            "a gzipped IDX file cannot be memory-mapped; decompress it (gunzip) to stream it",
+        ));
+    }
+    let header = check_header(&head, path, ndim)?;
+    check_raw_length(path, &header, len)?;
+    let offset = 4 + 4 * ndim;
+    let values = crate::dataset::Mapped::new(file, path, offset, header.total as usize)?;
+    Ok(MappedIdx {
+        dims: header.dims.iter().map(|&d| d as usize).collect(),
+        values,
     })
 }
 

@@ -180,6 +180,10 @@ impl RunConfig {
                 o.remove("lr");
             }
         }
+        // Streaming changes how the data is read, not what it is.
+        if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+            d.remove("stream");
+        }
         v
     }
 
