@@ -37,7 +37,7 @@ impl Likelihood {
     /// The mean of p(x|z) for each example, `[batch, dim]` (what pictures show).
     pub fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
         match *self {
-            Likelihood::Bernoulli => candle_nn::ops::sigmoid(params),
+            Likelihood::Bernoulli => ops::sigmoid(params),
             Likelihood::Gaussian { alpha } => params * (1.0 - alpha).sqrt(),
             Likelihood::GaussianLearned { .. } => {
                 let d = params.dim(D::Minus1)? / 2;

@@ -352,9 +352,14 @@ impl Vae {
 
     /// The likelihood's raw parameters `[batch, params_per_dim * dim]` for codes `z` `[batch, latent]`.
     pub fn decode(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.decode_with(z, labels, Act::Identity)
+    }
+
+    /// The decoder with `out_act` applied to the output of an MLP's last layer (fused there).
+    fn decode_with(&self, z: &Tensor, labels: Option<&Tensor>, out_act: Act) -> Result<Tensor> {
         let z = with_labels(z, labels)?;
         Ok(match &self.decoder {
-            DecoderNet::Mlp { body, out } => out.forward(&body.forward(z)?, Act::Identity)?,
+            DecoderNet::Mlp { body, out } => out.forward(&body.forward(z)?, out_act)?,
             DecoderNet::Conv {
                 fc0,
                 fc1,
@@ -377,8 +382,14 @@ impl Vae {
         })
     }
 
-    /// The mean of p(x|z), `[batch, dim]`.
+    /// The mean of p(x|z), `[batch, dim]`. The Bernoulli mean (a sigmoid) of an MLP decoder is
+    /// fused into its output layer.
     pub fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        if matches!(self.decoder, DecoderNet::Mlp { .. })
+            && self.cfg.likelihood == Likelihood::Bernoulli
+        {
+            return self.decode_with(z, labels, Act::Sigmoid);
+        }
         Ok(self.cfg.likelihood.mean(&self.decode(z, labels)?)?)
     }
 }

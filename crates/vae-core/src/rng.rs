@@ -7,6 +7,19 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{fastmath, multiversion};
+
+multiversion! {
+    fn box_muller(u1: &[f32], u2: &[f32], a: &mut [f32], b: &mut [f32]) {
+        for (((a, b), &u1), &u2) in a.iter_mut().zip(b.iter_mut()).zip(u1).zip(u2) {
+            let r = (-2.0 * fastmath::ln(u1)).max(0.0).sqrt();
+            let (c, s) = fastmath::sincos_turn(u2);
+            *a = r * c;
+            *b = r * s;
+        }
+    }
+}
+
 /// xoshiro256++ with a serialisable state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {
@@ -95,26 +108,26 @@ impl Rng {
         (m >> 64) as u64
     }
 
-    /// Fills `out` with standard normal draws (Box-Muller, both outputs of each pair used).
+    /// Fills `out` with standard normal draws: Box-Muller, both outputs of each pair used,
+    /// computed in blocks with the vectorised functions of [`crate::fastmath`]. The radius draws
+    /// its uniform from 32 bits, so the tails reach 6.6 standard deviations.
     pub fn fill_normal(&mut self, out: &mut [f32]) {
-        let mut chunks = out.chunks_exact_mut(2);
-        for pair in &mut chunks {
-            let (a, b) = self.normal_pair();
-            pair[0] = a as f32;
-            pair[1] = b as f32;
+        const PAIRS: usize = 64;
+        let (mut u1, mut u2) = ([0f32; PAIRS], [0f32; PAIRS]);
+        let (mut a, mut b) = ([0f32; PAIRS], [0f32; PAIRS]);
+        for chunk in out.chunks_mut(2 * PAIRS) {
+            let pairs = chunk.len().div_ceil(2);
+            for k in 0..pairs {
+                let bits = self.next_u64();
+                // u1 in (0, 1] from the high 32 bits, u2 in [0, 1) from 24 of the low bits.
+                u1[k] = ((bits >> 32) as f32 + 1.0) * (1.0 / 4_294_967_296.0);
+                u2[k] = ((bits & 0xff_ffff) as f32) * (1.0 / 16_777_216.0);
+            }
+            box_muller(&u1[..pairs], &u2[..pairs], &mut a[..pairs], &mut b[..pairs]);
+            for (k, v) in chunk.iter_mut().enumerate() {
+                *v = if k % 2 == 0 { a[k / 2] } else { b[k / 2] };
+            }
         }
-        if let [last] = chunks.into_remainder() {
-            *last = self.normal_pair().0 as f32;
-        }
-    }
-
-    fn normal_pair(&mut self) -> (f64, f64) {
-        // 1 - u lies in (0, 1], so the logarithm is finite.
-        let u1 = 1.0 - self.uniform_f64();
-        let u2 = self.uniform_f64();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        (r * theta.cos(), r * theta.sin())
     }
 
     /// A vector of `n` standard normal draws.
@@ -162,6 +175,17 @@ mod tests {
         // Standard error of the mean is 1/sqrt(n) ~ 0.0022; of the variance ~ sqrt(2/n) ~ 0.0032.
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.015, "variance {var}");
+        // The shape, not only two moments: kurtosis 3, and the mass beyond 1, 2 and 3 standard
+        // deviations (2 (1 - Phi(k)): 0.3173, 0.0455, 0.0027), each within about 4 standard errors.
+        let kurt = v.iter().map(|&x| (x as f64).powi(4)).sum::<f64>() / n;
+        assert!((kurt - 3.0).abs() < 0.06, "kurtosis {kurt}");
+        for (k, p) in [(1.0f32, 0.3173), (2.0, 0.0455), (3.0, 0.0027)] {
+            let frac = v.iter().filter(|x| x.abs() > k).count() as f64 / n;
+            assert!(
+                (frac - p).abs() < 4.0 * (p * (1.0 - p) / n).sqrt() + 1e-4,
+                "P(|z| > {k}) = {frac}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,48 @@ pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> candle_core::Result<Te
     }
 }
 
+/// The logistic sigmoid, elementwise (the mean of a Bernoulli on logits), differentiable.
+pub fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    if super::use_fused(&[x]) {
+        x.contiguous()?.apply_op1(Sigmoid)
+    } else {
+        candle_nn::ops::sigmoid(x)
+    }
+}
+
+multiversion! {
+    fn sigmoid_kernel(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = fastmath::sigmoid(v);
+        }
+    }
+}
+
+struct Sigmoid;
+
+impl candle_core::CustomOp1 for Sigmoid {
+    fn name(&self) -> &'static str {
+        "sigmoid"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let mut out = vec![0f32; x.len()];
+        sigmoid_kernel(x, &mut out);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        // d sigmoid = s (1 - s).
+        Ok(Some((grad * (res * (1.0 - res)?)?)?))
+    }
+}
+
 pub(super) fn rows_of(l: &Layout) -> candle_core::Result<(usize, usize)> {
     match l.shape().dims() {
         [b, d] => Ok((*b, *d)),
@@ -173,6 +215,24 @@ mod tests {
         for (a, b) in fused.iter().zip(&comp) {
             assert!((a - b).abs() < 1e-4 * b.abs().max(1.0));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn sigmoid_matches_candle_in_value_and_gradient() -> candle_core::Result<()> {
+        let (l, _) = logits_and_x();
+        let v = Var::from_tensor(&l)?;
+        let ours = sigmoid(v.as_tensor())?;
+        let theirs = candle_nn::ops::sigmoid(v.as_tensor())?;
+        let d = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-6, "{d}");
+        let g1 = ours.sqr()?.sum_all()?.backward()?;
+        let g2 = theirs.sqr()?.sum_all()?.backward()?;
+        let d = (g1.get(v.as_tensor()).unwrap() - g2.get(v.as_tensor()).unwrap())?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-6, "{d}");
         Ok(())
     }
 

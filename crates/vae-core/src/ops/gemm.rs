@@ -84,9 +84,63 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool
     }
 }
 
+/// `lhs * rhs` into a new row-major `lhs.rows x rhs.cols` vector, on the calling thread. The
+/// destination is not initialised first: the kernel writes every element.
+pub(crate) fn matmul_new(lhs: MatRef, rhs: MatRef) -> Vec<f32> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
+    assert!(lhs.fits() && rhs.fits(), "matmul: view out of bounds");
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the views were checked above; with `read_dst` false the kernel writes all m * n
+    // elements of the destination (k > 0) before anything reads them, and only then is the
+    // length set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_product_writes_every_element() {
+        let (m, k, n) = (37, 5, 19);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let c = matmul_new(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert!((c[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
 
     #[test]
     fn matches_naive_product_with_transposes() {

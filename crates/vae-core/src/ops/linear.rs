@@ -1,7 +1,7 @@
 //! A dense layer with its bias and activation as one operation: `act(x W^T + b)`.
 //!
-//! Forward, on the CPU: the bias is written into the output and one `gemm` call accumulates the
-//! product onto it, then the activation runs in place: one allocation, no extra passes. Backward
+//! Forward, on the CPU: one `gemm` call writes the product into a fresh buffer, then one pass
+//! adds the bias and applies the activation in place: one allocation, one extra pass. Backward
 //! computes the activation's derivative from the output in one pass, then the three products;
 //! the gradient of the input is skipped when the input is data (PyTorch skips it too; candle's
 //! generic matmul backward would compute it).
@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::bernoulli::{rows_of, slice};
 use super::composite;
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul_new, MatRef};
 use crate::fastmath;
 use crate::multiversion;
 
@@ -21,6 +21,8 @@ pub enum Act {
     Identity,
     Relu,
     Tanh,
+    /// The logistic function: the mean of a Bernoulli decoder, fused into its output layer.
+    Sigmoid,
 }
 
 /// `act(x W^T + b)` for `x` `[batch, in]`, `w` `[out, in]`, `b` `[out]`.
@@ -39,17 +41,29 @@ struct Linear {
 }
 
 multiversion! {
-    fn activate(y: &mut [f32], act: Act) {
-        match act {
-            Act::Identity => {}
-            Act::Relu => {
-                for v in y.iter_mut() {
-                    *v = v.max(0.0);
+    /// Adds the bias to every row and applies the activation, in one pass.
+    fn bias_activate(y: &mut [f32], b: &[f32], act: Act) {
+        for row in y.chunks_exact_mut(b.len()) {
+            match act {
+                Act::Identity => {
+                    for (v, &b) in row.iter_mut().zip(b) {
+                        *v += b;
+                    }
                 }
-            }
-            Act::Tanh => {
-                for v in y.iter_mut() {
-                    *v = fastmath::tanh(*v);
+                Act::Relu => {
+                    for (v, &b) in row.iter_mut().zip(b) {
+                        *v = (*v + b).max(0.0);
+                    }
+                }
+                Act::Tanh => {
+                    for (v, &b) in row.iter_mut().zip(b) {
+                        *v = fastmath::tanh(*v + b);
+                    }
+                }
+                Act::Sigmoid => {
+                    for (v, &b) in row.iter_mut().zip(b) {
+                        *v = fastmath::sigmoid(*v + b);
+                    }
                 }
             }
         }
@@ -73,6 +87,11 @@ multiversion! {
                 Act::Tanh => {
                     for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
                         *o = g * (1.0 - y * y);
+                    }
+                }
+                Act::Sigmoid => {
+                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                        *o = g * (y * (1.0 - y));
                     }
                 }
             }
@@ -108,17 +127,11 @@ impl CustomOp3 for Linear {
             );
         }
         let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
-        let mut y = Vec::with_capacity(batch * out);
-        for _ in 0..batch {
-            y.extend_from_slice(b);
-        }
-        matmul(
-            &mut y,
+        let mut y = matmul_new(
             MatRef::row_major(x, batch, input),
             MatRef::row_major(w, out, input).t(),
-            true,
         );
-        activate(&mut y, self.act);
+        bias_activate(&mut y, b, self.act);
         Ok((CpuStorage::F32(y), Shape::from((batch, out))))
     }
 
@@ -188,7 +201,7 @@ mod tests {
     #[test]
     fn fused_linear_matches_composite_values_and_gradients() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        for act in [Act::Identity, Act::Relu, Act::Tanh] {
+        for act in [Act::Identity, Act::Relu, Act::Tanh, Act::Sigmoid] {
             let x = Var::from_vec(data(4 * 6, 1.0, 1), (4, 6), &dev)?;
             let w = Var::from_vec(data(5 * 6, 0.5, 2), (5, 6), &dev)?;
             let b = Var::from_vec(data(5, 0.3, 3), 5, &dev)?;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::Tensor;
 
-pub use bernoulli::bernoulli_log_prob;
+pub use bernoulli::{bernoulli_log_prob, sigmoid};
 pub use cb::{cb_log_norm, cb_mean};
 pub use conv::{conv2d, conv_transpose2d};
 pub use linear::{linear, Act};
@@ -65,6 +65,7 @@ pub mod composite {
             Act::Identity => Ok(y),
             Act::Relu => y.relu(),
             Act::Tanh => y.tanh(),
+            Act::Sigmoid => candle_nn::ops::sigmoid(&y),
         }
     }
 }
