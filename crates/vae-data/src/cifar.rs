@@ -67,7 +67,7 @@ fn check_len(path: &Path, len: u64) -> Result<usize> {
             format!("{len} bytes is more than the {MAX_CIFAR_BYTES} a CIFAR-10 batch may hold"),
         ));
     }
-    if len % RECORD as u64 != 0 {
+    if !len.is_multiple_of(RECORD as u64) {
         return Err(DataError::format(
             path,
             format!(
