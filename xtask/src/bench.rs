@@ -33,6 +33,9 @@ fn run_measured(mut cmd: Command) -> Result<(String, u64)> {
     Ok((stdout, usage.ru_maxrss as u64))
 }
 
+/// Prior samples decoded by each throughput measurement.
+const SAMPLES: &str = "30000";
+
 fn tempfile_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("vae-bench-{}-{tag}", std::process::id()))
 }
@@ -118,9 +121,11 @@ pub fn run(args: &[String]) -> Result<()> {
     for &t in &threads {
         let (mut ours, mut torch) = (Vec::new(), Vec::new());
         let (mut our_val, mut torch_val) = (Vec::new(), Vec::new());
+        let (mut enc, mut samp, mut tenc, mut tsamp) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut rss = 0u64;
-        let mut first_run = None;
         for rep in 0..repeats {
+            // Ours: train, then time encoding and sampling with the trained model.
             let out = work.join(format!("t{t}-r{rep}"));
             let mut cmd = Command::new(&train);
             cmd.args(["--dataset", "fashion-mnist", "--data-dir"])
@@ -152,17 +157,29 @@ pub fn run(args: &[String]) -> Result<()> {
                     .map(|v| field(v, "seconds"))
                     .collect::<Vec<_>>()
             );
-            first_run.get_or_insert(out);
+            let mut cmd = Command::new(&infer);
+            cmd.args([
+                "throughput",
+                "--json",
+                "--samples",
+                SAMPLES,
+                "--threads",
+                &t.to_string(),
+                "--run",
+            ])
+            .arg(&out)
+            .env("RUST_LOG", "warn");
+            let (stdout, _) = run_measured(cmd)?;
+            let tp: Value = serde_json::from_str(stdout.trim()).context("throughput output")?;
+            enc.push(field(&tp, "encode_per_second"));
+            samp.push(field(&tp, "sample_per_second"));
+            let _ = std::fs::remove_dir_all(&out);
+            // PyTorch: the same epochs, then the same throughput measurement.
             if let Some(py) = &python {
                 let mut cmd = Command::new(py);
                 cmd.arg(&script)
-                    .args([
-                        "--threads",
-                        &t.to_string(),
-                        "--epochs",
-                        &epochs.to_string(),
-                        "--data-dir",
-                    ])
+                    .args(["--threads", &t.to_string(), "--epochs", &epochs.to_string()])
+                    .args(["--throughput", "--samples", SAMPLES, "--data-dir"])
                     .arg(&data_dir);
                 let (stdout, _) = run_measured(cmd)?;
                 let lines = epoch_lines(&stdout);
@@ -180,56 +197,40 @@ pub fn run(args: &[String]) -> Result<()> {
                         .map(|v| field(v, "seconds"))
                         .collect::<Vec<_>>()
                 );
+                let ttp = stdout
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .find(|v| v.get("encode_per_second").is_some())
+                    .unwrap_or(Value::Null);
+                tenc.push(field(&ttp, "encode_per_second"));
+                tsamp.push(field(&ttp, "sample_per_second"));
             }
         }
-        let run_dir = first_run.context("no run")?;
-        let mut cmd = Command::new(&infer);
-        cmd.args(["throughput", "--json", "--threads", &t.to_string(), "--run"])
-            .arg(&run_dir)
-            .env("RUST_LOG", "warn");
-        let (stdout, _) = run_measured(cmd)?;
-        let tp: Value = serde_json::from_str(stdout.trim()).context("throughput output")?;
         let secs = median(&mut ours);
+        let (e, s) = (median(&mut enc), median(&mut samp));
+        let ov = median(&mut our_val);
         let mut r = json!({
             "threads": t,
             "seconds_per_epoch": secs,
             "examples_per_second": 60000.0 / secs,
             "peak_rss_mib": rss as f64 / 1024.0,
-            "val_loss": median(&mut our_val),
-            "encode_per_second": field(&tp, "encode_per_second"),
-            "sample_per_second": field(&tp, "sample_per_second"),
+            "val_loss": ov,
+            "encode_per_second": e,
+            "sample_per_second": s,
         });
-        if let Some(py) = &python {
+        if python.is_some() {
             let tsecs = median(&mut torch);
-            let mut cmd = Command::new(py);
-            cmd.arg(&script)
-                .args([
-                    "--threads",
-                    &t.to_string(),
-                    "--epochs",
-                    "1",
-                    "--throughput",
-                    "--data-dir",
-                ])
-                .arg(&data_dir);
-            let (stdout, _) = run_measured(cmd)?;
-            let ttp = stdout
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v.get("encode_per_second").is_some())
-                .unwrap_or(Value::Null);
-            let (ov, tv) = (median(&mut our_val), median(&mut torch_val));
+            let (te, ts) = (median(&mut tenc), median(&mut tsamp));
+            let tv = median(&mut torch_val);
             r["torch"] = json!({
                 "seconds_per_epoch": tsecs,
                 "val_loss": tv,
-                "encode_per_second": field(&ttp, "encode_per_second"),
-                "sample_per_second": field(&ttp, "sample_per_second"),
+                "encode_per_second": te,
+                "sample_per_second": ts,
             });
             r["ratio_epoch_time"] = json!(secs / tsecs);
-            r["ratio_encode"] =
-                json!(field(&tp, "encode_per_second") / field(&ttp, "encode_per_second"));
-            r["ratio_sample"] =
-                json!(field(&tp, "sample_per_second") / field(&ttp, "sample_per_second"));
+            r["ratio_encode"] = json!(e / te);
+            r["ratio_sample"] = json!(s / ts);
             r["val_loss_difference_percent"] = json!(100.0 * (ov - tv) / tv);
         }
         results.push(r);
@@ -239,7 +240,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "workload": "preset pytorch-example, full Fashion-MNIST (60,000 train images), batch 128, Adam 1e-3",
         "epochs": epochs,
         "repeats": repeats,
-        "dataset_u8_mib": 60000.0 * 784.0 / 1048576.0,
+        "dataset_u8_mib": 70000.0 * 784.0 / 1048576.0,
         "results": results,
     });
     println!("{report}");
