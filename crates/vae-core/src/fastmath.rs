@@ -93,8 +93,11 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// e^x for x in [-87.3, 88]; inputs outside are clamped (so the result is finite and positive).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.33, 88.0);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let x = x.max(-87.33).min(88.0);
+    // v = MAGIC + n in float: the integer n sits in the low bits of v's mantissa, so it is read
+    // back with integer arithmetic (a float-to-int `as` cast saturates, which does not vectorise).
+    let v = x * LOG2E + ROUND_MAGIC;
+    let n = v - ROUND_MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -103,7 +106,8 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let ni = v.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     y * scale
 }
 
@@ -191,8 +195,10 @@ pub fn tanh(x: f32) -> f32 {
 /// and `sinf` polynomials (about 1e-7 absolute error).
 #[inline(always)]
 pub fn sincos_turn(u: f32) -> (f32, f32) {
-    let q = ((u * 4.0 + ROUND_MAGIC) - ROUND_MAGIC) as i32;
-    let r = (u - q as f32 * 0.25) * std::f32::consts::TAU;
+    let v = u * 4.0 + ROUND_MAGIC;
+    let qf = v - ROUND_MAGIC;
+    let q = v.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    let r = (u - qf * 0.25) * std::f32::consts::TAU;
     let z = r * r;
     let mut sp = -1.951_529_6e-4f32;
     sp = sp * z + 8.332_161e-3;
