@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{flag, root};
+use crate::{build_release, flag, root};
 
 /// Runs `cmd` to completion and returns its stdout and the peak resident memory (KiB) of the
 /// process, from the kernel's accounting of the reaped child.
@@ -91,28 +91,9 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release binaries");
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "vae-train",
-            "-p",
-            "vae-infer",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let train = target.join("release/vae-train");
-    let infer = target.join("release/vae-infer");
+    let bins = build_release()?;
+    let train = bins.join("vae-train");
+    let infer = bins.join("vae-infer");
     let script = root.join("bench/torch_vae.py");
     let work = tempfile_path("runs");
     std::fs::create_dir_all(&work)?;

@@ -59,6 +59,31 @@ pub(crate) fn flag(args: &[String], name: &str) -> Result<Option<String>> {
     }
 }
 
+/// Builds the release binaries of vae-train and vae-infer; returns the directory holding them.
+pub(crate) fn build_release() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release binaries");
+    let status = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "vae-train",
+            "-p",
+            "vae-infer",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release"))
+}
+
 pub(crate) fn root() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     dir.canonicalize().unwrap_or(dir)

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{flag, root};
+use crate::{build_release, flag, root};
 
 /// One configuration of the table.
 struct Config {
@@ -175,28 +175,7 @@ pub fn run(args: &[String]) -> Result<()> {
     });
     let bin_dir = match flag(args, "--bin-dir")? {
         Some(d) => PathBuf::from(d),
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(&root)
-                .args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "vae-train",
-                    "-p",
-                    "vae-infer",
-                ])
-                .status()?;
-            if !status.success() {
-                bail!("cargo build failed");
-            }
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"))
-                .join("release")
-        }
+        None => build_release()?,
     };
     if !quick
         && !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()

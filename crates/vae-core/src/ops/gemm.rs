@@ -56,15 +56,26 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool
         }
         return;
     }
-    // SAFETY: every index the kernel touches, (i * rs + j * cs) for i < rows and j < cols, was
-    // checked above to lie inside its slice; dst is exclusively borrowed and distinct from the
-    // shared lhs and rhs.
+    // SAFETY: the views were checked above; dst is exclusively borrowed, initialised, and
+    // distinct from the shared lhs and rhs.
+    unsafe { raw(dst.as_mut_ptr(), lhs, rhs, accumulate) }
+}
+
+/// The `gemm` call behind both products: `dst` (row-major, `lhs.rows x rhs.cols`) receives
+/// `lhs * rhs`, added to what it holds when `accumulate`.
+///
+/// # Safety
+/// The views must fit their slices, `dst` must be valid for writes of `m * n` elements (and
+/// initialised when `accumulate`), and `k` must be positive.
+unsafe fn raw(dst: *mut f32, lhs: MatRef, rhs: MatRef, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    // SAFETY: forwarded from the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -74,7 +85,7 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool
             rhs.data.as_ptr(),
             rhs.cs as isize,
             rhs.rs as isize,
-            1.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -94,31 +105,10 @@ pub(crate) fn matmul_new(lhs: MatRef, rhs: MatRef) -> Vec<f32> {
         return vec![0.0; m * n];
     }
     let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the views were checked above; with `read_dst` false the kernel writes all m * n
-    // elements of the destination (k > 0) before anything reads them, and only then is the
-    // length set.
+    // SAFETY: the views were checked above; without accumulation the kernel writes all m * n
+    // elements (k > 0) before anything reads them, and only then is the length set.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        raw(dst.as_mut_ptr(), lhs, rhs, false);
         dst.set_len(m * n);
     }
     dst
