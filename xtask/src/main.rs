@@ -16,10 +16,12 @@ tasks:
       print one JSON object: median seconds per epoch, examples/s, peak RSS, encode and sample
       throughput per thread count; with --vs-torch, run bench/torch_vae.py with that Python in
       alternation and add PyTorch's figures and the ratios ours/PyTorch
-  reproduce [--quick] [--out FILE] [--work DIR] [--bin-dir DIR]
+  reproduce [--quick] [--out FILE] [--work DIR] [--bin-dir DIR] [--vs-torch PYTHON]
       train the reference configurations (pytorch-example, seed, iwae with K=1 and K=5, conv) on
       full Fashion-MNIST for 10 epochs, evaluate, analyse and write docs/RESULTS.md; --quick does
-      the same on the embedded sample for 2 epochs (into target/quick-results) and checks the file
+      the same on the embedded sample for 2 epochs (into target/quick-results) and checks the file;
+      --vs-torch also trains and evaluates bench/torch_vae.py with that Python and puts its
+      figures beside ours (else the published ones)
 
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX

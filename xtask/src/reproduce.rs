@@ -72,15 +72,16 @@ impl Runner {
     /// Runs a binary, records the command line, returns stdout.
     fn run(&mut self, bin: &Path, args: &[String]) -> Result<String> {
         // Paths inside the repository are shown relative to it.
-        let root = format!("{}/", root().display());
+        let prefix = format!("{}/", root().display());
         let shown = format!(
             "{} {}",
             bin.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
-            args.join(" ").replace(&root, "")
+            args.join(" ").replace(&prefix, "")
         );
         eprintln!("$ {shown}");
         let out = Command::new(bin)
             .args(args)
+            .current_dir(root())
             .env("RUST_LOG", "warn")
             .output()
             .with_context(|| format!("running {shown}"))?;
@@ -92,6 +93,28 @@ impl Runner {
         }
         writeln!(self.log, "{shown}")?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Trains and evaluates the PyTorch reference (`bench/torch_vae.py --evaluate`) with as many
+    /// threads as our runs use; returns its evaluation object. (Its speed is compared by
+    /// `cargo xtask bench`, in alternating runs, not here.)
+    fn torch(&mut self, python: &Path) -> Result<Value> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut args = s(&["bench/torch_vae.py", "--epochs", "10", "--evaluate"]);
+        args.extend(["--threads".into(), threads.to_string()]);
+        if let Some(d) = std::env::var_os("VAE_DATA_DIR") {
+            let d = PathBuf::from(d).join("fashion-mnist");
+            args.extend(["--data-dir".into(), d.to_string_lossy().into_owned()]);
+        }
+        let out = self.run(python, &args)?;
+        let lines: Vec<Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        lines
+            .into_iter()
+            .find(|v| v.get("neg_elbo").is_some())
+            .with_context(|| format!("bench/torch_vae.py printed no evaluation: {out}"))
     }
 
     fn json(&mut self, bin_is_infer: bool, args: &[String]) -> Result<Value> {
@@ -173,6 +196,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "runs/reproduce"
         })
     });
+    let python = flag(args, "--vs-torch")?.map(PathBuf::from);
+    if quick && python.is_some() {
+        bail!("--vs-torch compares the full reproduction; it has no quick form");
+    }
     let bin_dir = match flag(args, "--bin-dir")? {
         Some(d) => PathBuf::from(d),
         None => build_release()?,
@@ -299,11 +326,16 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         rows.push(row);
     }
+    let torch = match (&python, plan.quick) {
+        (Some(py), false) => Some(r.torch(py)?),
+        _ => None,
+    };
 
     let md = render(
         &plan,
         &rows,
         reference_full.as_ref(),
+        torch.as_ref(),
         &r.log,
         started.elapsed().as_secs_f64(),
     );
@@ -313,18 +345,27 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The reference figures of SPEC.md section 8 (PyTorch, full Fashion-MNIST, 10 epochs).
-const TORCH: [(&str, &str); 7] = [
-    ("test negative ELBO", "244.2"),
-    ("NLL (K=1000, first 1,000 test images)", "240.9"),
-    ("k-NN (k=5) accuracy", "0.853"),
-    ("logistic regression accuracy", "0.796"),
-    ("k-means accuracy", "0.540"),
-    ("k-means NMI", "0.547"),
-    ("k-means ARI", "0.374"),
+/// The rows of the PyTorch comparison: label, key of `bench/torch_vae.py`'s evaluation, and the
+/// figure published for it (PyTorch, full Fashion-MNIST, 10 epochs), shown when PyTorch is not
+/// run.
+const TORCH: [(&str, &str, &str); 7] = [
+    ("test negative ELBO", "neg_elbo", "244.2"),
+    ("NLL (K=1000, first 1,000 test images)", "nll", "240.9"),
+    ("k-NN (k=5) accuracy", "knn5_accuracy", "0.853"),
+    ("logistic regression accuracy", "linear_accuracy", "0.796"),
+    ("k-means accuracy", "kmeans_accuracy", "0.540"),
+    ("k-means NMI", "kmeans_nmi", "0.547"),
+    ("k-means ARI", "kmeans_ari", "0.374"),
 ];
 
-fn render(plan: &Plan, rows: &[Row], full: Option<&Value>, log: &str, seconds: f64) -> String {
+fn render(
+    plan: &Plan,
+    rows: &[Row],
+    full: Option<&Value>,
+    torch: Option<&Value>,
+    log: &str,
+    seconds: f64,
+) -> String {
     let mut m = String::new();
     let title = if plan.quick {
         "Results (quick run on the embedded sample)"
@@ -338,7 +379,11 @@ fn render(plan: &Plan, rows: &[Row], full: Option<&Value>, log: &str, seconds: f
          the commands listed at the end. Data: {}. Each configuration trains for {} epochs with Adam \
          1e-3 and batch 128; NLL is the importance-sampled negative log-likelihood with K = {} on the \
          first {} test images, bits/dim is NLL / (784 ln 2).\n",
-        if plan.quick { " --quick" } else { "" },
+        match (plan.quick, torch.is_some()) {
+            (true, _) => " --quick",
+            (false, true) => " --vs-torch PYTHON",
+            (false, false) => "",
+        },
         seconds,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         if plan.quick { "the embedded 6,000 / 1,000-image sample of Fashion-MNIST" } else { "Fashion-MNIST, 60,000 training and 10,000 test images" },
@@ -384,7 +429,12 @@ fn render(plan: &Plan, rows: &[Row], full: Option<&Value>, log: &str, seconds: f
         );
     }
     let _ = writeln!(m, "\n## PyTorch reference\n");
-    let _ = writeln!(m, "`bench/torch_vae.py --epochs 10 --evaluate` (the same net and loss as `pytorch-example`) on full Fashion-MNIST, as SPEC.md section 8 records it{}:\n",
+    let source = if torch.is_some() {
+        "measured in this run (`cargo xtask reproduce --vs-torch PYTHON`, same machine, same thread count)"
+    } else {
+        "as published for this workload; `cargo xtask reproduce --vs-torch PYTHON` measures them beside ours"
+    };
+    let _ = writeln!(m, "`bench/torch_vae.py --epochs 10 --evaluate` (the same net and loss as `pytorch-example`) on full Fashion-MNIST, {source}{}:\n",
         if plan.quick { " (this quick run trains on the 6,000-image sample for 2 epochs: the columns are not comparable, the table only shows the layout)" } else { "" });
     let _ = writeln!(m, "| measure | PyTorch | ours (`pytorch-example`) |");
     let _ = writeln!(m, "| --- | --- | --- |");
@@ -398,8 +448,13 @@ fn render(plan: &Plan, rows: &[Row], full: Option<&Value>, log: &str, seconds: f
             fmt(r.kmeans.map(|k| k.1), 3),
             fmt(r.kmeans.map(|k| k.2), 3),
         ];
-        for ((k, v), o) in TORCH.iter().zip(ours) {
-            let _ = writeln!(m, "| {k} | {v} | {o} |");
+        for ((label, key, published), o) in TORCH.iter().zip(ours) {
+            let theirs = match torch {
+                Some(t) if key.starts_with("neg") || *key == "nll" => format!("{:.2}", num(t, key)),
+                Some(t) => format!("{:.3}", num(t, key)),
+                None => (*published).to_string(),
+            };
+            let _ = writeln!(m, "| {label} | {theirs} | {o} |");
         }
     }
     let _ = writeln!(m, "\n## Pictures\n");

@@ -134,12 +134,7 @@ pub struct EvaluateReport {
 
 /// The split of the data a model was trained on.
 pub fn load_split(m: &Loaded, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    let data = m.data.as_ref().ok_or_else(|| {
-        InferError::Usage(
-            "the config has no `data` section; this command needs the run's dataset".into(),
-        )
-    })?;
-    let splits = data.load()?.splits;
+    let splits = load_splits(m)?;
     let d = match split {
         Split::Train => splits.train,
         Split::Test => splits.test,
