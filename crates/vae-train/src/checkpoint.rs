@@ -5,7 +5,8 @@
 //! `state.json`. Each is written into a temporary directory first (files fsynced), which is
 //! then renamed into place; the `latest` file, naming the newest checkpoint, is updated last,
 //! and only then are old checkpoints pruned. A reader that finds `latest` missing or pointing at
-//! something unreadable falls back to the newest complete checkpoint.
+//! something unreadable falls back to the newest complete checkpoint. What a process killed in
+//! the middle of a write leaves behind is cleared by the next write.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,7 @@ pub fn write(
     keep: usize,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+    clean_leftovers(root)?;
     let name = name(state.step);
     let dst = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -106,6 +108,38 @@ pub fn write(
     }
     prune(root, keep, &name)?;
     Ok(dst)
+}
+
+/// Clears what a process killed while writing a checkpoint left behind: a partial `.tmp`
+/// directory is removed; a complete checkpoint moved aside to `.old` (killed between the two
+/// renames of a rewrite) is put back when nothing replaced it, else removed. Only directories of
+/// other processes are touched: ours are in use.
+fn clean_leftovers(root: &Path) -> Result<()> {
+    let own = format!("-{}", std::process::id());
+    let entries = std::fs::read_dir(root).map_err(|e| io(root, e))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(rest) = file.strip_prefix('.').filter(|r| r.starts_with("step-")) else {
+            continue;
+        };
+        if file.ends_with(&own) {
+            continue;
+        }
+        if let Some((step, _pid)) = rest.split_once(".old-") {
+            let back = root.join(step);
+            if !back.exists() && path.join("state.json").is_file() {
+                std::fs::rename(&path, &back).map_err(|e| io(&back, e))?;
+                continue;
+            }
+        } else if !rest.contains(".tmp-") {
+            continue;
+        }
+        std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// The complete checkpoints in `root`, oldest first.
@@ -208,5 +242,53 @@ pub fn resume(
     match last_err {
         Some(e) => Err(e),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_state(p: &Path) {
+        std::fs::create_dir_all(p).unwrap();
+        std::fs::write(p.join("state.json"), "{}").unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_writer_are_cleared_and_moved_checkpoints_restored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // Another process (pid 4000000000 cannot exist) was killed: mid-write, between the renames
+        // of a rewrite, and after a rewrite whose old copy it had not yet removed.
+        let partial = root.join(".step-00000010.tmp-4000000000");
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join("model.safetensors"), b"half").unwrap();
+        dir_with_state(&root.join(".step-00000020.old-4000000000"));
+        dir_with_state(&root.join("step-00000030"));
+        dir_with_state(&root.join(".step-00000030.old-4000000000"));
+        // Ours, in use, and an unrelated hidden directory: left alone.
+        let ours = root.join(format!(".step-00000040.tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&ours).unwrap();
+        std::fs::create_dir_all(root.join(".cache")).unwrap();
+
+        clean_leftovers(root).unwrap();
+
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut expected = vec![
+            ".cache".to_string(),
+            format!(".step-00000040.tmp-{}", std::process::id()),
+            "step-00000020".into(),
+            "step-00000030".into(),
+        ];
+        expected.sort();
+        assert_eq!(names, expected);
+        assert_eq!(
+            list(root),
+            vec![root.join("step-00000020"), root.join("step-00000030")]
+        );
     }
 }

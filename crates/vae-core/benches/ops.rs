@@ -1,0 +1,119 @@
+//! Micro-benchmarks of the CPU hot spots of training, each beside its composite twin (the same
+//! maths in plain candle operations): `cargo bench -p vae-core --bench ops`. Shapes are those of
+//! preset `pytorch-example` at batch 128 (784-400-20).
+
+// Benchmark set-up may unwrap: a failure there is a broken benchmark.
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vae_core::candle_core::{Device, Tensor, Var};
+use vae_core::ops::{self, Act};
+use vae_core::{fastmath, Rng};
+
+const BATCH: usize = 128;
+const IN: usize = 784;
+const HIDDEN: usize = 400;
+
+fn normal(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> Tensor {
+    let v: Vec<f32> = rng
+        .normal_vec(rows * cols)
+        .into_iter()
+        .map(|x| x * scale)
+        .collect();
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+}
+
+fn with_paths(c: &mut Criterion, group: &str, mut f: impl FnMut() -> Tensor) {
+    // As in the binaries: candle on one thread, the process's allocator settings.
+    vae_core::device::configure_process();
+    let mut g = c.benchmark_group(group);
+    for fused in [true, false] {
+        let name = if fused { "fused" } else { "composite" };
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            ops::set_fused(fused);
+            b.iter(|| black_box(f()));
+        });
+    }
+    ops::set_fused(true);
+    g.finish();
+}
+
+/// The encoder's first layer (ReLU) and the decoder's output layer (identity: logits), forward
+/// and backward with respect to the weights.
+fn linear(c: &mut Criterion) {
+    let mut rng = Rng::new(0);
+    let x = normal(&mut rng, BATCH, IN, 1.0);
+    let w = Var::from_tensor(&normal(&mut rng, HIDDEN, IN, 0.03)).unwrap();
+    let b = Var::from_tensor(&normal(&mut rng, 1, HIDDEN, 0.03).squeeze(0).unwrap()).unwrap();
+    with_paths(c, "linear 784->400 relu, forward+backward", || {
+        let y = ops::linear(&x, &w, &b, Act::Relu).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        grads.get(w.as_tensor()).unwrap().clone()
+    });
+    let h = Var::from_tensor(&normal(&mut rng, BATCH, HIDDEN, 1.0)).unwrap();
+    let w2 = Var::from_tensor(&normal(&mut rng, IN, HIDDEN, 0.05)).unwrap();
+    let b2 = Var::from_tensor(&normal(&mut rng, 1, IN, 0.05).squeeze(0).unwrap()).unwrap();
+    with_paths(c, "linear 400->784 identity, forward+backward", || {
+        let y = ops::linear(&h, &w2, &b2, Act::Identity).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        grads.get(h.as_tensor()).unwrap().clone()
+    });
+}
+
+/// The Bernoulli log-likelihood of a batch, summed per example, forward and backward.
+fn bernoulli(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let logits = Var::from_tensor(&normal(&mut rng, BATCH, IN, 3.0)).unwrap();
+    let x: Vec<f32> = (0..BATCH * IN).map(|i| (i % 256) as f32 / 255.0).collect();
+    let x = Tensor::from_vec(x, (BATCH, IN), &Device::Cpu).unwrap();
+    with_paths(c, "bernoulli log-prob 128x784, forward+backward", || {
+        let lp = ops::bernoulli_log_prob(&logits, &x).unwrap();
+        let grads = lp.sum_all().unwrap().backward().unwrap();
+        grads.get(logits.as_tensor()).unwrap().clone()
+    });
+}
+
+/// The vectorised scalar functions against the standard library's.
+fn math(c: &mut Criterion) {
+    let n = BATCH * IN;
+    let xs: Vec<f32> = (0..n)
+        .map(|i| (i as f32 / n as f32) * 40.0 - 20.0)
+        .collect();
+    let mut out = vec![0f32; n];
+    let mut g = c.benchmark_group("exp over 100,352 values");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("fastmath", |b| {
+        b.iter(|| {
+            for (o, &x) in out.iter_mut().zip(black_box(&xs)) {
+                *o = fastmath::exp(x);
+            }
+            black_box(&out);
+        });
+    });
+    g.bench_function("std", |b| {
+        b.iter(|| {
+            for (o, &x) in out.iter_mut().zip(black_box(&xs)) {
+                *o = x.exp();
+            }
+            black_box(&out);
+        });
+    });
+    g.finish();
+
+    let mut eps = vec![0f32; BATCH * 20];
+    let mut rng = Rng::new(2);
+    let mut g = c.benchmark_group("normal draws, 128x20");
+    g.throughput(Throughput::Elements(eps.len() as u64));
+    g.bench_function("Rng::fill_normal", |b| {
+        b.iter(|| {
+            rng.fill_normal(&mut eps);
+            black_box(&eps);
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, linear, bernoulli, math);
+criterion_main!(benches);

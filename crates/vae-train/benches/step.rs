@@ -1,0 +1,52 @@
+//! One training step of the reference workload (preset `pytorch-example`, batch 128: forward,
+//! backward and the Adam update), with the fused kernels at 1 and 2 threads and along the
+//! composite path at 1 thread: `cargo bench -p vae-train --bench step`. The epoch-level figure
+//! against PyTorch is `cargo xtask bench`.
+
+// Benchmark set-up may unwrap: a failure there is a broken benchmark.
+#![allow(clippy::unwrap_used)]
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vae_core::candle_core::Device;
+use vae_core::Preset;
+use vae_train::config::{RunConfig, TrainConfig};
+use vae_train::train::Trainer;
+
+const BATCH: usize = 128;
+
+fn step(c: &mut Criterion) {
+    vae_core::device::configure_process();
+    let splits = vae_data::resolve::load_sample().unwrap();
+    let order = vae_data::epoch_order(splits.train.len(), 0, 1);
+    let mut g = c.benchmark_group("train step, pytorch-example, batch 128");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (fused, threads) in [(true, 1), (true, 2), (false, 1)] {
+        vae_core::ops::set_fused(fused);
+        let mut train = TrainConfig::preset(Preset::PytorchExample);
+        train.threads = threads;
+        let cfg = RunConfig {
+            model: Preset::PytorchExample.model(splits.train.shape),
+            data: vae_data::DataConfig::default(),
+            train,
+        };
+        let mut t = Trainer::new(cfg, Device::Cpu).unwrap();
+        let mut buf = Vec::new();
+        let mut batches = order.chunks_exact(BATCH).cycle();
+        let name = format!(
+            "{} {threads} thread{}",
+            if fused { "fused" } else { "composite" },
+            if threads == 1 { "" } else { "s" }
+        );
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                let batch = batches.next().unwrap();
+                t.train_step(&splits.train, batch, 1.0, &mut buf).unwrap()
+            });
+        });
+    }
+    vae_core::ops::set_fused(true);
+    g.finish();
+}
+
+criterion_group!(benches, step);
+criterion_main!(benches);
