@@ -7,7 +7,7 @@ Set-up once:  python3 -m venv torchref && torchref/bin/pip install torch numpy s
 Data:         apt-get install -y dataset-fashion-mnist   (IDX files in /usr/share/datasets/fashion-mnist)
 Speed:        torchref/bin/python torch_vae.py --threads 1 --epochs 2
 Quality:      torchref/bin/python torch_vae.py --threads 1 --epochs 10 --evaluate
-Prints one JSON object per epoch, then one with the evaluation numbers of section 8 of SPEC.md."""
+Prints one JSON object per epoch, then one with the evaluation numbers of docs/RESULTS.md."""
 import argparse, gzip, json, math, os, time
 import numpy as np
 import torch

@@ -52,7 +52,7 @@ fn train_sample_evaluate_on_the_embedded_sample() -> anyhow::Result<()> {
         assert!(run.join(format!("samples/epoch-{e:03}.png")).is_file());
     }
     let last = m[9]["val_loss"].as_f64().unwrap();
-    // PyTorch's reference (shared/bench/torch_vae.py, same net, same 6,000/1,000 split) reaches
+    // PyTorch's reference (bench/torch_vae.py, same net, same 6,000/1,000 split) reaches
     // 262 nats after 10 epochs; the bar is 266.
     assert!(last <= 266.0, "validation loss {last} after 10 epochs");
     let first = m[0]["val_loss"].as_f64().unwrap();

@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: the training speed of the reference workload of SPEC section 7, against
-//! PyTorch on the same machine, in alternating runs.
+//! `cargo xtask bench`: the training speed of the reference workload (preset `pytorch-example`,
+//! full Fashion-MNIST, batch 128) against PyTorch on the same machine, in alternating runs.
 
 use std::path::PathBuf;
 use std::process::Command;
