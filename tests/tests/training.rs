@@ -117,11 +117,13 @@ fn resumed_runs_are_byte_identical_to_straight_runs() {
     );
     assert_eq!(epochs_logged(&killed), vec![1, 2, 3, 4]);
     // --keep 3 (the default) leaves three checkpoints.
-    let kept = std::fs::read_dir(killed.join("checkpoints"))
+    let kept: Vec<String> = std::fs::read_dir(killed.join("checkpoints"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().is_dir())
-        .count();
-    assert_eq!(kept, 3);
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
 }
 
 /// Ctrl-C finishes the step, writes a checkpoint and exits with 130; the resumed run ends

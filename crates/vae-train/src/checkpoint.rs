@@ -110,10 +110,12 @@ pub fn write(
     Ok(dst)
 }
 
-/// Clears what a process killed while writing a checkpoint left behind: a partial `.tmp`
-/// directory is removed; a complete checkpoint moved aside to `.old` (killed between the two
-/// renames of a rewrite) is put back when nothing replaced it, else removed. Only directories of
-/// other processes are touched: ours are in use.
+/// Clears what a process killed while writing or pruning checkpoints left behind: a partial
+/// `.tmp` directory and a half-deleted `.del` directory are removed; a complete checkpoint moved
+/// aside to `.old` (killed between the two renames of a rewrite) is put back when nothing
+/// replaced it, else removed; a `step-` directory without its `state.json` (checkpoints are only
+/// ever renamed into place complete, so this is the remains of a deletion) is removed. Hidden
+/// directories of this process are left alone: they are in use.
 fn clean_leftovers(root: &Path) -> Result<()> {
     let own = format!("-{}", std::process::id());
     let entries = std::fs::read_dir(root).map_err(|e| io(root, e))?;
@@ -122,22 +124,28 @@ fn clean_leftovers(root: &Path) -> Result<()> {
         let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let Some(rest) = file.strip_prefix('.').filter(|r| r.starts_with("step-")) else {
+        if !path.is_dir() {
             continue;
+        }
+        let garbage = match file.strip_prefix('.').filter(|r| r.starts_with("step-")) {
+            Some(_) if file.ends_with(&own) => false,
+            Some(rest) => match rest.split_once(".old-") {
+                Some((step, _pid)) => {
+                    let back = root.join(step);
+                    if !back.exists() && path.join("state.json").is_file() {
+                        std::fs::rename(&path, &back).map_err(|e| io(&back, e))?;
+                        false
+                    } else {
+                        true
+                    }
+                }
+                None => rest.contains(".tmp-") || rest.contains(".del-"),
+            },
+            None => file.starts_with("step-") && !path.join("state.json").exists(),
         };
-        if file.ends_with(&own) {
-            continue;
+        if garbage {
+            std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
         }
-        if let Some((step, _pid)) = rest.split_once(".old-") {
-            let back = root.join(step);
-            if !back.exists() && path.join("state.json").is_file() {
-                std::fs::rename(&path, &back).map_err(|e| io(&back, e))?;
-                continue;
-            }
-        } else if !rest.contains(".tmp-") {
-            continue;
-        }
-        std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
     }
     Ok(())
 }
@@ -165,10 +173,17 @@ fn prune(root: &Path, keep: usize, newest: &str) -> Result<()> {
     let all = list(root);
     let excess = all.len().saturating_sub(keep.max(1));
     for p in all.into_iter().take(excess) {
-        if p.file_name().and_then(|n| n.to_str()) == Some(newest) {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name == newest {
             continue;
         }
-        std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
+        // Renamed aside first, so that a deletion cut short never leaves a half checkpoint
+        // under a checkpoint's name.
+        let trash = root.join(format!(".{name}.del-{}", std::process::id()));
+        std::fs::rename(&p, &trash).map_err(|e| io(&p, e))?;
+        std::fs::remove_dir_all(&trash).map_err(|e| io(&trash, e))?;
     }
     Ok(())
 }
@@ -258,7 +273,7 @@ mod tests {
     fn leftovers_of_a_killed_writer_are_cleared_and_moved_checkpoints_restored() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        // Another process (pid 4000000000 cannot exist) was killed: mid-write, between the renames
+        // Another process (pid 4000000000 cannot exist on Linux) was killed: mid-write, between the renames
         // of a rewrite, and after a rewrite whose old copy it had not yet removed.
         let partial = root.join(".step-00000010.tmp-4000000000");
         std::fs::create_dir_all(&partial).unwrap();
@@ -266,6 +281,11 @@ mod tests {
         dir_with_state(&root.join(".step-00000020.old-4000000000"));
         dir_with_state(&root.join("step-00000030"));
         dir_with_state(&root.join(".step-00000030.old-4000000000"));
+        // Killed while pruning: in the middle of a deletion, and (before deletions were renamed
+        // aside first) after a checkpoint's state.json was deleted.
+        std::fs::create_dir_all(root.join(".step-00000005.del-4000000000")).unwrap();
+        std::fs::create_dir_all(root.join("step-00000008")).unwrap();
+        std::fs::write(root.join("step-00000008/model.safetensors"), b"x").unwrap();
         // Ours, in use, and an unrelated hidden directory: left alone.
         let ours = root.join(format!(".step-00000040.tmp-{}", std::process::id()));
         std::fs::create_dir_all(&ours).unwrap();
