@@ -268,36 +268,17 @@ impl Dataset {
     /// The examples at `indices` (each below `len()`), in that order. In-memory values are
     /// copied; a mapped file is shared.
     pub fn subset(&self, indices: &[usize]) -> Self {
+        fn copy_rows<T: Copy>(v: &[T], rows: &[usize], d: usize) -> Vec<T> {
+            rows.iter()
+                .flat_map(|&r| v[r * d..(r + 1) * d].iter().copied())
+                .collect()
+        }
         let d = self.shape.dim();
+        let rows: Vec<usize> = indices.iter().map(|&i| self.row(i)).collect();
         let (values, rows) = match &self.values {
-            Values::U8(v) => (
-                Values::U8(
-                    indices
-                        .iter()
-                        .flat_map(|&i| {
-                            let r = self.row(i);
-                            v[r * d..(r + 1) * d].iter().copied()
-                        })
-                        .collect(),
-                ),
-                None,
-            ),
-            Values::F32(v) => (
-                Values::F32(
-                    indices
-                        .iter()
-                        .flat_map(|&i| {
-                            let r = self.row(i);
-                            v[r * d..(r + 1) * d].iter().copied()
-                        })
-                        .collect(),
-                ),
-                None,
-            ),
-            Values::Mapped(m) => (
-                Values::Mapped(m.clone()),
-                Some(indices.iter().map(|&i| self.row(i)).collect()),
-            ),
+            Values::U8(v) => (Values::U8(copy_rows(v, &rows, d)), None),
+            Values::F32(v) => (Values::F32(copy_rows(v, &rows, d)), None),
+            Values::Mapped(m) => (Values::Mapped(m.clone()), Some(rows.into())),
         };
         // A mapped view keeps the file's row numbers, which its read-time binarisation uses;
         // copied values were binarised (if at all) when loaded.
