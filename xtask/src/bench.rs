@@ -103,7 +103,11 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     let root = root();
-    let bins = build_release()?;
+    // Binaries built elsewhere (an older commit, to compare with) or the current tree's.
+    let bins = match flag(args, "--bin-dir")? {
+        Some(d) => PathBuf::from(d),
+        None => build_release()?,
+    };
     let train = bins.join("vae-train");
     let infer = bins.join("vae-infer");
     let script = root.join("bench/torch_vae.py");

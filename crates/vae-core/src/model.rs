@@ -12,7 +12,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{Activation, Arch, Likelihood, ModelConfig, Upsampling};
 use crate::dist::DiagonalGaussian;
-use crate::ops::{self, Act};
+use crate::ops::{self, Act, ConvOpts, MapLayout};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -125,9 +125,31 @@ impl Conv {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::conv2d(x, &self.weight, &self.bias, self.stride, self.padding)
+    /// The convolution followed by `activation` (fused when possible; none for `None`), reading
+    /// and writing the memory orders given.
+    fn forward_act(
+        &self,
+        x: &Tensor,
+        activation: Option<Activation>,
+        (input, output): (MapLayout, MapLayout),
+    ) -> candle_core::Result<Tensor> {
+        let o = ConvOpts::new(self.stride, self.padding).layouts(input, output);
+        let (w, b) = (&self.weight, &self.bias);
+        match activation.map(|a| (a, a.fused())) {
+            None => ops::conv2d_with(x, w, b, o),
+            Some((_, Some(act))) => ops::conv2d_with(x, w, b, o.act(act)),
+            Some((a, None)) => a.apply(&ops::conv2d_with(x, w, b, o)?),
+        }
     }
+}
+
+/// The memory orders of layer `i` of a stack of `n` convolutions: NCHW at the ends of the
+/// stack, `inner` between its layers (channels-last spares the fused kernels a transpose on
+/// each side of every layer; the maps are the same values either way).
+fn stack_layouts(i: usize, n: usize, inner: MapLayout) -> (MapLayout, MapLayout) {
+    let input = if i == 0 { MapLayout::Nchw } else { inner };
+    let output = if i + 1 == n { MapLayout::Nchw } else { inner };
+    (input, output)
 }
 
 /// Doubles the height and width of a feature map.
@@ -150,12 +172,33 @@ impl Up {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The memory order between two layers of this kind.
+    fn inner_layout(&self) -> MapLayout {
         match self {
-            Up::Transposed { weight, bias } => ops::conv_transpose2d(x, weight, bias, 2, 1),
+            Up::Transposed { .. } => MapLayout::Nhwc,
+            Up::Nearest(_) => MapLayout::Nchw,
+        }
+    }
+
+    /// The layer followed by `activation` (fused when possible).
+    fn forward_act(
+        &self,
+        x: &Tensor,
+        activation: Option<Activation>,
+        layouts: (MapLayout, MapLayout),
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Up::Transposed { weight, bias } => {
+                let o = ConvOpts::new(2, 1).layouts(layouts.0, layouts.1);
+                match activation.map(|a| (a, a.fused())) {
+                    None => ops::conv_transpose2d_with(x, weight, bias, o),
+                    Some((_, Some(act))) => ops::conv_transpose2d_with(x, weight, bias, o.act(act)),
+                    Some((a, None)) => a.apply(&ops::conv_transpose2d_with(x, weight, bias, o)?),
+                }
+            }
             Up::Nearest(conv) => {
                 let (_, _, h, w) = x.dims4()?;
-                conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+                conv.forward_act(&x.upsample_nearest2d(2 * h, 2 * w)?, activation, layouts)
             }
         }
     }
@@ -335,8 +378,9 @@ impl Vae {
             } => {
                 let b = x.dim(0)?;
                 let mut h = x.reshape((b, shape.0, shape.1, shape.2))?;
-                for conv in convs {
-                    h = activation.apply(&conv.forward(&h)?)?;
+                for (i, conv) in convs.iter().enumerate() {
+                    let layouts = stack_layouts(i, convs.len(), MapLayout::Nhwc);
+                    h = conv.forward_act(&h, Some(*activation), layouts)?;
                 }
                 let h = with_labels(&h.flatten_from(1)?, labels)?;
                 fc.forward_act(&h, *activation)?
@@ -372,10 +416,8 @@ impl Vae {
                 let mut h = h.reshape((b, start.0, start.1, start.2))?;
                 let last = ups.len().saturating_sub(1);
                 for (i, up) in ups.iter().enumerate() {
-                    h = up.forward(&h)?;
-                    if i < last {
-                        h = activation.apply(&h)?;
-                    }
+                    let layouts = stack_layouts(i, ups.len(), up.inner_layout());
+                    h = up.forward_act(&h, (i < last).then_some(*activation), layouts)?;
                 }
                 h.flatten_from(1)?
             }
