@@ -476,7 +476,17 @@ pub fn missing_idx_files(dir: &Path) -> Vec<String> {
 }
 
 /// Whether the images of an IDX dataset are read into memory or memory-mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stream {
     /// Map raw image files of at least [`Stream::AUTO_BYTES`]; read smaller or gzipped ones.
@@ -491,20 +501,6 @@ pub enum Stream {
 impl Stream {
     /// The size from which `auto` maps a raw image file (256 MiB).
     pub const AUTO_BYTES: u64 = 256 << 20;
-}
-
-impl std::str::FromStr for Stream {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "on" => Ok(Self::On),
-            "off" => Ok(Self::Off),
-            _ => Err(format!(
-                "unknown streaming mode `{s}` (expected auto, on or off)"
-            )),
-        }
-    }
 }
 
 fn not_found(path: PathBuf) -> DataError {

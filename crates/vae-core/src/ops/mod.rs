@@ -4,8 +4,9 @@
 //! [`crate::fastmath`] and direct `gemm` calls); on other devices, and as the reference in
 //! tests, the same value comes from a composition of candle operations ([`composite`]).
 //! Gradients of the fused versions are checked against finite differences and against the
-//! composite versions in the tests.
+//! composite versions in the tests. [`adam`] holds the optimizer's kernels.
 
+pub mod adam;
 mod bernoulli;
 mod cb;
 mod conv;
@@ -60,12 +61,16 @@ pub mod composite {
 
     /// See [`super::linear`].
     pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-        let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+        activate(&x.matmul(&w.t()?)?.broadcast_add(b)?, act)
+    }
+
+    /// `act(y)`.
+    pub fn activate(y: &Tensor, act: Act) -> candle_core::Result<Tensor> {
         match act {
-            Act::Identity => Ok(y),
+            Act::Identity => Ok(y.clone()),
             Act::Relu => y.relu(),
             Act::Tanh => y.tanh(),
-            Act::Sigmoid => candle_nn::ops::sigmoid(&y),
+            Act::Sigmoid => candle_nn::ops::sigmoid(y),
         }
     }
 }

@@ -3,12 +3,12 @@
 //! on the thread count.
 
 use serde::Serialize;
-use vae_core::candle_core::{Device, Tensor};
-use vae_core::{par, Rng, Vae};
+use vae_core::candle_core::Device;
+use vae_core::{par, Noise, Rng, Vae};
 use vae_data::Dataset;
 
-use crate::model::batch;
-use crate::{InferError, Result};
+use crate::batch::batch;
+use crate::{Result, RunError};
 
 /// Per-example averages over a dataset, in nats.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -44,7 +44,7 @@ fn over_batches<const N: usize>(
 ) -> Result<[f64; N]> {
     let bs = batch_size.max(1);
     let batches = n.div_ceil(bs);
-    let threads = if device.is_cpu() { threads.max(1) } else { 1 };
+    let threads = par::threads_for(device, threads);
     let parts = par::map_ranges(batches, threads, |range| -> Result<[f64; N]> {
         let mut acc = [0f64; N];
         for b in range {
@@ -75,16 +75,11 @@ pub fn elbo_stats(
     seed: u64,
     threads: usize,
 ) -> Result<ElboStats> {
-    let l = model.latent_dim();
     let [recon, kl] = over_batches(data.len(), batch_size, threads, device, |_, rows| {
         let mut buf = Vec::new();
         let (x, labels) = batch(data, rows, model, device, &mut buf)?;
         // One generator per example: the noise does not depend on the batch size or threads.
-        let mut eps = vec![0f32; rows.len() * l];
-        for (e, &i) in eps.chunks_exact_mut(l).zip(rows) {
-            Rng::stream(seed ^ 0xe7a1_0000, i as u64).fill_normal(e);
-        }
-        let eps = Tensor::from_vec(eps, (rows.len(), l), device)?;
+        let eps = Noise::per_example(model, rows, seed ^ 0xe7a1_0000).single(device)?;
         let t = model.elbo_terms(&x, labels.as_ref(), &eps)?;
         Ok([
             t.recon.sum_all()?.to_scalar::<f32>()? as f64,
@@ -116,7 +111,7 @@ pub fn nll(
     threads: usize,
 ) -> Result<LikelihoodStats> {
     if k == 0 {
-        return Err(InferError::Usage("--iw-samples must be at least 1".into()));
+        return Err(RunError::Flag("--iw-samples must be at least 1".into()));
     }
     let chunk = (ROWS_PER_CHUNK / NLL_BATCH).max(1);
     let [total] = over_batches(data.len(), NLL_BATCH, threads, device, |b, rows| {
