@@ -5,6 +5,7 @@
 //! - [`objective`]: the ELBO and its variants, the IWAE bound, the log-likelihood estimate.
 //! - [`dist`], [`likelihood`]: the Gaussian posterior, the prior and the observation models.
 //! - [`ops`], [`fastmath`]: fused CPU kernels for the hot spots, each with its own backward.
+//! - [`special`]: ln Γ, ψ and their differences in f64, for the beta-binomial likelihood.
 //! - [`par`]: data parallelism over examples on the CPU.
 //! - [`rng`]: the seeded host generator behind every random draw.
 //! - [`weights`]: safetensors I/O, atomic and checked (the only file-system access here).
@@ -21,6 +22,7 @@ pub mod objective;
 pub mod ops;
 pub mod par;
 pub mod rng;
+pub mod special;
 pub mod weights;
 
 pub use config::{Activation, Arch, DataShape, Likelihood, ModelConfig, Preset};
