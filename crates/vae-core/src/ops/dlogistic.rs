@@ -259,14 +259,22 @@ fn forward(p: &[f32], x: &[f32], k: usize, d: usize, out: &mut [f32]) {
 }
 
 multiversion! {
-    /// Scales the component gradients by g·r and sets the logit gradients g·(r - π).
-    fn mixture_grads(comp: &[f32], lp: &[f32], logits: &[f32], lse: &[f32], g: f32, gl: &mut [f32], gm: &mut [f32], gs: &mut [f32]) {
-        for i in 0..comp.len().min(lp.len()).min(logits.len()).min(lse.len()).min(gl.len()).min(gm.len()).min(gs.len()) {
+    /// With `gl` holding π: scales the component gradients by g·r and sets the logit
+    /// gradients to g·(r - π).
+    fn mixture_grads(comp: &[f32], lp: &[f32], g: f32, gl: &mut [f32], gm: &mut [f32], gs: &mut [f32]) {
+        for i in 0..comp.len().min(lp.len()).min(gl.len()).min(gm.len()).min(gs.len()) {
             let r = fastmath::exp(comp[i] - lp[i]);
-            let pi = fastmath::exp(logits[i] - lse[i]);
-            gl[i] = g * (r - pi);
+            gl[i] = g * (r - gl[i]);
             gm[i] *= g * r;
             gs[i] *= g * r;
+        }
+    }
+}
+
+multiversion! {
+    fn exp_into(x: &[f32], out: &mut [f32]) {
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = fastmath::exp(x);
         }
     }
 }
@@ -290,6 +298,7 @@ fn backward(p: &[f32], x: &[f32], g: &[f32], k: usize, d: usize, out: &mut [f32]
         rows.log_weights(&row[..k * d]);
         let (gl, rest) = o.split_at_mut(k * d);
         let (gm, gs) = rest.split_at_mut(k * d);
+        exp_into(&rows.comp, gl);
         for j in 0..k {
             let r = j * d..(j + 1) * d;
             let m = &row[(k + j) * d..(k + j + 1) * d];
@@ -309,8 +318,6 @@ fn backward(p: &[f32], x: &[f32], g: &[f32], k: usize, d: usize, out: &mut [f32]
             mixture_grads(
                 &rows.comp[r.clone()],
                 &rows.lp,
-                &row[r.clone()],
-                &rows.lse,
                 gb,
                 &mut gl[r.clone()],
                 &mut gm[r.clone()],

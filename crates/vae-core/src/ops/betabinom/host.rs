@@ -8,8 +8,8 @@ use crate::ops::discrete::{self, block, level_tensor, LEVELS, TOP};
 use crate::special;
 
 /// Numerical Recipes' Lanczos series for ln Γ (g = 5, six terms; Press et al., Numerical
-/// Recipes, 2nd ed., §6.1, `gammln`): ln Γ(z) = (z + 1/2) ln(z + 5.5) - (z + 5.5)
-/// + ln(√(2π) ser(z) / z), relative error below 2e-10 for z > 0, with
+/// Recipes, 2nd ed., §6.1, `gammln`), with relative error below 2e-10 for z > 0:
+/// ln Γ(z) = (z + 1/2) ln(z + 5.5) - (z + 5.5) + ln(√(2π) ser(z) / z),
 /// ser(z) = c0 + Σ_j c_j / (z + j).
 const LANCZOS: [f64; 6] = [
     76.180_091_729_471_46,
