@@ -51,8 +51,10 @@ fn ln_poch(x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
 
 /// [`super::beta_binomial_log_prob`] as candle operations, for any device and float type; the
 /// fused kernel's reference. ln Γ comes from a Lanczos series, in the cancellation-free form
-/// above: in f32, each pixel's value is within about 1e-6 of its magnitude (up to about 3e3
-/// nats at α, β near the ceiling), which is also what an f32 result can hold.
+/// above. In f32 the rounding is relative to the terms summed, ln C(n, k) and the three rising
+/// factorials (each up to about 3e3 nats), not to their sum: each pixel is within a few 1e-7 of
+/// their total size, which can be 1e-4 nats and more where the terms cancel (α, β near the
+/// floor, or near the ceiling). The fused kernel, in f64, has no such loss.
 pub fn composite_log_prob(params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
     let (_, d) = discrete::check_shapes("beta-binomial", params, x, 2)?;
     let k = level_tensor(x)?;

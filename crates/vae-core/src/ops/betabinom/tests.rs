@@ -21,6 +21,14 @@ fn kernel_log_pmf(a: f64, b: f64) -> [f64; LEVELS] {
     out
 }
 
+/// The sizes of the terms an f32 evaluation of ln P(k) adds up: its rounding is relative to
+/// these, not to ln P(k).
+fn f32_scale(a: f64, b: f64, k: f64) -> f64 {
+    let n = 255.0;
+    let choose = ln_choose()[k as usize];
+    choose + ln_poch(a, k).abs() + ln_poch(b, n - k).abs() + ln_poch(a + b, n).abs() + 1.0
+}
+
 /// Raw (α, β) outputs at the extremes: both bounds (±1e4 saturate them), one of each, moderate.
 const EXTREMES: &[(f64, f64)] = &[
     (-1e4, -1e4),
@@ -111,6 +119,22 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
             (total - 1.0).abs() < 1e-5,
             "({ra}, {rb}): fused sums to {total}"
         );
+        // The composite: the same values to its precision; both gradients finite.
+        let var = Var::from_tensor(&pt)?;
+        let comp = composite_log_prob(var.as_tensor(), &xt)?;
+        for (k, &c) in comp.to_vec1::<f32>()?.iter().enumerate() {
+            let want = kernel[k];
+            let tol = 4e-7 * f32_scale(a, b, k as f64);
+            assert!(
+                (f64::from(c) - want).abs() < tol,
+                "({ra}, {rb}) level {k}: composite {c} vs {want}"
+            );
+        }
+        for lp in [comp, beta_binomial_log_prob(var.as_tensor(), &xt)?] {
+            let g = lp.sum_all()?.backward()?;
+            let g = g.get(var.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            assert!(g.iter().all(|g| g.is_finite()), "({ra}, {rb}): gradient {g:?}");
+        }
     }
     Ok(())
 }
