@@ -173,15 +173,23 @@ pub fn digamma(x: f64) -> f64 {
 /// a sum of terms no larger than the result, so the absolute error stays near 1e-16 · m ln(x+m).
 #[inline(always)]
 pub fn ln_poch(x: f64, m: f64) -> f64 {
+    let (big, p, q) = ln_poch_parts(x, m);
+    big + ln(p / q)
+}
+
+/// [`ln_poch`] as `big + ln(p / q)`, so that a sum of several takes one logarithm of the
+/// products: `big` is the shifted difference, p/q the shift's ratio x...(x+7) / ((x+m)...
+/// (x+m+7)) (p = q = 1 for x ≥ 8; p ≤ 3e9 and q ≤ 1e24 for m ≤ 1e3).
+#[inline(always)]
+pub fn ln_poch_parts(x: f64, m: f64) -> (f64, f64, f64) {
     let (y, small, xs) = shifted(x);
     let big =
         (y - 0.5) * ln_1p(m / y) + m * ln(y + m) - m + stirling_tail(y + m) - stirling_tail(y);
     // Γ(x+m)/Γ(x) = [Γ(y+m)/Γ(y)] · x...(x+7) / ((x+m)...(x+m+7)).
-    let shift = ln(rising8(xs) / rising8(xs + m));
     if small {
-        big + shift
+        (big, rising8(xs), rising8(xs + m))
     } else {
-        big
+        (big, 1.0, 1.0)
     }
 }
 

@@ -22,7 +22,7 @@ use super::bernoulli::{rows_of, slice};
 use super::discrete::{self, level, Bound, LEVELS, TOP};
 use crate::fastmath;
 use crate::multiversion;
-use crate::special::{digamma_diff, ln_poch};
+use crate::special::{self, digamma_diff, ln_poch_parts};
 
 /// The bound on ln α and ln β. The floor, α ≥ e^-7 ≈ 9.1e-4, lets a pixel put all but about
 /// α (ψ(n + β) - ψ(β)) nats on an end level (5.6e-3 nats at β = 1, less for larger β) while
@@ -73,10 +73,14 @@ fn positive(raw: f32) -> (f64, f64) {
     (f64::from(a), f64::from(a * dl))
 }
 
-/// ln P(k) - ln C(n, k).
+/// ln P(k) - ln C(n, k) = ln_poch(α, k) + ln_poch(β, n - k) - ln_poch(α + β, n), with the
+/// three shift ratios in one logarithm.
 #[inline(always)]
 fn log_ratio(a: f64, b: f64, k: f64) -> f64 {
-    ln_poch(a, k) + ln_poch(b, N - k) - ln_poch(a + b, N)
+    let (s1, p1, q1) = ln_poch_parts(a, k);
+    let (s2, p2, q2) = ln_poch_parts(b, N - k);
+    let (s3, p3, q3) = ln_poch_parts(a + b, N);
+    s1 + s2 - s3 + special::ln((p1 * p2 * q3) / (q1 * q2 * p3))
 }
 
 multiversion! {

@@ -2,6 +2,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::*;
 use crate::ops::{cdf, inverse_cdf};
+use crate::special::ln_poch;
 use crate::Rng;
 
 fn tensors(p: Vec<f32>, x: Vec<f32>, b: usize) -> (Tensor, Tensor) {
@@ -132,8 +133,15 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
         }
         for lp in [comp, beta_binomial_log_prob(var.as_tensor(), &xt)?] {
             let g = lp.sum_all()?.backward()?;
-            let g = g.get(var.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
-            assert!(g.iter().all(|g| g.is_finite()), "({ra}, {rb}): gradient {g:?}");
+            let g = g
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            assert!(
+                g.iter().all(|g| g.is_finite()),
+                "({ra}, {rb}): gradient {g:?}"
+            );
         }
     }
     Ok(())

@@ -219,11 +219,21 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
         for (v, &c) in comp.to_vec1::<f32>()?.iter().enumerate() {
             let want = lp[v];
             let tol = 3e-6 * want.abs().max(1.0) + f32_slack(&raw, k);
-            assert!((f64::from(c) - want).abs() < tol, "{raw:?} level {v}: {c} vs {want}");
+            assert!(
+                (f64::from(c) - want).abs() < tol,
+                "{raw:?} level {v}: {c} vs {want}"
+            );
         }
-        for lp in [comp, discretized_logistic_log_prob(var.as_tensor(), &xt, k)?] {
+        for lp in [
+            comp,
+            discretized_logistic_log_prob(var.as_tensor(), &xt, k)?,
+        ] {
             let g = lp.sum_all()?.backward()?;
-            let g = g.get(var.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            let g = g
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             assert!(g.iter().all(|g| g.is_finite()), "{raw:?}: gradient {g:?}");
         }
     }
