@@ -73,10 +73,9 @@ pub fn ln_1p(z: f64) -> f64 {
     }
 }
 
-/// Stirling's correction ln Γ(y) - [(y - 1/2) ln y - y + ln(2π)/2], for y ≥ 8.
+/// Stirling's correction ln Γ(y) - [(y - 1/2) ln y - y + ln(2π)/2], for y ≥ 8, from r = 1/y.
 #[inline(always)]
-fn stirling_tail(y: f64) -> f64 {
-    let r = 1.0 / y;
+fn stirling_tail(r: f64) -> f64 {
     let r2 = r * r;
     let mut p = -3617.0 / 122_400.0;
     p = p * r2 + 1.0 / 156.0;
@@ -89,10 +88,10 @@ fn stirling_tail(y: f64) -> f64 {
     p * r
 }
 
-/// The asymptotic tail of ψ: ln y - 1/(2y) - ψ(y) = Σ B_2n / (2n y^2n), for y ≥ 8.
+/// The asymptotic tail of ψ: ln y - 1/(2y) - ψ(y) = Σ B_2n / (2n y^2n), for y ≥ 8, from
+/// r = 1/y.
 #[inline(always)]
-fn digamma_tail(y: f64) -> f64 {
-    let r = 1.0 / y;
+fn digamma_tail(r: f64) -> f64 {
     let r2 = r * r;
     let mut p = -3617.0 / 8160.0;
     p = p * r2 + 1.0 / 12.0;
@@ -143,7 +142,7 @@ fn shifted(x: f64) -> (f64, bool, f64) {
 #[inline(always)]
 pub fn ln_gamma(x: f64) -> f64 {
     let (y, small, xs) = shifted(x);
-    let st = (y - 0.5) * ln(y) - y + HALF_LN_2PI + stirling_tail(y);
+    let st = (y - 0.5) * ln(y) - y + HALF_LN_2PI + stirling_tail(1.0 / y);
     let shift = ln(rising8(xs));
     if small {
         st - shift
@@ -156,7 +155,8 @@ pub fn ln_gamma(x: f64) -> f64 {
 #[inline(always)]
 pub fn digamma(x: f64) -> f64 {
     let (y, small, xs) = shifted(x);
-    let st = ln(y) - 0.5 / y - digamma_tail(y);
+    let r = 1.0 / y;
+    let st = ln(y) - 0.5 * r - digamma_tail(r);
     let shift = recip_sum8(xs);
     if small {
         st - shift
@@ -183,8 +183,9 @@ pub fn ln_poch(x: f64, m: f64) -> f64 {
 #[inline(always)]
 pub fn ln_poch_parts(x: f64, m: f64) -> (f64, f64, f64) {
     let (y, small, xs) = shifted(x);
+    let (ry, rym) = (1.0 / y, 1.0 / (y + m));
     let big =
-        (y - 0.5) * ln_1p(m / y) + m * ln(y + m) - m + stirling_tail(y + m) - stirling_tail(y);
+        (y - 0.5) * ln_1p(m * ry) + m * ln(y + m) - m + stirling_tail(rym) - stirling_tail(ry);
     // Γ(x+m)/Γ(x) = [Γ(y+m)/Γ(y)] · x...(x+7) / ((x+m)...(x+m+7)).
     if small {
         (big, rising8(xs), rising8(xs + m))
@@ -198,7 +199,8 @@ pub fn ln_poch_parts(x: f64, m: f64) -> (f64, f64, f64) {
 #[inline(always)]
 pub fn digamma_diff(x: f64, m: f64) -> f64 {
     let (y, small, xs) = shifted(x);
-    let big = ln_1p(m / y) + m / (2.0 * y * (y + m)) - digamma_tail(y + m) + digamma_tail(y);
+    let (ry, rym) = (1.0 / y, 1.0 / (y + m));
+    let big = ln_1p(m * ry) + 0.5 * m * ry * rym - digamma_tail(rym) + digamma_tail(ry);
     let shift = recip_sum8(xs) - recip_sum8(xs + m);
     if small {
         big + shift
