@@ -1,7 +1,7 @@
 //! The beta-binomial as plain candle operations (any device), its mean, and its host-side
 //! probability tables and draws.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::{ln_choose, LOG_AB, N};
 use crate::ops::discrete::{self, block, level_tensor, LEVELS, TOP};
@@ -60,8 +60,10 @@ pub fn composite_log_prob(params: &Tensor, x: &Tensor) -> candle_core::Result<Te
     let k = level_tensor(x)?;
     let a = LOG_AB.apply_tensor(&block(params, 0, d)?)?.exp()?;
     let b = LOG_AB.apply_tensor(&block(params, 1, d)?)?.exp()?;
-    let table: Vec<f32> = ln_choose().iter().map(|&v| v as f32).collect();
-    let table = Tensor::from_vec(table, LEVELS, x.device())?.to_dtype(x.dtype())?;
+    // Built on the host in f64 and rounded once to the data's type (some devices lack f64).
+    let table = Tensor::from_slice(ln_choose(), LEVELS, &Device::Cpu)?
+        .to_dtype(x.dtype())?
+        .to_device(x.device())?;
     let choose = table
         .index_select(&k.flatten_all()?.to_dtype(DType::U32)?, 0)?
         .reshape(k.shape())?;

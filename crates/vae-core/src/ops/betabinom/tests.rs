@@ -311,3 +311,44 @@ fn bad_shapes_are_errors() {
     assert!(beta_binomial_sample(&p, &[0.1]).is_err());
     assert!(beta_binomial_mean(&Tensor::zeros((1, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
 }
+
+#[test]
+fn composite_in_f64_matches_the_kernel() -> candle_core::Result<()> {
+    // In f64 the composite keeps the Lanczos series' own accuracy (relative error below 2e-10
+    // in ln Γ), far from the f32 rounding of the terms.
+    let (b, d) = (2, 37);
+    let (p, x) = random(b, d, 4.0, 17);
+    let (pt, xt) = tensors(p.clone(), x.clone(), b);
+    let got = composite_log_prob(&pt.to_dtype(DType::F64)?, &xt.to_dtype(DType::F64)?)?
+        .to_vec1::<f64>()?;
+    for (bi, g) in got.iter().enumerate() {
+        // The composite's α, β come from the f64 bound here.
+        let want: f64 = (0..d)
+            .map(|i| {
+                let t = beta_binomial_pixel_log_pmf(
+                    f64::from(p[bi * 2 * d + i]),
+                    f64::from(p[bi * 2 * d + d + i]),
+                );
+                t[(x[bi * d + i] * 255.0).round() as usize]
+            })
+            .sum();
+        assert!((g - want).abs() < 1e-8 * want.abs(), "{g} vs {want}");
+    }
+    Ok(())
+}
+
+#[test]
+fn parameter_bounds_have_the_documented_consequences() {
+    // Floor: α = e^-7 ≈ 9.1e-4 and β = 1 leave about α (ψ(256) - ψ(1)) ≈ 5.6e-3 nats off level 0.
+    let (mid, half) = (f64::from(LOG_AB.mid), f64::from(LOG_AB.half));
+    let beta_one = mid + half * (-mid / half).atanh();
+    let p0 = beta_binomial_pixel_log_pmf(-1e4, beta_one)[0];
+    assert!((-p0 - 5.6e-3).abs() < 1e-4, "{p0}");
+    assert!((-7f64).exp() > 9.1e-4 && (-7f64).exp() < 9.2e-4);
+    // Ceiling: α = β = e^11 gives a variance within 0.3 % of the binomial's n/4.
+    let t = beta_binomial_pixel_pmf(1e4, 1e4);
+    let mean: f64 = (0..256).map(|k| k as f64 * t[k]).sum();
+    let var: f64 = (0..256).map(|k| (k as f64 - mean).powi(2) * t[k]).sum();
+    let ratio = var / (255.0 / 4.0);
+    assert!(ratio > 1.0 && ratio < 1.003, "{ratio}");
+}

@@ -1,4 +1,4 @@
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::*;
 use crate::ops::{cdf, inverse_cdf};
@@ -397,4 +397,40 @@ fn bad_shapes_and_mixture_counts_are_errors() {
     assert!(discretized_logistic_sample(&p, 2, &[0.5, 0.5]).is_ok());
     assert!(discretized_logistic_mean(&p, 5).is_err());
     assert!(discretized_logistic_pixel_log_pmf(&[0.0; 5], 2).is_err());
+}
+
+#[test]
+fn composite_in_f64_matches_the_tables() -> candle_core::Result<()> {
+    // In f64 the composite has no f32 rounding: it must agree with the tables to the accuracy
+    // of its series for ln(1 - e^-t) (t^6/181440 at the cut, about 1e-9).
+    for k in [1usize, 4] {
+        let (b, d) = (2, 29);
+        let (p, x) = random(k, b, d, 21 + k as u64);
+        let (pt, xt) = tensors(p.clone(), x.clone(), b);
+        let (pt, xt) = (pt.to_dtype(DType::F64)?, xt.to_dtype(DType::F64)?);
+        let got = composite_log_prob(&pt, &xt, k)?.to_vec1::<f64>()?;
+        for (g, (want, _)) in got.iter().zip(host_log_prob(&p, &x, k, b)) {
+            assert!(
+                (g - want).abs() < 1e-8 * want.abs().max(1.0),
+                "k={k}: {g} vs {want}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn scale_bounds_have_the_documented_consequences() -> candle_core::Result<()> {
+    // At the floor an interior level centred on the mean holds tanh(δ/2), δ = h e^8.
+    let centre = 100.0 / 255.0;
+    let at_floor = discretized_logistic_pixel_pmf(&[centre, -1e4], 1)?[100];
+    let delta = 0.5 / 255.0 * 8f64.exp();
+    assert!((at_floor - (0.5 * delta).tanh()).abs() < 1e-12);
+    assert!(at_floor > 0.994 && -at_floor.ln() < 0.006, "{at_floor}");
+    // PixelCNN++'s floor, ln σ = -7 on a [-1, 1] scale, is -7 - ln 2 here and holds 0.973.
+    let pcnn = (0.5 * 0.5 / 255.0 * (7.0 + std::f64::consts::LN_2).exp()).tanh();
+    assert!((pcnn - 0.973).abs() < 5e-4, "{pcnn}");
+    // At the ceiling δ = h e^-2 ≥ 2.6e-4.
+    assert!(0.5 / 255.0 * (-2f64).exp() > 2.6e-4);
+    Ok(())
 }
