@@ -7,6 +7,7 @@
 //! - [`objective`]: the ELBO and its variants, the IWAE bound, the log-likelihood estimate.
 //! - [`dist`]: the Gaussian posterior and the prior; [`noise`]: the reparameterisation noise.
 //! - [`ops`], [`fastmath`]: fused CPU kernels for the hot spots, each with its own backward.
+//! - [`special`]: ln Γ, ψ and their differences in f64, for the beta-binomial likelihood.
 //! - [`par`]: data parallelism over examples on the CPU.
 //! - [`rng`]: the seeded host generator behind every random draw.
 //! - [`weights`]: safetensors I/O, atomic and checked (the only file-system access here).
@@ -25,6 +26,7 @@ pub mod objective;
 pub mod ops;
 pub mod par;
 pub mod rng;
+pub mod special;
 pub mod weights;
 
 pub use arch::{Activation, Arch, Upsampling};
