@@ -39,6 +39,21 @@ impl Binarize {
     }
 }
 
+/// Uniform dequantization of 8-bit values (the inputs of a density on [0, 1] scored as a bound
+/// on the 8-bit data): each v/255 becomes (v + u)/256 with u ~ U[0, 1) drawn from `rng`.
+pub fn dequantize(values: &mut [f32], rng: &mut Rng) {
+    for x in values {
+        let v = (*x * 255.0).round();
+        *x = (v + rng.uniform_f32()) * (1.0 / 256.0);
+    }
+}
+
+/// [`dequantize`] of example `index` (a row of `values`) with its own generator from `seed`:
+/// the noise of an example does not depend on the batch it is in.
+pub fn dequantize_example(values: &mut [f32], seed: u64, index: usize) {
+    dequantize(values, &mut Rng::stream(seed, index as u64));
+}
+
 /// The fraction of examples held out for validation when a dataset has no test split and
 /// `--val-fraction` is not given.
 pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
@@ -84,6 +99,10 @@ pub enum TableFormat {
 pub struct DataConfig {
     pub source: Source,
     pub binarize: Binarize,
+    /// Uniform dequantization of 8-bit values during training: each v/255 becomes
+    /// (v + u)/256 with fresh u ~ U[0, 1), so that a density on [0, 1] is trained for the
+    /// bound on the 8-bit data it is scored with.
+    pub dequantize: bool,
     /// Fraction of the training examples held out as the validation split (in place of the
     /// dataset's test split). Datasets without a test split use [`DEFAULT_VAL_FRACTION`].
     pub val_fraction: Option<f64>,
@@ -101,6 +120,7 @@ impl Default for DataConfig {
                 data_dir: None,
             },
             binarize: Binarize::None,
+            dequantize: false,
             val_fraction: None,
             split_seed: 0,
             stream: Stream::Auto,
@@ -119,6 +139,8 @@ pub struct FlatDataConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub binarize: Binarize,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dequantize: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,12 +163,17 @@ pub struct FlatDataConfig {
     pub stream: Stream,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl From<DataConfig> for FlatDataConfig {
     fn from(c: DataConfig) -> Self {
         let mut f = FlatDataConfig {
             dataset: String::new(),
             data_dir: None,
             binarize: c.binarize,
+            dequantize: c.dequantize,
             images: None,
             image_size: None,
             channels: None,
@@ -249,6 +276,9 @@ impl TryFrom<FlatDataConfig> for DataConfig {
         if f.label_column.is_some() && !tabular {
             return bad("--label-column applies to --csv and --npy only".into());
         }
+        if f.dequantize && f.binarize != Binarize::None {
+            return bad("--dequantize cannot be combined with --binarize".into());
+        }
         if let Some(v) = f.val_fraction {
             if !(v > 0.0 && v < 1.0) {
                 return bad(format!(
@@ -278,6 +308,7 @@ impl TryFrom<FlatDataConfig> for DataConfig {
         Ok(DataConfig {
             source,
             binarize: f.binarize,
+            dequantize: f.dequantize,
             val_fraction: f.val_fraction,
             split_seed: f.split_seed,
             stream: f.stream,
@@ -286,6 +317,23 @@ impl TryFrom<FlatDataConfig> for DataConfig {
 }
 
 impl DataConfig {
+    /// Checks the settings that do not depend on the source; the message names the flag.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(v) = self.val_fraction {
+            if !(v > 0.0 && v < 1.0) {
+                return Err(DataError::Config(format!(
+                    "--val-fraction must be between 0 and 1 (exclusive), got {v}"
+                )));
+            }
+        }
+        if self.dequantize && self.binarize != Binarize::None {
+            return Err(DataError::Config(
+                "--dequantize cannot be combined with --binarize".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The name recorded as `dataset`: the dataset's name, or `images`, `csv`, `npy`.
     pub fn dataset(&self) -> &str {
         match &self.source {
@@ -311,6 +359,7 @@ impl DataConfig {
 
     /// [`DataConfig::load`], with or without trying the Hugging Face hub.
     pub fn load_with(&self, hub: bool) -> Result<Resolved> {
+        self.validate()?;
         let (mut train, test, source, mut notes) = match &self.source {
             Source::Named { name, data_dir } => {
                 let r = resolve_with(

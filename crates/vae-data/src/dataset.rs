@@ -203,6 +203,12 @@ impl Dataset {
         self.len == 0
     }
 
+    /// Whether the values are 8-bit (images: v/255 as batches give them), so that a
+    /// distribution over the 256 values of each applies to them.
+    pub fn is_8bit(&self) -> bool {
+        matches!(self.values, Values::U8(_) | Values::Mapped(_))
+    }
+
     /// Whether the examples are read from a memory-mapped file.
     pub fn is_mapped(&self) -> bool {
         matches!(self.values, Values::Mapped(_))

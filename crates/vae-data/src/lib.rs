@@ -28,7 +28,10 @@ pub mod named;
 pub mod resolve;
 pub mod tabular;
 
-pub use config::{Binarize, DataConfig, FlatDataConfig, Source, TableFormat, DEFAULT_VAL_FRACTION};
+pub use config::{
+    dequantize, dequantize_example, Binarize, DataConfig, FlatDataConfig, Source, TableFormat,
+    DEFAULT_VAL_FRACTION,
+};
 pub use dataset::{epoch_order, Dataset, Mapped, Splits, Stream, Values};
 pub use error::{DataError, Result};
 pub use resolve::{resolve, resolve_with, ResolveOptions, Resolved};

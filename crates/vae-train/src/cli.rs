@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use vae_core::likelihood::{Gaussian, LikelihoodSettings};
+use vae_core::likelihood::{DiscretizedLogistic, Gaussian, LikelihoodSettings};
 use vae_core::{Activation, Arch, DataShape, Likelihood, LikelihoodKind, Preset, Upsampling};
 use vae_data::DataConfig;
 use vae_run::flags::RuntimeFlags;
@@ -73,6 +73,9 @@ pub struct Args {
     /// Noise level of the `gaussian` likelihood, in (0, 1).
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// Mixture components per pixel of the `discretized-logistic` likelihood (default 1).
+    #[arg(long, value_name = "K")]
+    pub mixtures: Option<usize>,
     /// Weight of the KL term (beta-VAE).
     #[arg(long)]
     pub beta: Option<f64>,
@@ -227,13 +230,29 @@ impl Args {
             _ => {}
         }
         if let Some(kind) = self.likelihood {
+            let d = LikelihoodSettings::default();
             let settings = LikelihoodSettings {
-                alpha: self.alpha.unwrap_or(LikelihoodSettings::default().alpha),
+                alpha: self.alpha.unwrap_or(d.alpha),
+                mixtures: self.mixtures.unwrap_or(d.mixtures),
             };
             let l = kind.build(settings);
-            if l.name() != model.likelihood.name() || self.alpha.is_some() {
+            if l.name() != model.likelihood.name()
+                || self.alpha.is_some()
+                || self.mixtures.is_some()
+            {
                 model.likelihood = l;
             }
+        }
+        match (&mut model.likelihood, self.mixtures) {
+            (Likelihood::DiscretizedLogistic(DiscretizedLogistic { mixtures }), Some(k)) => {
+                *mixtures = k
+            }
+            (_, Some(_)) => {
+                return Err(TrainError::Flag(
+                    "--mixtures applies to the discretized-logistic likelihood only".into(),
+                ))
+            }
+            _ => {}
         }
         match (&mut model.likelihood, self.alpha) {
             (Likelihood::Gaussian(Gaussian { alpha }), Some(a)) => *alpha = a,

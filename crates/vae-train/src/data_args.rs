@@ -54,6 +54,11 @@ pub struct DataArgs {
     /// Binarisation of pixel values.
     #[arg(long, value_enum)]
     pub binarize: Option<Binarize>,
+    /// Uniform dequantization: train a density on (v + u)/256, u ~ U[0, 1), for the bound on
+    /// the 8-bit data it is scored with.
+    #[arg(long)]
+    #[serde(default)]
+    pub dequantize: bool,
 }
 
 impl DataArgs {
@@ -81,6 +86,7 @@ impl DataArgs {
                 Preset::Iwae => Binarize::Dynamic,
                 _ => Binarize::None,
             }),
+            dequantize: self.dequantize,
             images: self.images.clone(),
             image_size: self.image_size,
             channels: self.channels,
@@ -123,6 +129,7 @@ impl DataArgs {
         self.split_seed.get_or_insert(saved.split_seed);
         self.stream.get_or_insert(saved.stream);
         self.binarize.get_or_insert(saved.binarize);
+        self.dequantize |= saved.dequantize;
     }
 }
 

@@ -90,6 +90,9 @@ impl Trainer {
         if self.cfg.data.binarize == Binarize::Dynamic {
             Binarize::sample(buf, &mut self.noise);
         }
+        if self.cfg.data.dequantize {
+            vae_data::dequantize(buf, &mut self.noise);
+        }
         let labels = data.gather_labels(indices);
         let eps = Noise::draw(&self.model, k, n, &mut self.noise);
         let threads = par::threads_for(&self.device, self.cfg.train.threads);

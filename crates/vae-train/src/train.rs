@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use vae_core::candle_core::Device;
-use vae_core::{weights, Rng};
+use vae_core::{weights, Density, Rng};
 use vae_data::{epoch_order, Splits};
-use vae_run::eval::elbo_stats;
+use vae_run::eval::{elbo_stats, Prep};
 use vae_run::RunDir;
 
 use crate::checkpoint::{self, TrainState, STATE_VERSION};
@@ -76,6 +76,35 @@ pub enum Start {
     Resume,
 }
 
+/// Refuses a likelihood the data cannot have: a distribution over 8-bit values on data that are
+/// not 8-bit, dequantization of anything but a density on [0, 1] of 8-bit data.
+fn check_data(cfg: &RunConfig, splits: &Splits) -> Result<()> {
+    let lik = &cfg.model.likelihood;
+    let eight_bit = splits.train.is_8bit() && splits.test.is_8bit();
+    if lik.density() == Density::Discrete && !eight_bit {
+        return Err(TrainError::Flag(format!(
+            "--likelihood {}: a distribution over the 256 values of 8-bit data, and these data ({}) are not 8-bit",
+            lik.name(),
+            cfg.data.dataset()
+        )));
+    }
+    if cfg.data.dequantize {
+        if lik.density() != Density::Continuous {
+            return Err(TrainError::Flag(format!(
+                "--dequantize applies to densities on [0, 1] (gaussian, gaussian-learned, continuous-bernoulli), not to {}",
+                lik.name()
+            )));
+        }
+        if !eight_bit {
+            return Err(TrainError::Flag(format!(
+                "--dequantize: the data ({}) are not 8-bit values",
+                cfg.data.dataset()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Trains, writing the run directory `out` as it goes. With [`Start::Resume`] the run continues
 /// from the latest complete checkpoint in `out`. `stop` is polled after every step: when set, a
 /// checkpoint is written and the run returns [`Outcome::Interrupted`].
@@ -90,6 +119,7 @@ pub fn run(
 ) -> Result<Summary> {
     cfg.train.validate().map_err(TrainError::Flag)?;
     cfg.model.validate()?;
+    check_data(&cfg, splits)?;
     let dir = RunDir::new(out);
     if start == Start::Fresh && dir.config().exists() {
         return Err(TrainError::Flag(format!(
@@ -153,6 +183,12 @@ pub fn run(
     let mut last = state.last_metrics.clone();
     let mut outcome = Outcome::Finished;
     let mut beta = t.objective.beta_at((state.epoch - 1) as f64);
+    // A run trained on dequantized values is validated on them too.
+    let val_prep = if trainer.cfg.data.dequantize {
+        Prep::Dequantize
+    } else {
+        Prep::AsIs
+    };
 
     'epochs: while state.epoch <= t.epochs {
         let epoch = state.epoch;
@@ -215,6 +251,7 @@ pub fn run(
             VAL_BATCH,
             t.seed,
             t.threads,
+            val_prep,
         )?;
         let m = EpochMetrics {
             epoch,

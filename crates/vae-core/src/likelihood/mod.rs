@@ -9,7 +9,9 @@
 //! [`Likelihood`] (its `config.json` form) and one of [`LikelihoodKind`] (its command-line name).
 
 mod bernoulli;
+mod beta_binomial;
 mod continuous_bernoulli;
+mod discretized_logistic;
 mod gaussian;
 mod gaussian_learned;
 
@@ -17,7 +19,9 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 pub use bernoulli::Bernoulli;
+pub use beta_binomial::BetaBinomial;
 pub use continuous_bernoulli::ContinuousBernoulli;
+pub use discretized_logistic::{DiscretizedLogistic, MAX_MIXTURES};
 pub use gaussian::Gaussian;
 pub use gaussian_learned::GaussianLearned;
 
@@ -66,6 +70,10 @@ pub enum Likelihood {
     GaussianLearned(GaussianLearned),
     /// The continuous Bernoulli of Loaiza-Ganem & Cunningham (2019), on logits.
     ContinuousBernoulli(ContinuousBernoulli),
+    /// A mixture of logistics integrated over the bins of 8-bit values (PixelCNN++).
+    DiscretizedLogistic(DiscretizedLogistic),
+    /// A beta-binomial over the 256 values of an 8-bit pixel (BB-ANS).
+    BetaBinomial(BetaBinomial),
 }
 
 /// The likelihoods by command-line name (`--likelihood`).
@@ -76,6 +84,8 @@ pub enum LikelihoodKind {
     Gaussian,
     GaussianLearned,
     ContinuousBernoulli,
+    DiscretizedLogistic,
+    BetaBinomial,
 }
 
 /// The settings of a likelihood that come from their own flags.
@@ -83,11 +93,16 @@ pub enum LikelihoodKind {
 pub struct LikelihoodSettings {
     /// `--alpha` of `gaussian`.
     pub alpha: f64,
+    /// `--mixtures` of `discretized-logistic`.
+    pub mixtures: usize,
 }
 
 impl Default for LikelihoodSettings {
     fn default() -> Self {
-        Self { alpha: 0.1 }
+        Self {
+            alpha: 0.1,
+            mixtures: 1,
+        }
     }
 }
 
@@ -101,6 +116,10 @@ impl LikelihoodKind {
             }),
             Self::GaussianLearned => Likelihood::GaussianLearned(GaussianLearned::default()),
             Self::ContinuousBernoulli => Likelihood::ContinuousBernoulli(ContinuousBernoulli {}),
+            Self::DiscretizedLogistic => Likelihood::DiscretizedLogistic(DiscretizedLogistic {
+                mixtures: settings.mixtures,
+            }),
+            Self::BetaBinomial => Likelihood::BetaBinomial(BetaBinomial {}),
         }
     }
 }
@@ -113,6 +132,8 @@ impl Likelihood {
             Self::Gaussian(l) => l,
             Self::GaussianLearned(l) => l,
             Self::ContinuousBernoulli(l) => l,
+            Self::DiscretizedLogistic(l) => l,
+            Self::BetaBinomial(l) => l,
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
-use vae_run::eval::{elbo_stats, ElboStats};
+use vae_run::eval::{Bound, ElboStats};
 
 use super::classify::{classify_latents, Method};
 use super::cluster::cluster_latents;
@@ -43,6 +43,10 @@ pub struct Args {
 pub struct Report {
     pub out: PathBuf,
     pub evaluation: ElboStats,
+    /// What the evaluation bounds: `discrete`, `dequantized`, `binary`, or `none`.
+    pub density: Bound,
+    /// The negative ELBO in bits per dimension, where it bounds a probability of the data.
+    pub bits_per_dim: Option<f64>,
     pub cluster: super::cluster::Report,
     pub knn: super::classify::Report,
     pub linear: super::classify::Report,
@@ -66,6 +70,10 @@ impl super::Report for Report {
             self.linear.accuracy
         )
     }
+}
+
+fn shape_dim(m: &Loaded) -> usize {
+    m.model.config().shape.dim()
 }
 
 fn describe_model(m: &Loaded) -> String {
@@ -123,14 +131,9 @@ impl Command for Args {
             None => String::new(),
         };
         let splits = self.latents.splits(&m)?;
-        let evaluation = elbo_stats(
-            &m.model,
-            &splits.test,
-            &m.device,
-            self.latents.batch_size,
-            a.seed(),
-            a.threads(),
-        )?;
+        let (evaluation, scoring, _) =
+            super::evaluate::scored_elbo(&m, splits.test.clone(), self.latents.batch_size, a)?;
+        let bits_per_dim = scoring.bits_per_dim(evaluation.neg_elbo, shape_dim(&m));
         let lat = encode_splits(&m, &splits, self.latents.batch_size)?;
         let cluster = cluster_latents(&lat, None, self.restarts, 300, a.seed())?;
         let logistic = LogisticConfig::default();
@@ -224,9 +227,12 @@ impl Command for Args {
         let tables = vec![
             Table {
                 heading: format!("Evaluation (test split, {} examples)", evaluation.examples),
-                rows: vec![
+                rows: [
                     (
-                        "negative ELBO (nats)".into(),
+                        match scoring.bound {
+                            Bound::None => "negative ELBO, a cross-entropy (nats)".to_string(),
+                            _ => "negative ELBO, a bound on −log P of the data (nats)".into(),
+                        },
                         format!("{:.3}", evaluation.neg_elbo),
                     ),
                     (
@@ -234,7 +240,11 @@ impl Command for Args {
                         format!("{:.3}", evaluation.recon),
                     ),
                     ("KL (nats)".into(), format!("{:.3}", evaluation.kl)),
-                ],
+                ]
+                .into_iter()
+                .chain(bits_per_dim.map(|b| ("bits/dim".to_string(), format!("{b:.4}"))))
+                .chain(scoring.reason.clone().map(|r| ("bits/dim".to_string(), format!("none: {r}"))))
+                .collect(),
             },
             Table {
                 heading: format!(
@@ -276,6 +286,8 @@ impl Command for Args {
         Ok(Report {
             out: self.out.clone(),
             evaluation,
+            density: scoring.bound,
+            bits_per_dim,
             cluster,
             knn,
             linear,
