@@ -159,6 +159,14 @@ elif want smi; then
     >"$LOGS/gpu.csv" 2>/dev/null || true
 fi
 
+# Steps that need the pytorch-example run say so when it is missing.
+needs_run() {
+  if ! want "$1"; then return 1; fi
+  if [[ -n $TRAIN && -f $PE/model.safetensors ]]; then return 0; fi
+  record "$1" failed 0 "no trained pytorch-example run to work on"
+  return 1
+}
+
 common=(--dataset fashion-mnist --data-dir "$DATA_DIR" --epochs "$EPOCHS" --device "$DEVICE" --seed 0 --quiet)
 PE="$RUNS/pytorch-example"
 if [[ -n $TRAIN ]] && want train; then
@@ -166,14 +174,14 @@ if [[ -n $TRAIN ]] && want train; then
   run train-conv 240 "$TRAIN" --preset conv "${common[@]}" --out "$RUNS/conv" || true
 fi
 
-if [[ -n $INFER && -f $PE/model.safetensors ]] && want infer; then
+if needs_run infer; then
   run infer-evaluate 120 "$INFER" evaluate --run "$PE" --device "$DEVICE" --iw-samples 100 --limit 1000 --json || true
   run infer-sample 60 "$INFER" sample --run "$PE" --device "$DEVICE" --n 64 --out "$OUT/infer/samples.png" --json || true
 fi
 
 # Killed with SIGKILL once a checkpoint in the second epoch exists, then resumed; the weights
 # must be the bytes of the uninterrupted run.
-if [[ -n $TRAIN && -f $PE/model.safetensors ]] && want resume; then
+if needs_run resume; then
   KILLED="$RUNS/killed"
   # Batches per epoch: the step count after epoch 1 of the uninterrupted run.
   per_epoch=$("$PY" -c 'import json, sys; print(int(json.loads(open(sys.argv[1]).readline())["step"]))' \
@@ -223,7 +231,7 @@ if [[ -n $INFER && -f $PE/model.safetensors ]] && want infer; then
   run infer-report 180 "$INFER" report --run "$PE" --device "$DEVICE" --out "$OUT/infer/report.html" --json || true
 fi
 
-if [[ -n $TRAIN && -f $PE/model.safetensors ]] && want repeat; then
+if needs_run repeat; then
   if run repeat-pytorch-example 150 "$TRAIN" --preset pytorch-example "${common[@]}" --out "$RUNS/repeat"; then
     if cmp -s "$PE/model.safetensors" "$RUNS/repeat/model.safetensors"; then
       record repeat-identical ok 0 "two uninterrupted runs give the same bytes"
@@ -235,10 +243,10 @@ if [[ -n $TRAIN && -f $PE/model.safetensors ]] && want repeat; then
 fi
 
 # gpu.json and GPU.md from what the steps left; comparisons with the CPU reference.
-if ! "$PY" - "$OUT" "$DEVICE" "$EPOCHS" "$CPU_REF" <<'PYEOF'; then
+if ! "$PY" - "$OUT" "$DEVICE" "$EPOCHS" "$CPU_REF" "$DATA_DIR" <<'PYEOF'; then
 import json, os, statistics, sys
 
-out, device, epochs, cpu_ref = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+out, device, epochs, cpu_ref, data_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 logs, runs = os.path.join(out, "logs"), os.path.join(out, "runs")
 failed = False
 
@@ -327,6 +335,12 @@ if cpu_ref:
             "speedup": r["median_seconds_after_first"] / mine["median_seconds_after_first"],
         }
 
+for preset, c in comparisons.items():
+    note = (f"val loss {c['val_loss']:.3f} against the CPU's {c['cpu_val_loss']:.3f}: "
+            f"{100 * c['relative_difference']:.3f}%" if "relative_difference" in c else c["why"])
+    steps.append({"step": f"cpu-ref-{preset}", "status": "ok" if c["ok"] else "failed", "seconds": 0,
+                  "note": note + ("" if c["ok"] else ", over 0.5%" if "relative_difference" in c else "")})
+
 torch = summary(json_lines(read(os.path.join(logs, "torch-pytorch-example.out"))))
 if torch and "pytorch-example" in train:
     torch["ours_over_torch_seconds"] = (
@@ -342,6 +356,7 @@ for name in ["evaluate", "sample", "report"]:
 result = {
     "device": device,
     "epochs_per_run": epochs,
+    "data_dir": data_dir,
     "gpu": gpu,
     "ld_library_path": read(os.path.join(logs, "ld_library_path.txt")).strip(),
     "train": train,
@@ -361,7 +376,7 @@ if gpu:
               f"CUDA {gpu.get('cuda_version', '?')} (driver), compute capability {gpu.get('compute_cap', '?')}.")
 else:
     md.append(f"Device `{device}`; no nvidia-smi information.")
-md += ["", f"## Training, {epochs} epochs of full Fashion-MNIST, batch 128", "",
+md += ["", f"## Training, {epochs} epochs of the Fashion-MNIST of `{data_dir}`, batch 128", "",
        "| run | s/epoch (median after the first) | first epoch s | val loss | CPU val loss | difference | speed-up over CPU |",
        "| --- | --- | --- | --- | --- | --- | --- |"]
 for preset, s in train.items():
