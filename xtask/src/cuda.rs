@@ -149,7 +149,9 @@ fn build(tk: &Toolkit, opts: &Opts) -> Result<()> {
         .env("CUDA_HOME", &tk.root)
         .env("CUDA_COMPUTE_CAP", &opts.compute_cap)
         .env("LIBRARY_PATH", search_path(&link, "LIBRARY_PATH")?)
-        .env("CUDAFORGE_THREADS", threads.to_string());
+        .env("CUDAFORGE_THREADS", threads.to_string())
+        // The release profile's line tables would be stripped from the copies in --out anyway.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false");
     if let Some(v) = tk.cuda_version {
         cmd.env("CUDARC_CUDA_VERSION", v);
     }
