@@ -4,6 +4,7 @@
 //! training on the CPU works, `--device cuda` fails with one clear line.
 
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,11 +160,40 @@ fn build(tk: &Toolkit, opts: &Opts) -> Result<()> {
         "cargo build --release -p vae-train -p vae-infer --features cuda (compute capability {})",
         opts.compute_cap
     );
-    let status = cmd.status().context("cargo build: cannot run cargo")?;
+    // cargo's messages pass through, read on the way for the step that failed.
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cargo build: cannot run cargo")?;
+    let stderr = child.stderr.take().context("cargo build: no stderr pipe")?;
+    let mut failed_step = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("cargo build: reading its output")?;
+        eprintln!("{line}");
+        failed_step = failed_step.or_else(|| failing_step(&line));
+    }
+    let status = child.wait().context("cargo build: waiting for cargo")?;
     if !status.success() {
-        bail!("cargo build: the CUDA build failed ({status}); the compiler's or linker's message is above");
+        let step = failed_step.unwrap_or("cargo build");
+        bail!("{step}: the CUDA build failed ({status}); the message is above");
     }
     Ok(())
+}
+
+/// The step a line of cargo's output says failed: CUDA compilation, cudarc's set-up, the link
+/// or Rust compilation.
+fn failing_step(line: &str) -> Option<&'static str> {
+    if line.contains("failed to run custom build command for `candle-kernels") {
+        Some("nvcc (candle-kernels)")
+    } else if line.contains("failed to run custom build command for `cudarc") {
+        Some("cudarc build script (CUDA version or paths)")
+    } else if line.contains("error: linking with") || line.contains("undefined reference to") {
+        Some("link")
+    } else if line.starts_with("error") {
+        Some("cargo build")
+    } else {
+        None
+    }
 }
 
 /// Copies the binaries into `--out` without their line tables: `strip --strip-debug` keeps the
@@ -469,6 +499,19 @@ mod tests {
         assert!(parse(&s(&["--compute-cap", "9.0"])).is_err());
         assert!(parse(&s(&["--bogus"])).is_err());
         assert!(parse(&s(&["--out"])).is_err());
+    }
+
+    #[test]
+    fn failing_steps() {
+        let nvcc = "error: failed to run custom build command for `candle-kernels v0.11.1`";
+        assert_eq!(failing_step(nvcc), Some("nvcc (candle-kernels)"));
+        let link = "error: linking with `cc` failed: exit status: 1";
+        assert_eq!(failing_step(link), Some("link"));
+        assert_eq!(
+            failing_step("error[E0425]: cannot find value"),
+            Some("cargo build")
+        );
+        assert_eq!(failing_step("   Compiling candle-core v0.11.1"), None);
     }
 
     #[test]
