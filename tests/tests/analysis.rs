@@ -235,18 +235,9 @@ fn encode_round_trips_in_every_format() -> anyhow::Result<()> {
     }
 
     // A fresh encoding through the library.
-    let args = vae_infer::cli::ModelArgs {
-        run: Some(run_dir().to_path_buf()),
-        model: None,
-        config: None,
-        best: false,
-        device: "cpu".into(),
-        seed: 0,
-        json: false,
-        threads: 1,
-    };
+    let args = vae_infer::args::ModelArgs::for_run(run_dir(), "cpu", 1);
     let m = args.load()?;
-    let test = vae_infer::commands::load_splits(&m)?.test;
+    let test = vae_infer::args::load_splits(&m)?.test;
     let fresh = vae_infer::latent::encode_dataset(&m.model, &test, &m.device, 256)?;
 
     let bytes = std::fs::read(&st)?;
@@ -376,22 +367,29 @@ fn cluster_and_classify_report_their_scores() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The headless browser for the screenshot tests: `$VAE_BROWSER`, else `chromium` (or
+/// `chromium-browser`, `google-chrome`) on PATH.
+fn browser() -> Option<PathBuf> {
+    if let Some(b) = std::env::var_os("VAE_BROWSER").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(b));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find_map(|d| {
+        ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .map(|n| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Runs headless Chromium on `page` and returns its screenshot (1200 x 2000).
-fn screenshot(page: &Path, dir: &Path) -> anyhow::Result<image::RgbImage> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("chromium").is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "chromium is not on PATH: this test renders the HTML report in headless Chromium; \
-         install it with `apt-get update && apt-get install -y chromium` (Debian)"
-    );
+fn screenshot(browser: &Path, page: &Path, dir: &Path) -> anyhow::Result<image::RgbImage> {
     let png = dir.join(format!(
         "{}.png",
         page.file_stem().and_then(|s| s.to_str()).unwrap_or("page")
     ));
     let profile = tempfile::tempdir()?;
-    let mut child = Command::new("chromium")
+    let mut child = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -471,7 +469,23 @@ fn report_is_self_contained_and_shows_its_pictures_in_chromium() -> anyhow::Resu
         "the configuration is missing"
     );
 
-    let shot = screenshot(&page, tmp.path())?;
+    let Some(browser) = browser() else {
+        let why = "the report's screenshot check needs headless Chromium, which is not on PATH \
+                   (install it with `apt-get install chromium`, or set VAE_BROWSER)";
+        // CI installs Chromium and sets VAE_REQUIRE_BROWSER: there the check must run.
+        assert!(
+            std::env::var_os("VAE_REQUIRE_BROWSER").is_none_or(|v| v.is_empty()),
+            "VAE_REQUIRE_BROWSER is set but {why}"
+        );
+        // Written to the terminal directly, past the test harness's capture of print!.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the screenshot part of report_is_self_contained_and_shows_its_pictures_in_chromium: {why}"
+        );
+        return Ok(());
+    };
+    let shot = screenshot(&browser, &page, tmp.path())?;
     assert_eq!((shot.width(), shot.height()), (1200, 2000));
     let rows = picture_rows(&shot);
     assert!(
@@ -495,7 +509,7 @@ fn report_is_self_contained_and_shows_its_pictures_in_chromium() -> anyhow::Resu
         html_broken.push_str(part);
     }
     std::fs::write(&broken, html_broken)?;
-    let control = picture_rows(&screenshot(&broken, tmp.path())?);
+    let control = picture_rows(&screenshot(&browser, &broken, tmp.path())?);
     eprintln!("picture rows: {rows} with the pictures, {control} without");
     assert!(control < 20, "{control} picture rows without pictures");
     Ok(())

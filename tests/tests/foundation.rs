@@ -94,3 +94,40 @@ fn train_sample_evaluate_on_the_embedded_sample() -> anyhow::Result<()> {
     assert_eq!(v["examples"].as_u64(), Some(1000));
     Ok(())
 }
+
+/// The logs of both binaries carry no colour codes when they go to a file or a pipe, and none
+/// on request (`NO_COLOR`) either; they still say what happened.
+#[test]
+fn logs_to_a_file_have_no_escape_codes() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("r");
+    let mut c = train(&[
+        "--dataset",
+        "sample",
+        "--epochs",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    c.env("RUST_LOG", "info");
+    let out = c.output()?;
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("training `pytorch-example`"), "{log}");
+    assert!(log.contains("epoch   1"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in the log:\n{log:?}");
+    let mut c = infer(&[
+        "evaluate",
+        "--run",
+        run.to_str().unwrap(),
+        "--device",
+        "tpu",
+    ]);
+    c.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    let err = fails(c, 1);
+    assert!(
+        err.contains("--device tpu") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+    Ok(())
+}

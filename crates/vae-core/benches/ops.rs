@@ -75,6 +75,36 @@ fn bernoulli(c: &mut Criterion) {
     });
 }
 
+/// The two likelihoods over 8-bit levels of a batch, summed per example, forward and backward:
+/// the discretized logistic with 1 and 5 components, and the beta-binomial.
+fn discrete(c: &mut Criterion) {
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = (0..BATCH * IN)
+        .map(|i| ((i * 37) % 256) as f32 / 255.0)
+        .collect();
+    let x = Tensor::from_vec(x, (BATCH, IN), &Device::Cpu).unwrap();
+    for k in [1usize, 5] {
+        let pp = ops::discretized_logistic_params_per_dim(k);
+        let params = Var::from_tensor(&normal(&mut rng, BATCH, pp * IN, 1.0)).unwrap();
+        let name = format!("discretized logistic K={k} log-prob 128x784, forward+backward");
+        with_paths(c, &name, || {
+            let lp = ops::discretized_logistic_log_prob(&params, &x, k).unwrap();
+            let grads = lp.sum_all().unwrap().backward().unwrap();
+            grads.get(params.as_tensor()).unwrap().clone()
+        });
+    }
+    let params = Var::from_tensor(&normal(&mut rng, BATCH, 2 * IN, 3.0)).unwrap();
+    with_paths(
+        c,
+        "beta-binomial log-prob 128x784, forward+backward",
+        || {
+            let lp = ops::beta_binomial_log_prob(&params, &x).unwrap();
+            let grads = lp.sum_all().unwrap().backward().unwrap();
+            grads.get(params.as_tensor()).unwrap().clone()
+        },
+    );
+}
+
 /// The vectorised scalar functions against the standard library's.
 fn math(c: &mut Criterion) {
     let n = BATCH * IN;
@@ -155,5 +185,5 @@ fn conv(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, linear, bernoulli, math, conv);
+criterion_group!(benches, linear, bernoulli, discrete, math, conv);
 criterion_main!(benches);

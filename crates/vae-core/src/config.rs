@@ -1,10 +1,12 @@
-//! Model configuration: what the network looks like and which likelihood it uses.
+//! Model configuration: the data shape, the architecture, the likelihood and the presets.
 //!
 //! A [`ModelConfig`] is written to `config.json` beside the weights and read back before the
 //! model is built, so it holds everything needed to rebuild the same tensors.
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::{Activation, Arch, ConvConfig, MlpConfig, Upsampling};
+use crate::likelihood::{Bernoulli, Gaussian, Likelihood};
 use crate::{Error, Result};
 
 /// The shape of one example: `channels x height x width`. Tabular data has height 1.
@@ -45,132 +47,12 @@ impl DataShape {
     }
 }
 
-/// The non-linearity between hidden layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    #[default]
-    Relu,
-    Tanh,
-    Gelu,
-}
-
-impl std::str::FromStr for Activation {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "relu" => Ok(Self::Relu),
-            "tanh" => Ok(Self::Tanh),
-            "gelu" => Ok(Self::Gelu),
-            _ => Err(format!(
-                "unknown activation `{s}` (expected relu, tanh or gelu)"
-            )),
-        }
-    }
-}
-
-/// How the decoder of a convolutional VAE grows its feature maps back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Upsampling {
-    /// Transposed convolutions with stride 2.
-    #[default]
-    Transposed,
-    /// Nearest-neighbour upsampling by 2 followed by a 3x3 convolution.
-    Nearest,
-}
-
-impl std::str::FromStr for Upsampling {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "transposed" => Ok(Self::Transposed),
-            "nearest" => Ok(Self::Nearest),
-            _ => Err(format!(
-                "unknown upsampling `{s}` (expected transposed or nearest)"
-            )),
-        }
-    }
-}
-
-/// The encoder and decoder networks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Arch {
-    /// Fully connected layers; the decoder mirrors the encoder's hidden sizes.
-    Mlp {
-        hidden: Vec<usize>,
-        activation: Activation,
-    },
-    /// Strided 4x4 convolutions (stride 2) in the encoder, one dense layer to the latent
-    /// parameters; the decoder mirrors it.
-    Conv {
-        channels: Vec<usize>,
-        hidden: usize,
-        activation: Activation,
-        upsampling: Upsampling,
-    },
-}
-
-/// The observation model p(x|z).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Likelihood {
-    /// Independent Bernoulli on logits: log p = x*l - softplus(l).
-    Bernoulli,
-    /// The seed article's decoder: N(x; sqrt(1-alpha) mu(z), alpha I).
-    Gaussian { alpha: f64 },
-    /// A Gaussian with a per-dimension log-variance output by the decoder, clamped to
-    /// `[min_logvar, max_logvar]`.
-    GaussianLearned { min_logvar: f64, max_logvar: f64 },
-    /// The continuous Bernoulli of Loaiza-Ganem & Cunningham (2019), on logits.
-    ContinuousBernoulli,
-}
-
-impl Likelihood {
-    /// Decoder outputs per data dimension.
-    pub fn params_per_dim(&self) -> usize {
-        match self {
-            Self::GaussianLearned { .. } => 2,
-            _ => 1,
-        }
-    }
-
-    /// The name used on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Bernoulli => "bernoulli",
-            Self::Gaussian { .. } => "gaussian",
-            Self::GaussianLearned { .. } => "gaussian-learned",
-            Self::ContinuousBernoulli => "continuous-bernoulli",
-        }
-    }
-
-    /// Builds a likelihood from its command-line name; `alpha` is used by `gaussian`.
-    pub fn from_name(name: &str, alpha: f64) -> Result<Self> {
-        Ok(match name {
-            "bernoulli" => Self::Bernoulli,
-            "gaussian" => Self::Gaussian { alpha },
-            "gaussian-learned" => Self::GaussianLearned {
-                min_logvar: -9.0,
-                max_logvar: 2.0,
-            },
-            "continuous-bernoulli" => Self::ContinuousBernoulli,
-            _ => {
-                return Err(Error::Config(format!(
-                "unknown likelihood `{name}` (expected bernoulli, gaussian, gaussian-learned or continuous-bernoulli)"
-            )))
-            }
-        })
-    }
-}
-
 /// Everything needed to build a VAE's tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// Shape of one example.
     pub shape: DataShape,
-    /// Dimension of z.
+    /// Dimension of z (of the top latent group for a hierarchical model).
     pub latent_dim: usize,
     pub arch: Arch,
     pub likelihood: Likelihood,
@@ -189,40 +71,8 @@ impl ModelConfig {
         if self.latent_dim == 0 {
             return bad("--latent-dim must be at least 1".into());
         }
-        match &self.arch {
-            Arch::Mlp { hidden, .. } => {
-                if hidden.contains(&0) {
-                    return bad("--hidden sizes must be at least 1".into());
-                }
-            }
-            Arch::Conv {
-                channels, hidden, ..
-            } => {
-                if channels.is_empty() || channels.contains(&0) || *hidden == 0 {
-                    return bad("conv channels and hidden size must be at least 1".into());
-                }
-                let (h, w) = (self.shape.height, self.shape.width);
-                let f = 1usize << channels.len();
-                if !self.shape.is_image() || h % f != 0 || w % f != 0 {
-                    return bad(format!(
-                        "the conv architecture needs images whose sides divide by {f} (got {}x{}x{})",
-                        self.shape.channels, h, w
-                    ));
-                }
-            }
-        }
-        match self.likelihood {
-            Likelihood::Gaussian { alpha } if !(alpha > 0.0 && alpha < 1.0) => {
-                return bad(format!("--alpha must lie in (0, 1), got {alpha}"));
-            }
-            Likelihood::GaussianLearned {
-                min_logvar,
-                max_logvar,
-            } if !(min_logvar.is_finite() && max_logvar.is_finite() && min_logvar < max_logvar) => {
-                return bad("gaussian-learned needs finite min_logvar < max_logvar".into());
-            }
-            _ => {}
-        }
+        self.arch.validate(self)?;
+        self.likelihood.validate()?;
         if self.num_classes == Some(0) {
             return bad("a conditional model needs at least one class".into());
         }
@@ -236,7 +86,7 @@ impl ModelConfig {
 }
 
 /// Named starting points, matching well-known reference implementations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// pytorch/examples `vae`: mlp [400] relu, latent 20, Bernoulli; Adam 1e-3, batch 128.
@@ -269,40 +119,32 @@ impl Preset {
 
     /// The model this preset builds for data of the given shape.
     pub fn model(&self, shape: DataShape) -> ModelConfig {
+        let mlp = |hidden: Vec<usize>, activation| Arch::Mlp(MlpConfig { hidden, activation });
         let (latent_dim, arch, likelihood) = match self {
             Self::PytorchExample => (
                 20,
-                Arch::Mlp {
-                    hidden: vec![400],
-                    activation: Activation::Relu,
-                },
-                Likelihood::Bernoulli,
+                mlp(vec![400], Activation::Relu),
+                Likelihood::Bernoulli(Bernoulli {}),
             ),
             Self::Seed => (
                 2,
-                Arch::Mlp {
-                    hidden: vec![128, 64, 32],
-                    activation: Activation::Relu,
-                },
-                Likelihood::Gaussian { alpha: 0.1 },
+                mlp(vec![128, 64, 32], Activation::Relu),
+                Likelihood::Gaussian(Gaussian { alpha: 0.1 }),
             ),
             Self::Iwae => (
                 50,
-                Arch::Mlp {
-                    hidden: vec![200, 200],
-                    activation: Activation::Tanh,
-                },
-                Likelihood::Bernoulli,
+                mlp(vec![200, 200], Activation::Tanh),
+                Likelihood::Bernoulli(Bernoulli {}),
             ),
             Self::Conv => (
                 32,
-                Arch::Conv {
+                Arch::Conv(ConvConfig {
                     channels: vec![32, 64],
                     hidden: 256,
                     activation: Activation::Relu,
                     upsampling: Upsampling::Transposed,
-                },
-                Likelihood::Bernoulli,
+                }),
+                Likelihood::Bernoulli(Bernoulli {}),
             ),
         };
         ModelConfig {
@@ -312,18 +154,6 @@ impl Preset {
             likelihood,
             num_classes: None,
         }
-    }
-}
-
-impl std::str::FromStr for Preset {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                format!("unknown preset `{s}` (expected pytorch-example, seed, iwae or conv)")
-            })
     }
 }
 
@@ -348,6 +178,26 @@ mod tests {
         }
     }
 
+    /// config.json files written before the architectures and likelihoods had types of their
+    /// own still load (the JSON did not change).
+    #[test]
+    fn earlier_config_json_still_loads() {
+        let text = r#"{"shape":{"channels":1,"height":28,"width":28},"latent_dim":32,
+            "arch":{"kind":"conv","channels":[32,64],"hidden":256,"activation":"relu","upsampling":"transposed"},
+            "likelihood":{"kind":"bernoulli"},"num_classes":null}"#;
+        let cfg: ModelConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(cfg, Preset::Conv.model(DataShape::image(1, 28, 28)));
+        let text = r#"{"shape":{"channels":1,"height":1,"width":4},"latent_dim":2,
+            "arch":{"kind":"mlp","hidden":[128,64,32],"activation":"relu"},
+            "likelihood":{"kind":"gaussian","alpha":0.1}}"#;
+        let cfg: ModelConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(cfg, Preset::Seed.model(DataShape::tabular(4)));
+        assert_eq!(
+            serde_json::to_value(cfg.likelihood).unwrap(),
+            serde_json::json!({"kind": "gaussian", "alpha": 0.1})
+        );
+    }
+
     #[test]
     fn validation_names_the_setting() {
         let mut cfg = Preset::PytorchExample.model(DataShape::tabular(10));
@@ -358,7 +208,7 @@ mod tests {
             .to_string()
             .contains("--latent-dim"));
         let mut cfg = Preset::Seed.model(DataShape::tabular(10));
-        cfg.likelihood = Likelihood::Gaussian { alpha: 1.0 };
+        cfg.likelihood = Likelihood::Gaussian(Gaussian { alpha: 1.0 });
         assert!(cfg.validate().unwrap_err().to_string().contains("--alpha"));
         let cfg = Preset::Conv.model(DataShape::tabular(10));
         assert!(cfg.validate().is_err());

@@ -9,8 +9,9 @@
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::dist::std_normal_log_prob;
+use crate::arch::Pass;
 use crate::model::Vae;
+use crate::noise::Noise;
 use crate::{Error, Result, Rng};
 
 /// What the training loop minimises.
@@ -121,8 +122,8 @@ impl Objective {
             Some(log_w) => iwae_bound(log_w)?.sum_all()?.neg()?,
             None => {
                 let kl = match mask {
-                    Some(m) => t.kl_per_dim.broadcast_mul(&m.unsqueeze(0)?)?.sum_all()?,
-                    None => t.kl_per_dim.sum_all()?,
+                    Some(m) => t.kl_units.broadcast_mul(&m.unsqueeze(0)?)?.sum_all()?,
+                    None => t.kl_units.sum_all()?,
                 };
                 (t.recon.sum_all()? + (kl * beta)?)?
             }
@@ -136,8 +137,9 @@ impl Objective {
 pub struct Terms {
     /// -log p(x|z), averaged over the K samples, `[batch]`.
     pub recon: Tensor,
-    /// KL(q(z|x) || p(z)) per latent dimension, `[batch, latent]`.
-    pub kl_per_dim: Tensor,
+    /// KL(q(z|x) || p(z)) per latent unit, `[batch, units]`: the dimensions of a single-layer
+    /// model, or the units of each group (see [`crate::arch::LatentLayout`]).
+    pub kl_units: Tensor,
     /// Importance log-weights `[K, batch]` (with beta inside), computed when K > 1.
     pub log_w: Option<Tensor>,
 }
@@ -145,7 +147,7 @@ pub struct Terms {
 impl Terms {
     /// KL per example, `[batch]`.
     pub fn kl(&self) -> candle_core::Result<Tensor> {
-        self.kl_per_dim.sum(D::Minus1)
+        self.kl_units.sum(D::Minus1)
     }
 }
 
@@ -156,9 +158,9 @@ pub fn iwae_bound(log_w: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 impl Vae {
-    /// The terms of a batch for `eps` of shape `[K, batch, latent]` (or `[batch, latent]` for
-    /// K = 1). Log-weights are computed when K > 1, with `beta` weighting the prior and posterior
-    /// densities.
+    /// The terms of a batch for `eps` of shape `[K, batch, noise_dim]` (or `[batch, noise_dim]`
+    /// for K = 1). Log-weights are computed when K > 1, with `beta` weighting the prior and
+    /// posterior densities.
     pub fn terms(
         &self,
         x: &Tensor,
@@ -166,65 +168,39 @@ impl Vae {
         eps: &Tensor,
         beta: f64,
     ) -> Result<Terms> {
+        let k = if eps.rank() == 2 { 1 } else { eps.dim(0)? };
+        if k == 1 {
+            let pass = self.pass(x, labels, eps, false)?;
+            let recon = self.likelihood().log_prob(&pass.params, x)?.neg()?;
+            return Ok(Terms {
+                recon,
+                kl_units: pass.kl,
+                log_w: None,
+            });
+        }
+        let (pass, log_px) = self.densities(x, eps)?.run(self, labels)?;
+        let (log_pz, log_qz) = pass.prior_and_posterior()?;
+        let recon = log_px.mean(0)?.neg()?;
+        let log_w = (log_px + ((log_pz - log_qz)? * beta)?)?;
+        Ok(Terms {
+            recon,
+            kl_units: pass.kl,
+            log_w: Some(log_w),
+        })
+    }
+
+    /// One-sample ELBO terms for `eps` `[batch, noise_dim]`.
+    pub fn elbo_terms(&self, x: &Tensor, labels: Option<&Tensor>, eps: &Tensor) -> Result<Terms> {
+        self.terms(x, labels, eps, 1.0)
+    }
+
+    fn densities<'a>(&self, x: &'a Tensor, eps: &'a Tensor) -> Result<DensityPass<'a>> {
         let eps = if eps.rank() == 2 {
             eps.unsqueeze(0)?
         } else {
             eps.clone()
         };
-        let k = eps.dim(0)?;
-        let q = self.encode(x, labels)?;
-        let kl_per_dim = q.kl_std_normal_per_dim()?;
-        if k == 1 {
-            let z = q.rsample(&eps.squeeze(0)?)?;
-            let params = self.decode(&z, labels)?;
-            let recon = self.likelihood().log_prob(&params, x)?.neg()?;
-            return Ok(Terms {
-                recon,
-                kl_per_dim,
-                log_w: None,
-            });
-        }
-        let (log_px, log_pz, log_qz) = self.log_densities(x, labels, &q, &eps)?;
-        let recon = log_px.mean(0)?.neg()?;
-        let log_w = (log_px + ((log_pz - log_qz)? * beta)?)?;
-        Ok(Terms {
-            recon,
-            kl_per_dim,
-            log_w: Some(log_w),
-        })
-    }
-
-    /// One-sample ELBO terms for `eps` `[batch, latent]`.
-    pub fn elbo_terms(&self, x: &Tensor, labels: Option<&Tensor>, eps: &Tensor) -> Result<Terms> {
-        self.terms(x, labels, eps, 1.0)
-    }
-
-    /// log p(x|z_k), log p(z_k) and log q(z_k|x), each `[K, batch]`, for z_k = mu + sigma eps_k.
-    fn log_densities(
-        &self,
-        x: &Tensor,
-        labels: Option<&Tensor>,
-        q: &crate::DiagonalGaussian,
-        eps: &Tensor,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (k, b, l) = eps.dims3()?;
-        let z =
-            q.mu.unsqueeze(0)?
-                .broadcast_add(&q.std()?.unsqueeze(0)?.broadcast_mul(eps)?)?;
-        let zf = z.reshape((k * b, l))?;
-        let rep = |t: &Tensor| -> candle_core::Result<Tensor> {
-            let d = t.dim(1)?;
-            t.unsqueeze(0)?.broadcast_as((k, b, d))?.reshape((k * b, d))
-        };
-        let labels_k = labels.map(rep).transpose()?;
-        let params = self.decode(&zf, labels_k.as_ref())?;
-        let log_px = self
-            .likelihood()
-            .log_prob(&params, &rep(x)?)?
-            .reshape((k, b))?;
-        let log_pz = std_normal_log_prob(&z)?;
-        let log_qz = q.log_prob_from_eps(eps)?;
-        Ok((log_px, log_pz, log_qz))
+        Ok(DensityPass { x, eps })
     }
 
     /// Importance-sampled estimate of log p(x) per example (nats):
@@ -243,18 +219,18 @@ impl Vae {
             return Err(Error::Config("--iw-samples must be at least 1".into()));
         }
         let x = x.detach();
-        let q = self.encode(&x, labels)?;
-        let q = crate::DiagonalGaussian::new(q.mu.detach(), q.logvar.detach());
-        let (b, l) = q.mu.dims2()?;
+        let b = x.dim(0)?;
         let mut max = vec![f64::NEG_INFINITY; b];
         let mut sum = vec![0f64; b];
         let mut done = 0;
         while done < k {
             let kc = chunk.min(k - done);
-            let eps = Tensor::from_vec(rng.normal_vec(kc * b * l), (kc, b, l), x.device())?
-                .to_dtype(q.mu.dtype())?;
-            let (log_px, log_pz, log_qz) = self.log_densities(&x, labels, &q, &eps)?;
-            let log_w = ((log_px + log_pz)? - log_qz)?
+            let eps = Noise::draw(self, kc, b, rng)
+                .tensor(x.device())?
+                .to_dtype(x.dtype())?;
+            let (pass, log_px) = self.densities(&x, &eps)?.run(self, labels)?;
+            let (log_pz, log_qz) = pass.prior_and_posterior()?;
+            let log_w = ((log_px.detach() + log_pz.detach())? - log_qz.detach())?
                 .to_dtype(candle_core::DType::F64)?
                 .to_vec2::<f64>()?;
             for row in &log_w {
@@ -275,5 +251,37 @@ impl Vae {
             .zip(&sum)
             .map(|(m, s)| m + s.ln() - ln_k)
             .collect())
+    }
+}
+
+/// A pass with K samples and the densities, and log p(x|z_k) `[K, b]`.
+struct DensityPass<'a> {
+    x: &'a Tensor,
+    /// `[K, b, noise_dim]`.
+    eps: Tensor,
+}
+
+impl DensityPass<'_> {
+    fn run(self, vae: &Vae, labels: Option<&Tensor>) -> Result<(Pass, Tensor)> {
+        let (k, b, _) = self.eps.dims3()?;
+        let pass = vae.pass(self.x, labels, &self.eps, true)?;
+        let xk = crate::arch::single::repeat_rows(self.x, k)?;
+        let log_px = vae
+            .likelihood()
+            .log_prob(&pass.params, &xk)?
+            .reshape((k, b))?;
+        Ok((pass, log_px))
+    }
+}
+
+impl Pass {
+    /// log p(z) and log q(z|x), `[K, b]` each.
+    fn prior_and_posterior(&self) -> Result<(Tensor, Tensor)> {
+        match (&self.log_p, &self.log_q) {
+            (Some(p), Some(q)) => Ok((p.clone(), q.clone())),
+            _ => Err(Error::Config(
+                "the architecture returned no latent densities".into(),
+            )),
+        }
     }
 }

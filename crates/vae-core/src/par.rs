@@ -18,6 +18,16 @@ pub fn available_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// The threads of a data-parallel computation on `device`: `threads` (at least one) on the
+/// CPU, one elsewhere (other devices parallelise each operation themselves).
+pub fn threads_for(device: &candle_core::Device, threads: usize) -> usize {
+    if device.is_cpu() {
+        threads.max(1)
+    } else {
+        1
+    }
+}
+
 /// Splits `0..n` into `parts` contiguous ranges of near-equal length (the first ones shorter).
 pub fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
     let parts = parts.clamp(1, n.max(1));

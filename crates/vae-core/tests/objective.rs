@@ -5,9 +5,11 @@
 // Test code may unwrap and expect: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use vae_core::arch::{Activation, Arch, ConvConfig, MlpConfig, Upsampling};
 use vae_core::candle_core::{DType, Device, Tensor, Var};
-use vae_core::config::{Activation, Arch, DataShape, Likelihood, ModelConfig, Upsampling};
+use vae_core::config::{DataShape, ModelConfig};
 use vae_core::dist::LN_2PI;
+use vae_core::likelihood::{Bernoulli, ContinuousBernoulli, Gaussian, GaussianLearned, Likelihood};
 use vae_core::objective::iwae_bound;
 use vae_core::{Objective, Rng, Vae};
 
@@ -15,10 +17,10 @@ fn mlp(dim: usize, latent: usize, hidden: Vec<usize>, likelihood: Likelihood) ->
     ModelConfig {
         shape: DataShape::tabular(dim),
         latent_dim: latent,
-        arch: Arch::Mlp {
+        arch: Arch::Mlp(MlpConfig {
             hidden,
             activation: Activation::Tanh,
-        },
+        }),
         likelihood,
         num_classes: None,
     }
@@ -34,7 +36,7 @@ fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
 #[test]
 fn iwae_bound_is_at_least_the_elbo_and_grows_with_k() -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    let cfg = mlp(12, 3, vec![16], Likelihood::Bernoulli);
+    let cfg = mlp(12, 3, vec![16], Likelihood::Bernoulli(Bernoulli {}));
     let (_vm, model) = Vae::init(&cfg, &dev, &mut Rng::new(1))?;
     let n = 400;
     let x = Tensor::from_vec(data(n, 12, 2), (n, 12), &dev)?;
@@ -71,7 +73,7 @@ fn iwae_bound_is_at_least_the_elbo_and_grows_with_k() -> anyhow::Result<()> {
 #[test]
 fn log_likelihood_estimate_lies_between_elbo_and_exact_value() -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    let cfg = mlp(6, 1, vec![8], Likelihood::Bernoulli);
+    let cfg = mlp(6, 1, vec![8], Likelihood::Bernoulli(Bernoulli {}));
     let (_vm, model) = Vae::init(&cfg, &dev, &mut Rng::new(5))?;
     let n = 20;
     let xs: Vec<f32> = data(n, 6, 6)
@@ -154,7 +156,7 @@ fn free_bits_and_warmup_follow_their_definitions() -> anyhow::Result<()> {
     assert!((value - 1.5 * (0.5 + 0.6 + 2.0)).abs() < 1e-12);
     let t = vae_core::Terms {
         recon: Tensor::new(&[10f32, 20.0], &dev)?,
-        kl_per_dim: kl.as_tensor().clone(),
+        kl_units: kl.as_tensor().clone(),
         log_w: None,
     };
     let loss = obj.shard_loss(&t, 2, 1.5, Some(&mask))?;
@@ -185,28 +187,38 @@ fn whole_model_gradients_match_finite_differences() -> anyhow::Result<()> {
     let conv = |upsampling| ModelConfig {
         shape: DataShape::image(1, 8, 8),
         latent_dim: 2,
-        arch: Arch::Conv {
+        arch: Arch::Conv(ConvConfig {
             channels: vec![2, 3],
             hidden: 5,
             activation: Activation::Tanh,
             upsampling,
-        },
-        likelihood: Likelihood::Bernoulli,
+        }),
+        likelihood: Likelihood::Bernoulli(Bernoulli {}),
         num_classes: Some(2),
     };
     let cases = [
-        mlp(5, 2, vec![4], Likelihood::Bernoulli),
-        mlp(5, 2, vec![4, 3], Likelihood::Gaussian { alpha: 0.2 }),
+        mlp(5, 2, vec![4], Likelihood::Bernoulli(Bernoulli {})),
+        mlp(
+            5,
+            2,
+            vec![4, 3],
+            Likelihood::Gaussian(Gaussian { alpha: 0.2 }),
+        ),
         mlp(
             5,
             2,
             vec![4],
-            Likelihood::GaussianLearned {
+            Likelihood::GaussianLearned(GaussianLearned {
                 min_logvar: -4.0,
                 max_logvar: 2.0,
-            },
+            }),
         ),
-        mlp(5, 2, vec![4], Likelihood::ContinuousBernoulli),
+        mlp(
+            5,
+            2,
+            vec![4],
+            Likelihood::ContinuousBernoulli(ContinuousBernoulli {}),
+        ),
         conv(Upsampling::Transposed),
         conv(Upsampling::Nearest),
     ];

@@ -73,8 +73,10 @@ fn main() -> anyhow::Result<()> {
 
     let hwm_before = status_kib("VmHWM:");
     let cfg = DataConfig {
-        dataset: "mnist".into(),
-        data_dir: Some(dir.to_path_buf()),
+        source: vae_data::Source::Named {
+            name: "mnist".into(),
+            data_dir: Some(dir.to_path_buf()),
+        },
         stream: Stream::On,
         ..DataConfig::default()
     };

@@ -203,6 +203,12 @@ impl Dataset {
         self.len == 0
     }
 
+    /// Whether the values are 8-bit (images: v/255 as batches give them), so that a
+    /// distribution over the 256 values of each applies to them.
+    pub fn is_8bit(&self) -> bool {
+        matches!(self.values, Values::U8(_) | Values::Mapped(_))
+    }
+
     /// Whether the examples are read from a memory-mapped file.
     pub fn is_mapped(&self) -> bool {
         matches!(self.values, Values::Mapped(_))
@@ -476,7 +482,17 @@ pub fn missing_idx_files(dir: &Path) -> Vec<String> {
 }
 
 /// Whether the images of an IDX dataset are read into memory or memory-mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stream {
     /// Map raw image files of at least [`Stream::AUTO_BYTES`]; read smaller or gzipped ones.
@@ -491,20 +507,6 @@ pub enum Stream {
 impl Stream {
     /// The size from which `auto` maps a raw image file (256 MiB).
     pub const AUTO_BYTES: u64 = 256 << 20;
-}
-
-impl std::str::FromStr for Stream {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "on" => Ok(Self::On),
-            "off" => Ok(Self::Off),
-            _ => Err(format!(
-                "unknown streaming mode `{s}` (expected auto, on or off)"
-            )),
-        }
-    }
 }
 
 fn not_found(path: PathBuf) -> DataError {

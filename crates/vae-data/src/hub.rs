@@ -26,20 +26,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The hub repository that candle-datasets loads for a dataset name, if it has a loader.
 pub fn repo_id(name: &str) -> Option<&'static str> {
-    match name {
-        "mnist" => Some("ylecun/mnist"),
-        "fashion-mnist" => Some("zalando-datasets/fashion_mnist"),
-        "cifar10" => Some("cifar10"),
-        _ => None,
-    }
+    crate::named::find(name).and_then(|d| d.hub_repo)
 }
 
 /// The shape of a dataset's examples as candle-datasets returns them.
 fn shape_of(name: &str) -> DataShape {
-    match name {
-        "cifar10" => DataShape::image(3, 32, 32),
-        _ => DataShape::image(1, 28, 28),
-    }
+    crate::named::find(name).map_or(DataShape::image(1, 28, 28), |d| d.shape)
 }
 
 /// Converts one split given as candle tensors (pixels in [0, 1], any shape with `shape.dim()`
@@ -292,5 +284,5 @@ pub fn load(name: &str) -> std::result::Result<Splits, String> {
 #[cfg(not(feature = "hub"))]
 pub fn load(name: &str) -> std::result::Result<Splits, String> {
     let _ = (name, offline());
-    Err("this build has no hub support (feature `hub` of vae-data is off)".into())
+    Err("not tried: this build has no hub support (rebuild with `--features hub`, e.g. `cargo run --release -p vae-train --features hub`)".into())
 }

@@ -7,8 +7,9 @@
 //! - [`hub`]: named datasets from the Hugging Face hub (feature `hub`).
 //! - [`dataset`]: [`Dataset`] (compact or mapped storage, f32 batches), train/test [`Splits`],
 //!   epoch order.
+//! - [`named`]: the table of datasets known by name.
 //! - [`resolve`]: finding a named dataset on disk, on the hub, or the embedded sample.
-//! - [`config`]: [`DataConfig`], what a run's data is, and [`DataConfig::load`].
+//! - [`config`]: [`DataConfig`], what a run's data is ([`Source`]), and [`DataConfig::load`].
 //!
 //! This crate never prints; it returns errors that name the file and the problem.
 //!
@@ -23,10 +24,14 @@ mod error;
 pub mod hub;
 pub mod idx;
 pub mod images;
+pub mod named;
 pub mod resolve;
 pub mod tabular;
 
-pub use config::{Binarize, DataConfig, DEFAULT_VAL_FRACTION};
+pub use config::{
+    dequantize, dequantize_example, Binarize, DataConfig, FlatDataConfig, Source, TableFormat,
+    DEFAULT_VAL_FRACTION,
+};
 pub use dataset::{epoch_order, Dataset, Mapped, Splits, Stream, Values};
 pub use error::{DataError, Result};
 pub use resolve::{resolve, resolve_with, ResolveOptions, Resolved};

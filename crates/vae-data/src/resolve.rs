@@ -9,6 +9,7 @@ use crate::dataset::{
     has_idx_set, load_idx_bytes, load_idx_dir_with, missing_idx_files, Splits, Stream,
 };
 use crate::error::{DataError, Result};
+use crate::named::{self, Format};
 
 /// The embedded sample: the first 6,000 training and 1,000 test images of Fashion-MNIST
 /// (`data/fashion-mnist-sample`, written by `cargo xtask sample-data`).
@@ -22,9 +23,6 @@ pub mod sample {
     pub const TEST_LABELS: &[u8] =
         include_bytes!("../../../data/fashion-mnist-sample/t10k-labels-idx1-ubyte.gz");
 }
-
-/// The datasets known by name.
-pub const NAMES: [&str; 5] = ["fashion-mnist", "mnist", "kmnist", "cifar10", "sample"];
 
 /// A dataset found and loaded, with where it came from.
 #[derive(Debug)]
@@ -55,28 +53,6 @@ pub fn load_sample() -> Result<Splits> {
             ("<embedded>/t10k-labels-idx1-ubyte.gz", sample::TEST_LABELS),
         ],
         10,
-    )
-}
-
-/// How to provide the files of a named dataset.
-fn install_hint(name: &str) -> String {
-    let files = if name == "cifar10" {
-        "unpack cifar-10-binary.tar.gz (data_batch_1.bin ... data_batch_5.bin, test_batch.bin) into a directory".to_string()
-    } else {
-        "put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz) in a directory".to_string()
-    };
-    let apt = if name == "fashion-mnist" {
-        "install it with `apt-get install dataset-fashion-mnist` (Debian), or "
-    } else {
-        ""
-    };
-    let hub = if cfg!(feature = "hub") && crate::hub::repo_id(name).is_some() {
-        "; with a network connection it is downloaded from the Hugging Face hub"
-    } else {
-        ""
-    };
-    format!(
-        "to provide it: {apt}{files} and pass --data-dir DIR, or make it $VAE_DATA_DIR/{name}{hub}"
     )
 }
 
@@ -111,22 +87,20 @@ impl Default for ResolveOptions {
     }
 }
 
-/// The data files that `dir` lacks for dataset `name`, or `None` when it holds them all.
-fn missing(name: &str, dir: &Path) -> Option<String> {
-    let m = if name == "cifar10" {
-        missing_cifar_files(dir)
-    } else {
-        missing_idx_files(dir)
+/// The data files that `dir` lacks for a dataset of `format`, or `None` when it holds them all.
+fn missing(format: Format, dir: &Path) -> Option<String> {
+    let m = match format {
+        Format::Cifar10 => missing_cifar_files(dir),
+        _ => missing_idx_files(dir),
     };
     (!m.is_empty()).then(|| m.join(", "))
 }
 
-/// Reads the dataset in `dir`: CIFAR-10 batches for `cifar10`, IDX files otherwise.
-fn load_dir(name: &str, dir: &Path, stream: Stream) -> Result<Splits> {
-    if name == "cifar10" {
-        load_cifar_dir(dir)
-    } else {
-        load_idx_dir_with(dir, 10, stream)
+/// Reads a dataset of `format` with `classes` classes in `dir`.
+fn load_dir(format: Format, classes: usize, dir: &Path, stream: Stream) -> Result<Splits> {
+    match format {
+        Format::Cifar10 => load_cifar_dir(dir),
+        _ => load_idx_dir_with(dir, classes, stream),
     }
 }
 
@@ -141,13 +115,13 @@ pub fn resolve(name: &str, data_dir: Option<&Path>) -> Result<Resolved> {
 /// `/usr/share/datasets/<name>`, then the Hugging Face hub; the default dataset then falls back
 /// to the embedded sample. Nothing found: [`DataError::NotFound`] lists every place tried.
 pub fn resolve_with(name: &str, data_dir: Option<&Path>, opts: ResolveOptions) -> Result<Resolved> {
-    if !NAMES.contains(&name) {
+    let Some(ds) = named::find(name) else {
         return Err(DataError::Config(format!(
             "--dataset {name}: unknown dataset (expected one of {})",
-            NAMES.join(", ")
+            named::names().join(", ")
         )));
-    }
-    if name == "sample" {
+    };
+    if ds.format == Format::Embedded {
         return Ok(Resolved {
             splits: load_sample()?,
             source: SAMPLE_NAME.into(),
@@ -156,24 +130,24 @@ pub fn resolve_with(name: &str, data_dir: Option<&Path>, opts: ResolveOptions) -
     }
     if let Some(d) = data_dir {
         // An explicit directory may hold either format: IDX files, or CIFAR-10 batches.
-        let kind = if has_idx_set(d) {
-            "mnist"
+        let format = if has_idx_set(d) {
+            Format::Idx
         } else if has_cifar_set(d) {
-            "cifar10"
+            Format::Cifar10
         } else {
             let what = if !d.is_dir() {
                 "no such directory".to_string()
             } else {
-                format!("missing {}", missing(name, d).unwrap_or_default())
+                format!("missing {}", missing(ds.format, d).unwrap_or_default())
             };
             return Err(DataError::NotFound {
                 name: name.into(),
                 tried: vec![format!("--data-dir {}: {what}", d.display())],
-                hint: install_hint(name),
+                hint: ds.install_hint(),
             });
         };
         return Ok(Resolved {
-            splits: load_dir(kind, d, opts.stream)?,
+            splits: load_dir(format, ds.classes, d, opts.stream)?,
             source: d.display().to_string(),
             note: None,
         });
@@ -187,10 +161,10 @@ pub fn resolve_with(name: &str, data_dir: Option<&Path>, opts: ResolveOptions) -
             tried.push(format!("{} (no such directory)", dir.display()));
             continue;
         }
-        match missing(name, &dir) {
+        match missing(ds.format, &dir) {
             None => {
                 return Ok(Resolved {
-                    splits: load_dir(name, &dir, opts.stream)?,
+                    splits: load_dir(ds.format, ds.classes, &dir, opts.stream)?,
                     source: dir.display().to_string(),
                     note: None,
                 })
@@ -203,10 +177,7 @@ pub fn resolve_with(name: &str, data_dir: Option<&Path>, opts: ResolveOptions) -
             Ok(splits) => {
                 return Ok(Resolved {
                     splits,
-                    source: format!(
-                        "Hugging Face hub ({})",
-                        crate::hub::repo_id(name).unwrap_or(name)
-                    ),
+                    source: format!("Hugging Face hub ({})", ds.hub_repo.unwrap_or(name)),
                     note: None,
                 })
             }
@@ -215,19 +186,18 @@ pub fn resolve_with(name: &str, data_dir: Option<&Path>, opts: ResolveOptions) -
     } else {
         tried.push("Hugging Face hub: not tried (disabled)".into());
     }
-    if name == "fashion-mnist" {
-        return Ok(Resolved {
-            splits: load_sample()?,
-            source: SAMPLE_NAME.into(),
-            note: Some(format!(
-                "full Fashion-MNIST not found, training on the {SAMPLE_NAME}; for the full set, {}",
-                install_hint(name).trim_start_matches("to provide it: ")
-            )),
-        });
+    if let Some(fallback) = ds.fallback {
+        let mut r = resolve_with(fallback, None, opts)?;
+        r.note = Some(format!(
+            "{name} not found, training on the {}; for the full set, {}",
+            r.source,
+            ds.install_hint().trim_start_matches("to provide it: ")
+        ));
+        return Ok(r);
     }
     Err(DataError::NotFound {
         name: name.into(),
         tried,
-        hint: install_hint(name),
+        hint: ds.install_hint(),
     })
 }

@@ -11,7 +11,7 @@ use crate::dataset::{Dataset, Values};
 use crate::error::{DataError, Result};
 
 /// How the columns of tabular data are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalize {
     /// Min-max per column to [0, 1] (a constant column becomes 0).
@@ -21,20 +21,6 @@ pub enum Normalize {
     Standard,
     /// Values as they are.
     None,
-}
-
-impl std::str::FromStr for Normalize {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "unit" => Ok(Self::Unit),
-            "standard" => Ok(Self::Standard),
-            "none" => Ok(Self::None),
-            _ => Err(format!(
-                "unknown normalisation `{s}` (expected unit, standard or none)"
-            )),
-        }
-    }
 }
 
 impl Normalize {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use vae_data::images::{load_image_dir, ImageOptions};
 use vae_data::DataConfig;
+use vae_data::Source;
 
 fn grey(path: &Path, w: u32, h: u32, v: u8) {
     GrayImage::from_pixel(w, h, Luma([v]))
@@ -112,8 +113,11 @@ fn train_and_test_folders_are_the_splits() -> anyhow::Result<()> {
     // The test split's "b" is class 1, as in training.
     assert_eq!(test.labels, Some(vec![1, 1]));
     let cfg = DataConfig {
-        dataset: "images".into(),
-        images: Some(tmp.path().to_path_buf()),
+        source: Source::Images {
+            dir: tmp.path().to_path_buf(),
+            size: None,
+            channels: None,
+        },
         ..DataConfig::default()
     };
     let r = cfg.load()?;

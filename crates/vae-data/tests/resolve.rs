@@ -103,7 +103,10 @@ fn places_are_tried_in_order_and_all_are_listed_when_none_has_the_data() -> anyh
     // Through DataConfig: static binarisation applied at load time (value 51/255 = 0.2 becomes
     // 0 or 1), and --val-fraction replacing the test split.
     let cfg = DataConfig {
-        dataset: "kmnist".into(),
+        source: vae_data::Source::Named {
+            name: "kmnist".into(),
+            data_dir: None,
+        },
         binarize: Binarize::Static,
         val_fraction: Some(0.34),
         ..DataConfig::default()

@@ -264,9 +264,12 @@ fn tables_without_a_test_split_hold_out_a_validation_fraction() -> anyhow::Resul
     }
     let p = write(tmp.path(), "t.csv", text.as_bytes());
     let cfg = DataConfig {
-        dataset: "csv".into(),
-        csv: Some(p.clone()),
-        label_column: Some("label".into()),
+        source: vae_data::Source::Table {
+            format: vae_data::TableFormat::Csv,
+            path: p.clone(),
+            label_column: Some("label".into()),
+            normalize: vae_data::Normalize::Unit,
+        },
         ..DataConfig::default()
     };
     let r = cfg.load()?;

@@ -9,12 +9,27 @@ pub enum InferError {
     Core(#[from] vae_core::Error),
     #[error(transparent)]
     Data(#[from] vae_data::DataError),
+    #[error(transparent)]
+    Run(#[from] vae_run::RunError),
+    /// A flag's value is refused; the message names the flag.
     #[error("{0}")]
-    Usage(String),
+    Flag(String),
+    /// The model or its data cannot do what was asked (no labels, not images, …).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Values handed to an analysis are malformed (non-finite latents, sizes that disagree).
+    #[error("{0}")]
+    Input(String),
     #[error("{}: {msg}", path.display())]
     File { path: PathBuf, msg: String },
+    /// Writing latents as safetensors failed.
+    #[error("safetensors: {0}")]
+    Safetensors(String),
     #[error("{0}")]
     Plot(String),
+    /// Writing a report as JSON failed.
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 impl From<vae_core::candle_core::Error> for InferError {

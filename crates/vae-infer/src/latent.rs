@@ -11,8 +11,8 @@ use vae_core::candle_core::{Device, Tensor};
 use vae_core::{DiagonalGaussian, Vae};
 use vae_data::Dataset;
 
-use crate::model::batch;
 use crate::{InferError, Result};
+use vae_run::batch;
 
 /// Posterior parameters of every example of a dataset, row-major `[len, dim]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ impl Latents {
     pub fn require_labels(&self, what: &str) -> Result<&[u32]> {
         self.labels
             .as_deref()
-            .ok_or_else(|| InferError::Usage(format!("{what} needs labelled data")))
+            .ok_or_else(|| InferError::Unsupported(format!("{what} needs labelled data")))
     }
 }
 
@@ -70,7 +70,7 @@ pub fn encode_dataset(
     batch_size: usize,
 ) -> Result<Latents> {
     if batch_size == 0 {
-        return Err(InferError::Usage("--batch-size must be at least 1".into()));
+        return Err(InferError::Flag("--batch-size must be at least 1".into()));
     }
     let dim = model.latent_dim();
     let n = data.len();
@@ -116,7 +116,7 @@ impl LatentFormat {
             Some("csv") => Ok(Self::Csv),
             Some("npy") => Ok(Self::Npy),
             Some("safetensors") => Ok(Self::Safetensors),
-            _ => Err(InferError::Usage(format!(
+            _ => Err(InferError::Flag(format!(
                 "--out {}: unknown format (the file name must end in .csv, .npy or .safetensors)",
                 path.display()
             ))),
@@ -192,7 +192,7 @@ pub fn to_safetensors(l: &Latents, metadata: HashMap<String, String>) -> Result<
             .collect()
     });
     let n = l.len();
-    let bad = |e: safetensors::SafeTensorError| InferError::Usage(format!("safetensors: {e}"));
+    let bad = |e: safetensors::SafeTensorError| InferError::Safetensors(e.to_string());
     let mut views = vec![
         (
             "mu".to_string(),
@@ -281,14 +281,14 @@ mod tests {
         let l = toy();
         let b = to_safetensors(&l, HashMap::new())?;
         let st = safetensors::SafeTensors::deserialize(&b)
-            .map_err(|e| InferError::Usage(e.to_string()))?;
+            .map_err(|e| InferError::Safetensors(e.to_string()))?;
         let mu = st
             .tensor("mu")
-            .map_err(|e| InferError::Usage(e.to_string()))?;
+            .map_err(|e| InferError::Safetensors(e.to_string()))?;
         assert_eq!(mu.shape(), &[2, 2]);
         let labels = st
             .tensor("labels")
-            .map_err(|e| InferError::Usage(e.to_string()))?;
+            .map_err(|e| InferError::Safetensors(e.to_string()))?;
         assert_eq!(labels.dtype(), Dtype::I64);
         assert_eq!(&labels.data()[..8], &7i64.to_le_bytes());
         Ok(())

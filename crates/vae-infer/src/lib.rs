@@ -1,31 +1,28 @@
-//! vae-infer: using a trained VAE. Every command of the `vae-infer` binary is a function here.
+//! vae-infer: using a trained VAE. Every command of the `vae-infer` binary is a library
+//! function here.
 //!
-//! - [`model`]: loading a run (config.json + safetensors), batching data for a model.
-//! - [`sample`]: generation from the prior.
-//! - [`eval`]: the negative ELBO of a dataset.
-//! - [`image`]: PNG grids.
+//! - [`commands`]: one file per command (its flags, its report, how it runs); [`cli`] parses
+//!   and dispatches them.
+//! - [`args`]: what the commands share: the model to load, the split, the latents of both
+//!   splits, checks of common flags.
+//! - [`model`]: loading a run (config.json + safetensors).
 //! - [`latent`]: encoding a dataset to posterior means and log-variances; CSV, NPY, safetensors.
 //! - [`reconstruct`], [`walk`]: reconstructions, interpolations, traversals, the manifold.
-//! - [`cluster`], [`classify`], [`metrics`]: k-means, k-NN, logistic regression and their scores.
-//! - [`pca`], [`plot`]: 2-D views of the latent space and training curves as PNG charts.
-//! - [`report`]: one self-contained HTML page with all of the above.
-//! - [`commands`]: the analysis commands of the binary, one function each.
+//! - [`analysis`]: k-means, k-NN, logistic regression, their scores, PCA.
+//! - [`plot`]: charts as PNG; [`page`]: the self-contained HTML page of `report`.
+//!
+//! Batching, evaluation, prior sampling and PNG grids are shared with training (`vae-run`).
 
-pub mod classify;
+pub mod analysis;
+pub mod args;
 pub mod cli;
-pub mod cluster;
 pub mod commands;
 mod error;
-pub mod eval;
-pub mod image;
 pub mod latent;
-pub mod metrics;
 pub mod model;
-pub mod pca;
+pub mod page;
 pub mod plot;
 pub mod reconstruct;
-pub mod report;
-pub mod sample;
 pub mod walk;
 
 pub use error::{InferError, Result};

@@ -252,45 +252,6 @@ pub fn read_curves(path: &Path) -> Result<Vec<Series>> {
     ])
 }
 
-/// Names of the classes of a named dataset, for legends.
-pub fn class_names(dataset: Option<&str>, classes: usize) -> Vec<String> {
-    const FASHION: [&str; 10] = [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ];
-    const CIFAR: [&str; 10] = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
-    let known: Option<&[&str]> = match dataset {
-        Some("fashion-mnist" | "sample") => Some(&FASHION),
-        Some("cifar10") => Some(&CIFAR),
-        _ => None,
-    };
-    (0..classes)
-        .map(|c| match known.and_then(|k| k.get(c)) {
-            Some(n) => format!("{c} {n}"),
-            None => c.to_string(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +276,7 @@ mod tests {
             .flat_map(|i| [i as f64 % 17.0, i as f64 / 7.0])
             .collect();
         let labels: Vec<u32> = (0..200).map(|i| i % 4).collect();
-        let names = class_names(Some("fashion-mnist"), 4);
+        let names = vae_data::named::class_labels(Some("fashion-mnist"), 4);
         assert_eq!(names[3], "3 Dress");
         let png = scatter_png(&Scatter {
             points: &points,
@@ -351,18 +312,18 @@ mod tests {
 
     #[test]
     fn metrics_lines_become_curves() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| InferError::Usage(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| InferError::Plot(e.to_string()))?;
         let p = dir.path().join("metrics.jsonl");
         std::fs::write(
             &p,
             "{\"epoch\":1,\"train_loss\":300.5,\"val_loss\":290}\n{\"epoch\":2,\"train_loss\":\"NaN\",\"val_loss\":280}\n",
         )
-        .map_err(|e| InferError::Usage(e.to_string()))?;
+        .map_err(|e| InferError::Plot(e.to_string()))?;
         let c = read_curves(&p)?;
         assert_eq!(c[0].1[0], (1.0, 300.5));
         assert!(c[0].1[1].1.is_nan());
         assert_eq!(c[1].1, vec![(1.0, 290.0), (2.0, 280.0)]);
-        std::fs::write(&p, "{\"epoch\":1}\n").map_err(|e| InferError::Usage(e.to_string()))?;
+        std::fs::write(&p, "{\"epoch\":1}\n").map_err(|e| InferError::Plot(e.to_string()))?;
         let e = read_curves(&p)
             .err()
             .map(|e| e.to_string())

@@ -4,8 +4,8 @@ use vae_core::candle_core::Device;
 use vae_core::Vae;
 use vae_data::Dataset;
 
-use crate::model::batch;
 use crate::Result;
+use vae_run::batch;
 
 /// Originals and their reconstructions, each `[n, dim]` row-major.
 #[derive(Debug, Clone)]

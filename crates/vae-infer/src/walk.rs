@@ -7,8 +7,8 @@ use vae_core::candle_core::Device;
 use vae_core::Vae;
 
 use crate::latent::codes;
-use crate::model::one_hot;
 use crate::{InferError, Result};
+use vae_run::one_hot;
 
 /// Linear interpolation (1 - t) a + t b.
 pub fn lerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
@@ -125,10 +125,10 @@ pub fn condition(
 ) -> Result<Option<vae_core::candle_core::Tensor>> {
     match (model.config().num_classes, label) {
         (Some(k), Some(y)) => Ok(Some(one_hot(&vec![y; n], k, device)?)),
-        (Some(k), None) => Err(InferError::Usage(format!(
+        (Some(k), None) => Err(InferError::Flag(format!(
             "--label: this model is conditional; give the class (0..{k}) to decode"
         ))),
-        (None, Some(_)) => Err(InferError::Usage(
+        (None, Some(_)) => Err(InferError::Flag(
             "--label: this model is not conditional (train it with --conditional)".into(),
         )),
         (None, None) => Ok(None),

@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use vae_core::candle_core::Device;
 use vae_core::Preset;
 use vae_train::config::{RunConfig, TrainConfig};
-use vae_train::train::Trainer;
+use vae_train::step::Trainer;
 
 const BATCH: usize = 128;
 

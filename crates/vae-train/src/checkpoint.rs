@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use vae_core::candle_nn::VarMap;
 use vae_core::weights;
 
+use crate::metrics::EpochMetrics;
 use crate::optim::Adam;
-use crate::train::EpochMetrics;
 use crate::{Result, TrainError};
 
 /// Where training stands, as saved in `state.json`.
@@ -85,8 +85,7 @@ pub fn write(
         std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
         weights::save_varmap(varmap, &tmp.join("model.safetensors"))?;
         opt.save(&tmp.join("optimizer.safetensors"))?;
-        let json =
-            serde_json::to_string_pretty(state).map_err(|e| TrainError::Usage(e.to_string()))?;
+        let json = serde_json::to_string_pretty(state)?;
         weights::atomic_write(&tmp.join("state.json"), json.as_bytes())?;
         fsync_dir(&tmp);
         if dst.exists() {
@@ -192,18 +191,16 @@ fn prune(root: &Path, keep: usize, newest: &str) -> Result<()> {
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
-        TrainError::Usage(format!(
-            "{}: not a valid training state: {e}",
-            path.display()
-        ))
-    })?;
+    let state: TrainState = serde_json::from_str(&text)
+        .map_err(|e| TrainError::file(&path, format!("not a valid training state: {e}")))?;
     if state.version != STATE_VERSION {
-        return Err(TrainError::Usage(format!(
-            "{}: state version {} is not supported (expected {STATE_VERSION})",
-            path.display(),
-            state.version
-        )));
+        return Err(TrainError::file(
+            &path,
+            format!(
+                "state version {} is not supported (expected {STATE_VERSION})",
+                state.version
+            ),
+        ));
     }
     Ok(state)
 }
@@ -213,10 +210,10 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
 pub fn load(dir: &Path, varmap: &VarMap, opt: &mut Adam, config_hash: &str) -> Result<TrainState> {
     let state = read_state(dir)?;
     if state.config_hash != config_hash {
-        return Err(TrainError::Usage(format!(
-            "{}: this checkpoint was written by a run with another configuration",
-            dir.display()
-        )));
+        return Err(TrainError::file(
+            dir,
+            "this checkpoint was written by a run with another configuration",
+        ));
     }
     let model_path = dir.join("model.safetensors");
     let device = weights::named_vars(varmap)

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use vae_core::config::Upsampling;
-use vae_core::{Activation, Arch, DataShape, Likelihood, Preset};
+use vae_core::likelihood::{DiscretizedLogistic, Gaussian, LikelihoodSettings};
+use vae_core::{Activation, Arch, DataShape, Likelihood, LikelihoodKind, Preset, Upsampling};
 use vae_data::DataConfig;
+use vae_run::flags::RuntimeFlags;
 
 use crate::config::{LrSchedule, RunConfig, TrainConfig};
 use crate::data_args::DataArgs;
@@ -32,8 +33,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
-    /// Starting point: pytorch-example, seed, iwae or conv.
-    #[arg(long)]
+    /// Starting point.
+    #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     #[command(flatten)]
     #[serde(flatten)]
@@ -45,8 +46,8 @@ pub struct Args {
     /// Learning rate of Adam.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// constant or cosine (decay to 0 over the run).
-    #[arg(long)]
+    /// constant, or cosine (decay to 0 over the run).
+    #[arg(long, value_enum)]
     pub lr_schedule: Option<LrSchedule>,
     /// Decoupled weight decay (AdamW).
     #[arg(long)]
@@ -63,15 +64,18 @@ pub struct Args {
     /// Hidden layer sizes of the MLP, comma-separated (e.g. 400 or 200,200).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// relu, tanh or gelu.
-    #[arg(long)]
+    /// The non-linearity between hidden layers.
+    #[arg(long, value_enum)]
     pub activation: Option<Activation>,
-    /// bernoulli, gaussian, gaussian-learned or continuous-bernoulli.
-    #[arg(long)]
-    pub likelihood: Option<String>,
+    /// The observation model p(x|z).
+    #[arg(long, value_enum)]
+    pub likelihood: Option<LikelihoodKind>,
     /// Noise level of the `gaussian` likelihood, in (0, 1).
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// Mixture components per pixel of the `discretized-logistic` likelihood (default 1).
+    #[arg(long, value_name = "K")]
+    pub mixtures: Option<usize>,
     /// Weight of the KL term (beta-VAE).
     #[arg(long)]
     pub beta: Option<f64>,
@@ -88,17 +92,12 @@ pub struct Args {
     #[arg(long)]
     #[serde(default)]
     pub conditional: bool,
-    /// Decoder upsampling of the conv architecture: transposed or nearest.
-    #[arg(long)]
+    /// Decoder upsampling of the conv architecture.
+    #[arg(long, value_enum)]
     pub upsampling: Option<Upsampling>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// auto, cpu, cuda, cuda:N or metal.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// CPU threads for training (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: RuntimeFlags,
     /// Write a checkpoint every this many steps (besides each epoch's end).
     #[arg(long, value_name = "STEPS")]
     pub checkpoint_every: Option<u64>,
@@ -122,9 +121,8 @@ impl Args {
             return Ok(self);
         };
         let file = read_toml(&path)?;
-        let mut merged =
-            serde_json::to_value(&file).map_err(|e| TrainError::Usage(e.to_string()))?;
-        let cli = serde_json::to_value(&self).map_err(|e| TrainError::Usage(e.to_string()))?;
+        let mut merged = serde_json::to_value(&file)?;
+        let cli = serde_json::to_value(&self)?;
         if let (Some(m), Some(c)) = (merged.as_object_mut(), cli.as_object()) {
             for (k, v) in c {
                 // Unset flags are null; boolean flags can only be switched on.
@@ -133,8 +131,8 @@ impl Args {
                 }
             }
         }
-        let mut args: Args = serde_json::from_value(merged)
-            .map_err(|e| TrainError::Usage(format!("{}: {e}", path.display())))?;
+        let mut args: Args =
+            serde_json::from_value(merged).map_err(|e| TrainError::file(&path, e.to_string()))?;
         args.config = self.config;
         args.resume = self.resume;
         Ok(args)
@@ -143,13 +141,13 @@ impl Args {
     /// The run directory.
     pub fn out_dir(&self, cfg: &RunConfig) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs").join(format!("{}-{}", cfg.data.dataset, cfg.train.preset))
+            PathBuf::from("runs").join(format!("{}-{}", cfg.data.dataset(), cfg.train.preset))
         })
     }
 
     /// The data part of the configuration.
-    pub fn data_config(&self) -> DataConfig {
-        self.data.to_config(self.preset.unwrap_or_default())
+    pub fn data_config(&self) -> Result<DataConfig> {
+        Ok(self.data.to_config(self.preset.unwrap_or_default())?)
     }
 
     /// The whole configuration for data of `shape` with `num_classes` classes (None: no labels):
@@ -159,24 +157,18 @@ impl Args {
         let mut model = preset.model(shape);
         if self.conditional {
             model.num_classes = Some(num_classes.ok_or_else(|| {
-                TrainError::Usage(
+                TrainError::Flag(
                     "--conditional needs labelled data, and this dataset has no labels".into(),
                 )
             })?);
         }
         let base = RunConfig {
             model,
-            data: self.data_config(),
+            data: self.data_config()?,
             train: TrainConfig::preset(preset),
         };
-        let alpha_default = self.alpha.unwrap_or(0.1);
-        let mut cfg = self.apply(base)?;
-        if let Likelihood::Gaussian { alpha } = &mut cfg.model.likelihood {
-            if self.alpha.is_some() {
-                *alpha = alpha_default;
-            }
-        }
-        cfg.train.validate().map_err(TrainError::Usage)?;
+        let cfg = self.apply(base)?;
+        cfg.train.validate().map_err(TrainError::Flag)?;
         cfg.model.validate()?;
         Ok(cfg)
     }
@@ -185,11 +177,10 @@ impl Args {
     /// may change on resume may differ (see [`crate::config::RESUMABLE`]); any other difference
     /// is an error that lists them.
     pub fn resolve_resume(&self, saved: &RunConfig) -> Result<RunConfig> {
-        let mut given = self.clone();
-        // Data flags describe the saved data unless given.
-        given.data.fill_from(&saved.data);
+        let given = self.clone();
         let mut cfg = given.apply(saved.clone())?;
-        cfg.data = given.data.to_config(saved.train.preset);
+        // Data flags describe the saved data unless given.
+        cfg.data = given.data.over(&saved.data)?;
         if self.preset.is_some_and(|p| p != saved.train.preset) {
             cfg.train.preset = self.preset.unwrap_or_default();
         }
@@ -198,12 +189,12 @@ impl Args {
         }
         let diffs = saved.differences(&cfg);
         if !diffs.is_empty() {
-            return Err(TrainError::Usage(format!(
+            return Err(TrainError::Flag(format!(
                 "--resume: these settings differ from the run's configuration, which a resumed run keeps: {}",
                 diffs.join("; ")
             )));
         }
-        cfg.train.validate().map_err(TrainError::Usage)?;
+        cfg.train.validate().map_err(TrainError::Flag)?;
         Ok(cfg)
     }
 
@@ -213,43 +204,64 @@ impl Args {
         if let Some(l) = self.latent_dim {
             model.latent_dim = l;
         }
-        if let Arch::Mlp { hidden, activation } = &mut model.arch {
-            if let Some(h) = &self.hidden {
-                *hidden = h.clone();
+        match &mut model.arch {
+            Arch::Mlp(m) => {
+                if let Some(h) = &self.hidden {
+                    m.hidden = h.clone();
+                }
+                if let Some(a) = self.activation {
+                    m.activation = a;
+                }
             }
-            if let Some(a) = self.activation {
-                *activation = a;
+            _ if self.hidden.is_some() => {
+                return Err(TrainError::Flag(
+                    "--hidden applies to the mlp architecture only".into(),
+                ))
             }
-        } else if self.hidden.is_some() {
-            return Err(TrainError::Usage(
-                "--hidden applies to the mlp architecture only".into(),
-            ));
+            _ => {}
         }
         match (&mut model.arch, self.upsampling) {
-            (Arch::Conv { upsampling, .. }, Some(u)) => *upsampling = u,
+            (Arch::Conv(c), Some(u)) => c.upsampling = u,
             (_, Some(_)) => {
-                return Err(TrainError::Usage(
+                return Err(TrainError::Flag(
                     "--upsampling applies to the conv architecture only".into(),
                 ))
             }
             _ => {}
         }
-        if let Some(name) = &self.likelihood {
-            let alpha = self.alpha.unwrap_or(0.1);
-            let l = Likelihood::from_name(name, alpha)
-                .map_err(|e| TrainError::Usage(format!("--likelihood: {e}")))?;
-            if l.name() != model.likelihood.name() || self.alpha.is_some() {
+        if let Some(kind) = self.likelihood {
+            let d = LikelihoodSettings::default();
+            let settings = LikelihoodSettings {
+                alpha: self.alpha.unwrap_or(d.alpha),
+                mixtures: self.mixtures.unwrap_or(d.mixtures),
+            };
+            let l = kind.build(settings);
+            if l.name() != model.likelihood.name()
+                || self.alpha.is_some()
+                || self.mixtures.is_some()
+            {
                 model.likelihood = l;
             }
-        } else if let Some(a) = self.alpha {
-            match &mut model.likelihood {
-                Likelihood::Gaussian { alpha } => *alpha = a,
-                _ => {
-                    return Err(TrainError::Usage(
-                        "--alpha applies to the gaussian likelihood only".into(),
-                    ))
-                }
+        }
+        match (&mut model.likelihood, self.mixtures) {
+            (Likelihood::DiscretizedLogistic(DiscretizedLogistic { mixtures }), Some(k)) => {
+                *mixtures = k
             }
+            (_, Some(_)) => {
+                return Err(TrainError::Flag(
+                    "--mixtures applies to the discretized-logistic likelihood only".into(),
+                ))
+            }
+            _ => {}
+        }
+        match (&mut model.likelihood, self.alpha) {
+            (Likelihood::Gaussian(Gaussian { alpha }), Some(a)) => *alpha = a,
+            (_, Some(_)) => {
+                return Err(TrainError::Flag(
+                    "--alpha applies to the gaussian likelihood only".into(),
+                ))
+            }
+            _ => {}
         }
         let t = &mut cfg.train;
         macro_rules! set {
@@ -267,11 +279,18 @@ impl Args {
             kl_warmup => objective.kl_warmup,
             free_bits => objective.free_bits,
             iwae_k => objective.iwae_k,
-            seed => seed,
-            device => device,
-            threads => threads,
             keep => keep,
         );
+        let r = &self.runtime;
+        if let Some(v) = r.seed {
+            t.seed = v;
+        }
+        if let Some(v) = &r.device {
+            t.device = v.clone();
+        }
+        if let Some(v) = r.threads {
+            t.threads = v;
+        }
         if self.grad_clip.is_some() {
             t.grad_clip = self.grad_clip;
         }
@@ -288,11 +307,10 @@ impl Args {
 /// Reads a TOML file of flags, refusing unknown keys and wrong types with the file's name.
 pub fn read_toml(path: &Path) -> Result<Args> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| TrainError::Usage(format!("{}: {}", path.display(), e.message())))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| TrainError::file(path, e.message()))?;
     // serde's flatten cannot deny unknown fields: check the keys against the known ones.
-    let known =
-        serde_json::to_value(Args::default()).map_err(|e| TrainError::Usage(e.to_string()))?;
+    let known = serde_json::to_value(Args::default())?;
     let known: Vec<&String> = known
         .as_object()
         .map(|o| o.keys().collect())
@@ -301,16 +319,15 @@ pub fn read_toml(path: &Path) -> Result<Args> {
         if !known.contains(&key) {
             let mut names: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
             names.sort();
-            return Err(TrainError::Usage(format!(
-                "{}: unknown key `{key}` (known keys: {})",
-                path.display(),
-                names.join(", ")
-            )));
+            return Err(TrainError::file(
+                path,
+                format!("unknown key `{key}` (known keys: {})", names.join(", ")),
+            ));
         }
     }
-    table.try_into().map_err(|e: toml::de::Error| {
-        TrainError::Usage(format!("{}: {}", path.display(), e.message()))
-    })
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| TrainError::file(path, e.message()))
 }
 
 #[cfg(test)]
@@ -338,9 +355,9 @@ mod tests {
         assert_eq!(cfg.train.epochs, 3);
         assert_eq!(cfg.train.batch_size, 64);
         assert_eq!(cfg.train.optimizer.lr, 0.002);
-        assert_eq!(cfg.data.dataset, "sample");
+        assert_eq!(cfg.data.dataset(), "sample");
         assert_eq!(cfg.model.num_classes, Some(10));
-        assert!(matches!(&cfg.model.arch, Arch::Mlp { hidden, .. } if *hidden == vec![200, 100]));
+        assert!(matches!(&cfg.model.arch, Arch::Mlp(m) if m.hidden == vec![200, 100]));
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use vae_core::Preset;
-use vae_data::{Binarize, DataConfig, Normalize, Stream};
+use vae_data::{Binarize, DataConfig, FlatDataConfig, Normalize, Stream};
 
 /// Which data to train on and how to prepare it.
 #[derive(Debug, Clone, Args, Default, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct DataArgs {
     pub label_column: Option<String>,
     /// Scaling of --csv/--npy columns: unit (min-max to [0,1]), standard (zero mean, unit
     /// variance) or none.
-    #[arg(long, value_name = "unit|standard|none")]
+    #[arg(long, value_enum)]
     pub normalize: Option<Normalize>,
     /// Hold out this fraction of the training examples as the validation split (instead of the
     /// test split); data without a test split holds out 0.1 by default.
@@ -49,17 +49,27 @@ pub struct DataArgs {
     #[arg(long, value_name = "N")]
     pub split_seed: Option<u64>,
     /// Memory-map raw IDX image files: auto (files of 256 MiB or more), on or off.
-    #[arg(long, value_name = "auto|on|off")]
+    #[arg(long, value_enum)]
     pub stream: Option<Stream>,
-    /// Binarisation of pixel values: none, static or dynamic.
-    #[arg(long)]
+    /// Binarisation of pixel values.
+    #[arg(long, value_enum)]
     pub binarize: Option<Binarize>,
+    /// Uniform dequantization: train a density on (v + u)/256, u ~ U[0, 1), for the bound on
+    /// the 8-bit data it is scored with.
+    #[arg(long)]
+    #[serde(default)]
+    pub dequantize: bool,
 }
 
 impl DataArgs {
-    /// The data part of the configuration for `preset`. Conflicting flags are kept as given and
-    /// refused by [`DataConfig::load`], which names them.
-    pub fn to_config(&self, preset: Preset) -> DataConfig {
+    /// The data part of the configuration for `preset`; conflicting flags are refused with a
+    /// message naming them.
+    pub fn to_config(&self, preset: Preset) -> vae_data::Result<DataConfig> {
+        DataConfig::try_from(self.flat(preset))
+    }
+
+    /// The flags as the flat form of the configuration.
+    fn flat(&self, preset: Preset) -> FlatDataConfig {
         let source = [
             ("images", self.images.is_some()),
             ("csv", self.csv.is_some()),
@@ -68,14 +78,15 @@ impl DataArgs {
         .into_iter()
         .find(|(_, given)| *given)
         .map(|(kind, _)| kind.to_string());
-        let defaults = DataConfig::default();
-        DataConfig {
+        let defaults = FlatDataConfig::from(DataConfig::default());
+        FlatDataConfig {
             dataset: self.dataset.clone().or(source).unwrap_or(defaults.dataset),
             data_dir: self.data_dir.clone(),
             binarize: self.binarize.unwrap_or(match preset {
                 Preset::Iwae => Binarize::Dynamic,
                 _ => Binarize::None,
             }),
+            dequantize: self.dequantize,
             images: self.images.clone(),
             image_size: self.image_size,
             channels: self.channels,
@@ -89,9 +100,17 @@ impl DataArgs {
         }
     }
 
-    /// Takes every setting not given from `saved` (to compare a resumed run's flags with the
-    /// configuration it was started with).
-    pub fn fill_from(&mut self, saved: &DataConfig) {
+    /// The configuration `saved` with the flags given now applied (to compare a resumed run's
+    /// flags with the configuration it was started with).
+    pub fn over(&self, saved: &DataConfig) -> vae_data::Result<DataConfig> {
+        let mut given = self.clone();
+        given.fill_from(&FlatDataConfig::from(saved.clone()));
+        // Every setting is given now, so the preset's defaults do not matter.
+        given.to_config(Preset::default())
+    }
+
+    /// Takes every setting not given from `saved`.
+    fn fill_from(&mut self, saved: &FlatDataConfig) {
         fn fill<T: Clone>(given: &mut Option<T>, saved: &Option<T>) {
             if given.is_none() {
                 *given = saved.clone();
@@ -110,6 +129,7 @@ impl DataArgs {
         self.split_seed.get_or_insert(saved.split_seed);
         self.stream.get_or_insert(saved.stream);
         self.binarize.get_or_insert(saved.binarize);
+        self.dequantize |= saved.dequantize;
     }
 }
 
@@ -124,14 +144,18 @@ mod tests {
         data: DataArgs,
     }
 
-    fn config(args: &[&str]) -> DataConfig {
+    fn config(args: &[&str]) -> vae_data::Result<DataConfig> {
         let cli = Cli::parse_from(std::iter::once("vae-train").chain(args.iter().copied()));
         cli.data.to_config(Preset::PytorchExample)
     }
 
+    fn flat(args: &[&str]) -> FlatDataConfig {
+        FlatDataConfig::from(config(args).expect("valid flags"))
+    }
+
     #[test]
     fn flags_reach_the_data_config() {
-        let c = config(&[
+        let c = flat(&[
             "--csv",
             "t.csv",
             "--label-column",
@@ -149,34 +173,28 @@ mod tests {
         assert_eq!(c.normalize, Normalize::Standard);
         assert_eq!(c.val_fraction, Some(0.25));
         assert_eq!(c.split_seed, 7);
-        let c = config(&["--images", "pics", "--image-size", "16", "--channels", "1"]);
+        let c = flat(&["--images", "pics", "--image-size", "16", "--channels", "1"]);
         assert_eq!(
             (c.dataset.as_str(), c.image_size, c.channels),
             ("images", Some(16), Some(1))
         );
-        let c = config(&["--stream", "on", "--binarize", "static"]);
+        let c = flat(&["--stream", "on", "--binarize", "static"]);
         assert_eq!(c.dataset, "fashion-mnist");
         assert_eq!((c.stream, c.binarize), (Stream::On, Binarize::Static));
     }
 
     #[test]
     fn conflicting_sources_are_refused_by_name() {
-        let err = config(&["--dataset", "mnist", "--csv", "t.csv"])
-            .validate()
-            .expect_err("accepted");
+        let err = config(&["--dataset", "mnist", "--csv", "t.csv"]).expect_err("accepted");
         assert!(err
             .to_string()
             .contains("--dataset mnist cannot be combined with --csv"));
-        let err = config(&["--csv", "t.csv", "--npy", "t.npy"])
-            .validate()
-            .expect_err("accepted");
+        let err = config(&["--csv", "t.csv", "--npy", "t.npy"]).expect_err("accepted");
         assert!(
             err.to_string().contains("only one of --csv, --npy"),
             "{err}"
         );
-        let err = config(&["--image-size", "8"])
-            .validate()
-            .expect_err("accepted");
+        let err = config(&["--image-size", "8"]).expect_err("accepted");
         assert!(err.to_string().contains("--image-size applies to --images"));
     }
 }

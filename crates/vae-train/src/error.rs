@@ -9,15 +9,25 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] vae_data::DataError),
     #[error(transparent)]
-    Infer(#[from] vae_infer::InferError),
+    Run(#[from] vae_run::RunError),
+    /// A flag's value, or a combination of flags, is refused; the message names the flag.
     #[error("{0}")]
-    Usage(String),
+    Flag(String),
+    /// A file of the run (config, state, TOML) is malformed.
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// Serialising a configuration, a state or a metrics line failed.
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A broken invariant of the program itself.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Inside a step: the loop adds the epoch.
     #[error("the {what} became non-finite ({value}) at step {step}")]
     NonFinite {
@@ -39,6 +49,13 @@ impl TrainError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Self::File {
+            path: path.into(),
+            msg: msg.into(),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! vae-train: the training loop of vae, its optimizer and its run directory.
 //!
 //! - [`config`]: [`RunConfig`] (model, data, training), saved as `config.json`.
-//! - [`optim`]: Adam(W) with saveable state and a fused CPU update.
-//! - [`train`]: the loop ([`train::run`]), the metrics, the [`train::Observer`] hooks.
+//! - [`cli`], [`data_args`]: the command line and the `--config` TOML file.
+//! - [`optim`]: Adam(W) with saveable state; the reduction of the shards' gradients.
+//! - [`step`]: one training step ([`step::Trainer`]): shard passes, reduction, update.
+//! - [`train`]: the loop ([`train::run`]), the [`train::Observer`] hooks.
+//! - [`metrics`]: the lines of `metrics.jsonl`.
 //! - [`checkpoint`]: atomic checkpoints and exact resume.
 
 pub mod checkpoint;
@@ -10,7 +13,9 @@ pub mod cli;
 pub mod config;
 pub mod data_args;
 mod error;
+pub mod metrics;
 pub mod optim;
+pub mod step;
 pub mod train;
 
 pub use config::{RunConfig, TrainConfig};

@@ -2,20 +2,21 @@
 //! and a check that no non-finite gradient reaches the weights.
 //!
 //! candle-nn's optimizers keep their moments private, so the update is ours: the state of each
-//! variable is keyed by its name (not by the order of a map), and on the CPU a step is two fused
-//! passes over memory per variable (moments, then parameter) instead of a dozen tensor
-//! operations with their allocations. The gradient of a variable is the sum of its gradients in
-//! the shards of a batch, added inside the first pass. Variables are split into groups of about
+//! variable is keyed by its name (not by the order of a map). A step of training is three
+//! phases: the shards' forward and backward passes, [`Adam::reduce`] (the sum of the shards'
+//! gradients of each variable: the phase an all-reduce across devices would replace), and
+//! [`Adam::step`] (two fused passes over memory per variable on the CPU, moments then
+//! parameter, the kernels in `vae_core::ops::adam`). Variables are split into groups of about
 //! equal size, one thread each.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use vae_core::candle_core::backprop::GradStore;
-use vae_core::candle_core::{self, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
-use vae_core::{multiversion, par, weights};
+use vae_core::candle_core::{self, DType, Tensor, Var};
+use vae_core::ops::adam::{sum_gradients, sum_squares, AdamUpdate};
+use vae_core::{par, weights};
 
 /// Hyperparameters of Adam(W).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,41 +95,68 @@ impl Adam {
         self.step
     }
 
-    /// Applies one update. Each variable's gradient is the sum of its entries in `grads` (the
-    /// gradients of the shards of a batch); a variable with none is left unchanged. With
-    /// `max_norm`, the whole gradient is scaled down to that Euclidean norm when longer
-    /// (PyTorch's `clip_grad_norm_`). A non-finite gradient leaves the weights unchanged and is
-    /// reported in the returned [`StepInfo`].
+    /// Phase two of a step: each variable's gradient summed over the shards' gradient stores,
+    /// in shard order, the variables split over `threads`. A variable no shard has a gradient
+    /// for has none here.
+    pub fn reduce(&self, shards: &[GradStore], threads: usize) -> candle_core::Result<Gradients> {
+        let groups = balanced_groups(self.slots.iter().collect(), threads);
+        let parts = par::map_ranges(
+            groups.len(),
+            groups.len(),
+            |r| -> candle_core::Result<Vec<(String, Tensor)>> {
+                let mut out = Vec::new();
+                for group in &groups[r] {
+                    for (name, slot) in group {
+                        let gs: Vec<&Tensor> = shards
+                            .iter()
+                            .filter_map(|g| g.get(slot.var.as_tensor()))
+                            .collect();
+                        if !gs.is_empty() {
+                            out.push(((*name).clone(), sum_gradients(&gs)?));
+                        }
+                    }
+                }
+                Ok(out)
+            },
+        );
+        let mut by_name = BTreeMap::new();
+        for p in parts {
+            by_name.extend(p?);
+        }
+        Ok(Gradients { by_name })
+    }
+
+    /// Phase three of a step: applies one update with `grads` (see [`Adam::reduce`]); a
+    /// variable without a gradient is left unchanged. With `max_norm`, the whole gradient is
+    /// scaled down to that Euclidean norm when longer (PyTorch's `clip_grad_norm_`). A
+    /// non-finite gradient leaves the weights unchanged and is reported in the returned
+    /// [`StepInfo`].
     pub fn step(
         &mut self,
-        grads: &[GradStore],
+        grads: &Gradients,
         threads: usize,
         max_norm: Option<f64>,
     ) -> candle_core::Result<StepInfo> {
-        let groups = balanced_groups(self.slots.values().collect(), threads);
-        let grads_of = |slot: &Slot| -> Vec<&Tensor> {
-            grads
-                .iter()
-                .filter_map(|g| g.get(slot.var.as_tensor()))
-                .collect()
-        };
-        let sum_over =
-            |f: &(dyn Fn(&Slot) -> candle_core::Result<f64> + Sync)| -> candle_core::Result<f64> {
-                let parts = par::map_ranges(
-                    groups.len(),
-                    groups.len(),
-                    |r| -> candle_core::Result<f64> {
-                        let mut s = 0.0;
-                        for g in &groups[r] {
-                            for slot in g {
-                                s += f(slot)?;
+        let groups = balanced_groups(self.slots.iter().collect(), threads);
+        let sum_over = |f: &(dyn Fn(&Slot, &Tensor) -> candle_core::Result<f64> + Sync)|
+         -> candle_core::Result<f64> {
+            let parts = par::map_ranges(
+                groups.len(),
+                groups.len(),
+                |r| -> candle_core::Result<f64> {
+                    let mut s = 0.0;
+                    for g in &groups[r] {
+                        for (name, slot) in g {
+                            if let Some(grad) = grads.by_name.get(*name) {
+                                s += f(slot, grad)?;
                             }
                         }
-                        Ok(s)
-                    },
-                );
-                parts.into_iter().sum()
-            };
+                    }
+                    Ok(s)
+                },
+            );
+            parts.into_iter().sum()
+        };
         let t = self.step as i32 + 1;
         let c = self.cfg;
         let mut update = AdamUpdate {
@@ -144,7 +172,7 @@ impl Adam {
         // Clipping needs the norm before the moments change: one read-only pass.
         let clip_norm = match max_norm {
             Some(max) => {
-                let sq = sum_over(&|slot| sum_squares(&grads_of(slot)))?;
+                let sq = sum_over(&|_, g| sum_squares(g))?;
                 let norm = sq.sqrt();
                 if norm.is_finite() && norm > max {
                     update.scale = (max / (norm + 1e-6)) as f32;
@@ -160,15 +188,11 @@ impl Adam {
             });
         }
         let u = update;
-        let sq = sum_over(&|slot| {
-            let gs = grads_of(slot);
-            if gs.is_empty() {
-                return Ok(0.0);
-            }
+        let sq = sum_over(&|slot, g| {
             if composite {
-                u.moments_composite(&slot.moments, &gs)
+                u.moments_composite(&slot.moments, g)
             } else {
-                u.moments(&slot.moments, &gs)
+                u.moments(&slot.moments, g)
             }
         })?;
         let grad_norm = clip_norm.unwrap_or(sq.sqrt());
@@ -178,10 +202,7 @@ impl Adam {
                 applied: false,
             });
         }
-        sum_over(&|slot| {
-            if grads_of(slot).is_empty() {
-                return Ok(0.0);
-            }
+        sum_over(&|slot, _| {
             if composite {
                 u.param_composite(&slot.var, &slot.moments)?;
             } else {
@@ -194,6 +215,17 @@ impl Adam {
             grad_norm,
             applied: true,
         })
+    }
+
+    /// [`Adam::reduce`] then [`Adam::step`].
+    pub fn step_shards(
+        &mut self,
+        shards: &[GradStore],
+        threads: usize,
+        max_norm: Option<f64>,
+    ) -> candle_core::Result<StepInfo> {
+        let grads = self.reduce(shards, threads)?;
+        self.step(&grads, threads, max_norm)
     }
 
     /// The state as named tensors (`m.<name>`, `v.<name>`) plus the step count.
@@ -257,13 +289,16 @@ impl Adam {
 
 /// Splits the slots into at most `n` groups of about equal element count (largest first, each
 /// to the lightest group), each group in name order.
-fn balanced_groups(mut slots: Vec<&Slot>, n: usize) -> Vec<Vec<&Slot>> {
+fn balanced_groups<'a>(
+    mut slots: Vec<(&'a String, &'a Slot)>,
+    n: usize,
+) -> Vec<Vec<(&'a String, &'a Slot)>> {
     let n = n.clamp(1, slots.len().max(1));
-    slots.sort_by_key(|s| std::cmp::Reverse(s.var.elem_count()));
-    let mut groups: Vec<(usize, Vec<&Slot>)> = vec![(0, Vec::new()); n];
+    slots.sort_by_key(|s| std::cmp::Reverse(s.1.var.elem_count()));
+    let mut groups: Vec<(usize, Vec<(&String, &Slot)>)> = vec![(0, Vec::new()); n];
     for slot in slots {
         let g = groups.iter_mut().min_by_key(|g| g.0).expect("n >= 1");
-        g.0 += slot.var.elem_count();
+        g.0 += slot.1.var.elem_count();
         g.1.push(slot);
     }
     groups
@@ -273,252 +308,16 @@ fn balanced_groups(mut slots: Vec<&Slot>, n: usize) -> Vec<Vec<&Slot>> {
         .collect()
 }
 
-/// One Adam update with the bias corrections folded into two scalars, and the clipping factor.
-#[derive(Debug, Clone, Copy)]
-struct AdamUpdate {
-    beta1: f32,
-    beta2: f32,
-    step_size: f32,
-    inv_sqrt_bc2: f32,
-    eps: f32,
-    decay: f32,
-    /// Multiplies the gradient (clipping).
-    scale: f32,
+/// The gradient of each variable for one update, by name (see [`Adam::reduce`]).
+#[derive(Debug, Default)]
+pub struct Gradients {
+    by_name: BTreeMap<String, Tensor>,
 }
 
-fn is_fused(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
-}
-
-/// Sum of squares of the sum of `grads`.
-fn sum_squares(grads: &[&Tensor]) -> candle_core::Result<f64> {
-    if grads.is_empty() {
-        return Ok(0.0);
-    }
-    sum(grads)?
-        .sqr()?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()
-}
-
-impl AdamUpdate {
-    /// Updates the moments with the (scaled) sum of `grads`; returns the sum of squares of the
-    /// unscaled gradient.
-    fn moments(&self, moments: &Tensor, grads: &[&Tensor]) -> candle_core::Result<f64> {
-        if !is_fused(moments) {
-            return self.moments_composite(moments, grads);
-        }
-        let op = MomentsOp {
-            u: *self,
-            sumsq: Cell::new(0.0),
-        };
-        match grads {
-            [g] => moments.inplace_op2(&g.contiguous()?, &op)?,
-            [a, b] => moments.inplace_op3(&a.contiguous()?, &b.contiguous()?, &op)?,
-            _ => moments.inplace_op2(&sum(grads)?.contiguous()?, &op)?,
-        }
-        Ok(op.sumsq.get())
-    }
-
-    /// Applies the update to the parameter from its moments.
-    fn param(&self, var: &Var, moments: &Tensor) -> candle_core::Result<()> {
-        if !is_fused(moments) {
-            return self.param_composite(var, moments);
-        }
-        var.as_tensor().inplace_op2(moments, &ParamOp(*self))
-    }
-
-    /// [`AdamUpdate::moments`] as tensor operations, for any device.
-    fn moments_composite(&self, moments: &Tensor, grads: &[&Tensor]) -> candle_core::Result<f64> {
-        let raw = sum(grads)?.flatten_all()?;
-        let sq = raw
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        let grad = (raw * self.scale as f64)?;
-        let m = ((moments.get(0)? * self.beta1 as f64)? + (&grad * (1.0 - self.beta1 as f64))?)?;
-        let v =
-            ((moments.get(1)? * self.beta2 as f64)? + (grad.sqr()? * (1.0 - self.beta2 as f64))?)?;
-        moments.slice_set(&Tensor::stack(&[m, v], 0)?, 0, 0)?;
-        Ok(sq)
-    }
-
-    /// [`AdamUpdate::param`] as tensor operations, for any device.
-    fn param_composite(&self, var: &Var, moments: &Tensor) -> candle_core::Result<()> {
-        let (m, v) = (moments.get(0)?, moments.get(1)?);
-        let denom = ((v.sqrt()? * self.inv_sqrt_bc2 as f64)? + self.eps as f64)?;
-        let delta = ((m / denom)? * self.step_size as f64)?.reshape(var.shape())?;
-        var.set(&((var.as_tensor() * self.decay as f64)? - delta)?)
-    }
-}
-
-fn sum(grads: &[&Tensor]) -> candle_core::Result<Tensor> {
-    let mut acc = grads
-        .first()
-        .map(|g| (*g).clone())
-        .ok_or_else(|| candle_core::Error::Msg("adam: no gradient".into()))?;
-    for g in &grads[1..] {
-        acc = (acc + *g)?;
-    }
-    Ok(acc)
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let all = s.as_slice::<f32>()?;
-    l.contiguous_offsets()
-        .map(|(a, b)| &all[a..b])
-        .ok_or_else(|| candle_core::Error::Msg("adam: non-contiguous tensor".into()))
-}
-
-fn contiguous_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("adam: non-contiguous tensor".into()))?;
-    match s {
-        CpuStorage::F32(v) => Ok(&mut v[a..b]),
-        _ => Err(candle_core::Error::Msg("adam: expected f32".into())),
-    }
-}
-
-const LANES: usize = 16;
-
-/// One lane group of the moments update: `raw` is the unscaled gradient.
-#[inline(always)]
-fn moments_lanes(
-    m: &mut [f32],
-    v: &mut [f32],
-    raw: &[f32; LANES],
-    acc: &mut [f32; LANES],
-    u: &AdamUpdate,
-) {
-    let (b1, b2, c1, c2) = (u.beta1, u.beta2, 1.0 - u.beta1, 1.0 - u.beta2);
-    for k in 0..LANES {
-        acc[k] += raw[k] * raw[k];
-        let g = u.scale * raw[k];
-        m[k] = b1 * m[k] + c1 * g;
-        v[k] = b2 * v[k] + c2 * (g * g);
-    }
-}
-
-multiversion! {
-    /// m, v <- moments of `scale * (g1 + g2)` (g2 empty: just g1); returns the sum of squares of
-    /// `g1 + g2`, accumulated in lanes in a fixed order.
-    fn moments_kernel(m: &mut [f32], v: &mut [f32], g1: &[f32], g2: &[f32], u: AdamUpdate) -> f64 {
-        let mut acc = [0f32; LANES];
-        let mut raw = [0f32; LANES];
-        let n = m.len();
-        let full = n / LANES * LANES;
-        let two = !g2.is_empty();
-        let mut i = 0;
-        while i < full {
-            if two {
-                for k in 0..LANES {
-                    raw[k] = g1[i + k] + g2[i + k];
-                }
-            } else {
-                raw.copy_from_slice(&g1[i..i + LANES]);
-            }
-            moments_lanes(&mut m[i..i + LANES], &mut v[i..i + LANES], &raw, &mut acc, &u);
-            i += LANES;
-        }
-        // The tail, padded with zeros (which add nothing to the sum of squares).
-        if full < n {
-            let rest = n - full;
-            raw = [0f32; LANES];
-            let (mut mt, mut vt) = ([0f32; LANES], [0f32; LANES]);
-            for k in 0..rest {
-                raw[k] = if two { g1[full + k] + g2[full + k] } else { g1[full + k] };
-                mt[k] = m[full + k];
-                vt[k] = v[full + k];
-            }
-            moments_lanes(&mut mt, &mut vt, &raw, &mut acc, &u);
-            m[full..].copy_from_slice(&mt[..rest]);
-            v[full..].copy_from_slice(&vt[..rest]);
-        }
-        acc.iter().map(|&a| a as f64).sum()
-    }
-}
-
-multiversion! {
-    fn param_kernel(p: &mut [f32], m: &[f32], v: &[f32], u: AdamUpdate) {
-        for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-            *p = u.decay * *p - u.step_size * m / (v.sqrt() * u.inv_sqrt_bc2 + u.eps);
-        }
-    }
-}
-
-/// The moments pass; records the gradient's sum of squares.
-struct MomentsOp {
-    u: AdamUpdate,
-    sumsq: Cell<f64>,
-}
-
-impl InplaceOp2 for MomentsOp {
-    fn name(&self) -> &'static str {
-        "adam-moments"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s: &mut CpuStorage,
-        l: &Layout,
-        g: &CpuStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<()> {
-        let g = contiguous(g, gl)?;
-        let mv = contiguous_mut(s, l)?;
-        let (m, v) = mv.split_at_mut(g.len());
-        self.sumsq.set(moments_kernel(m, v, g, &[], self.u));
-        Ok(())
-    }
-}
-
-impl InplaceOp3 for MomentsOp {
-    fn name(&self) -> &'static str {
-        "adam-moments-2"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s: &mut CpuStorage,
-        l: &Layout,
-        g1: &CpuStorage,
-        g1l: &Layout,
-        g2: &CpuStorage,
-        g2l: &Layout,
-    ) -> candle_core::Result<()> {
-        let (g1, g2) = (contiguous(g1, g1l)?, contiguous(g2, g2l)?);
-        if g1.len() != g2.len() {
-            candle_core::bail!("adam: gradients of different sizes");
-        }
-        let mv = contiguous_mut(s, l)?;
-        let (m, v) = mv.split_at_mut(g1.len());
-        self.sumsq.set(moments_kernel(m, v, g1, g2, self.u));
-        Ok(())
-    }
-}
-
-struct ParamOp(AdamUpdate);
-
-impl InplaceOp2 for ParamOp {
-    fn name(&self) -> &'static str {
-        "adam-param"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s: &mut CpuStorage,
-        l: &Layout,
-        mv: &CpuStorage,
-        mvl: &Layout,
-    ) -> candle_core::Result<()> {
-        let p = contiguous_mut(s, l)?;
-        let mv = contiguous(mv, mvl)?;
-        let (m, v) = mv.split_at(p.len());
-        param_kernel(p, m, v, self.0);
-        Ok(())
+impl Gradients {
+    /// The gradient of the variable `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.by_name.get(name)
     }
 }
 
@@ -580,7 +379,7 @@ mod tests {
             let loss = (w.as_tensor().sqr()? * &cc)?.sum_all()?;
             let grads = loss.backward()?;
             opt.composite = composite;
-            opt.step(&[grads], 1, None)?;
+            opt.step_shards(&[grads], 1, None)?;
         }
         w.as_tensor().to_vec1::<f32>()
     }
@@ -609,7 +408,7 @@ mod tests {
                 let gt = Tensor::new(g.as_slice(), &dev)?;
                 stores.push((w.as_tensor() * &gt)?.sum_all()?.backward()?);
             }
-            let info = opt.step(&stores, 2, clip)?;
+            let info = opt.step_shards(&stores, 2, clip)?;
             Ok((w.as_tensor().to_vec1::<f32>()?, info))
         };
         let g = vec![3.0f32, 0.0, -4.0, 0.0];
@@ -653,7 +452,7 @@ mod tests {
         let mut opt = Adam::new(vec![("w".into(), w.clone())], AdamConfig::default())?;
         for _ in 0..3 {
             let g = w.as_tensor().sqr()?.sum_all()?.backward()?;
-            opt.step(&[g], 1, None)?;
+            opt.step_shards(&[g], 1, None)?;
         }
         opt.save(&path)?;
         let w2 = Var::new(&[1.0f32, -2.0], &dev)?;

@@ -6,88 +6,21 @@
 //! comes from generators whose state is in the checkpoints, so a resumed run computes exactly
 //! what the uninterrupted run would have.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use vae_core::candle_core::backprop::GradStore;
-use vae_core::candle_core::{DType, Device, Tensor};
-use vae_core::candle_nn::VarMap;
-use vae_core::{par, weights, Rng, Terms, Vae};
-use vae_data::{epoch_order, Binarize, Dataset, Splits};
-use vae_infer::eval::elbo_stats;
-use vae_infer::model::one_hot;
+use vae_core::candle_core::Device;
+use vae_core::{weights, Density, Rng};
+use vae_data::{epoch_order, Splits};
+use vae_run::eval::{elbo_stats, Prep};
+use vae_run::RunDir;
 
 use crate::checkpoint::{self, TrainState, STATE_VERSION};
 use crate::config::RunConfig;
-use crate::optim::Adam;
+use crate::metrics::{logged_epochs, write_json_line, EpochMetrics};
+use crate::step::Trainer;
 use crate::{Result, TrainError};
-
-/// f64 fields that stay in the JSON when they are not finite: written as the strings "NaN",
-/// "inf", "-inf" (JSON has no such numbers), read back from either form.
-mod finite_or_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else if v.is_nan() {
-            s.serialize_str("NaN")
-        } else if *v > 0.0 {
-            s.serialize_str("inf")
-        } else {
-            s.serialize_str("-inf")
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Num {
-            F(f64),
-            S(String),
-        }
-        match Num::deserialize(d)? {
-            Num::F(v) => Ok(v),
-            Num::S(s) => match s.as_str() {
-                "NaN" => Ok(f64::NAN),
-                "inf" => Ok(f64::INFINITY),
-                "-inf" => Ok(f64::NEG_INFINITY),
-                _ => Err(serde::de::Error::custom(format!("not a number: {s}"))),
-            },
-        }
-    }
-}
-
-/// One line of `metrics.jsonl`. Losses are per-example negative ELBO in nats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub step: u64,
-    /// Mean negative ELBO of the epoch's training batches (nats per example).
-    #[serde(with = "finite_or_string")]
-    pub train_loss: f64,
-    /// Mean of the objective minimised (differs from train_loss with beta, free bits or IWAE).
-    #[serde(with = "finite_or_string")]
-    pub train_objective: f64,
-    #[serde(with = "finite_or_string")]
-    pub val_loss: f64,
-    #[serde(with = "finite_or_string")]
-    pub val_recon: f64,
-    #[serde(with = "finite_or_string")]
-    pub val_kl: f64,
-    #[serde(with = "finite_or_string")]
-    pub beta: f64,
-    #[serde(with = "finite_or_string")]
-    pub lr: f64,
-    /// Training time of the epoch (validation excluded), summed over resumes.
-    #[serde(with = "finite_or_string")]
-    pub seconds: f64,
-    #[serde(with = "finite_or_string")]
-    pub examples_per_second: f64,
-}
 
 /// What the loop reports while it runs; the binary turns these into a progress bar and logs.
 pub trait Observer {
@@ -103,45 +36,12 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// The files of a run directory.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    pub root: PathBuf,
-}
-
-impl RunDir {
-    pub fn new(root: &Path) -> Self {
-        Self {
-            root: root.to_path_buf(),
-        }
-    }
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.json")
-    }
-    pub fn model(&self) -> PathBuf {
-        self.root.join("model.safetensors")
-    }
-    pub fn best(&self) -> PathBuf {
-        self.root.join("best.safetensors")
-    }
-    pub fn metrics(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
-    }
-    pub fn samples(&self) -> PathBuf {
-        self.root.join("samples")
-    }
-    pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
-    }
-
-    /// The configuration a run directory was written with.
-    pub fn read_config(&self) -> Result<RunConfig> {
-        let path = self.config();
-        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| {
-            TrainError::Usage(format!("{}: not a run configuration: {e}", path.display()))
-        })
-    }
+/// The configuration a run directory was written with.
+pub fn read_config(dir: &RunDir) -> Result<RunConfig> {
+    Ok(vae_run::run_dir::read_json(
+        &dir.config(),
+        "run configuration",
+    )?)
 }
 
 /// How a run ended.
@@ -176,201 +76,33 @@ pub enum Start {
     Resume,
 }
 
-/// Model, optimizer and generators: everything that changes while training.
-pub struct Trainer {
-    pub cfg: RunConfig,
-    pub device: Device,
-    pub varmap: VarMap,
-    pub model: Vae,
-    pub opt: Adam,
-    /// Noise of the reparameterisation trick and of dynamic binarisation.
-    pub noise: Rng,
-    pub step: u64,
-}
-
-/// The losses of one step.
-#[derive(Debug, Clone, Copy)]
-pub struct StepLoss {
-    /// Summed over the batch: recon + KL (beta 1, one sample).
-    pub neg_elbo: f64,
-    /// The objective minimised, per example.
-    pub objective: f64,
-    pub grad_norm: f64,
-}
-
-impl Trainer {
-    /// Fresh weights from the run's seed.
-    pub fn new(cfg: RunConfig, device: Device) -> Result<Self> {
-        let mut init_rng = Rng::stream(cfg.train.seed, 1);
-        let (varmap, model) = Vae::init(&cfg.model, &device, &mut init_rng)?;
-        let vars = varmap
-            .data()
-            .lock()
-            .map_err(|_| TrainError::Usage("poisoned variable map".into()))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let opt = Adam::new(vars, cfg.train.optimizer)?;
-        let noise = Rng::stream(cfg.train.seed, 2);
-        Ok(Self {
-            cfg,
-            device,
-            varmap,
-            model,
-            opt,
-            noise,
-            step: 0,
-        })
+/// Refuses a likelihood the data cannot have: a distribution over 8-bit values on data that are
+/// not 8-bit, dequantization of anything but a density on [0, 1] of 8-bit data.
+fn check_data(cfg: &RunConfig, splits: &Splits) -> Result<()> {
+    let lik = &cfg.model.likelihood;
+    let eight_bit = splits.train.is_8bit() && splits.test.is_8bit();
+    if lik.density() == Density::Discrete && !eight_bit {
+        return Err(TrainError::Flag(format!(
+            "--likelihood {}: a distribution over the 256 values of 8-bit data, and these data ({}) are not 8-bit",
+            lik.name(),
+            cfg.data.dataset()
+        )));
     }
-
-    pub fn train_step(
-        &mut self,
-        data: &Dataset,
-        indices: &[usize],
-        beta: f64,
-        buf: &mut Vec<f32>,
-    ) -> Result<StepLoss> {
-        let n = indices.len();
-        let d = data.shape.dim();
-        let l = self.model.latent_dim();
-        let objective = self.cfg.train.objective;
-        let k = objective.iwae_k;
-        data.gather(indices, buf);
-        if self.cfg.data.binarize == Binarize::Dynamic {
-            Binarize::sample(buf, &mut self.noise);
+    if cfg.data.dequantize {
+        if lik.density() != Density::Continuous {
+            return Err(TrainError::Flag(format!(
+                "--dequantize applies to densities on [0, 1] (gaussian, gaussian-learned, continuous-bernoulli), not to {}",
+                lik.name()
+            )));
         }
-        let labels = data.gather_labels(indices);
-        // [K, n, L], sample-major.
-        let eps = self.noise.normal_vec(k * n * l);
-        let threads = if self.device.is_cpu() {
-            self.cfg.train.threads
-        } else {
-            1
-        };
-        let (model, device, x) = (&self.model, &self.device, &buf[..]);
-        // Forward passes, one shard of rows per thread.
-        let forward = par::map_ranges(n, threads, |r| -> Result<(Terms, Vec<f64>, f64)> {
-            let rows = r.len();
-            let xs = Tensor::from_slice(&x[r.start * d..r.end * d], (rows, d), device)?;
-            let mut es = Vec::with_capacity(k * rows * l);
-            for s in 0..k {
-                es.extend_from_slice(&eps[(s * n + r.start) * l..(s * n + r.end) * l]);
-            }
-            let es = Tensor::from_vec(es, (k, rows, l), device)?;
-            let ys = match (model.config().num_classes, &labels) {
-                (Some(c), Some(ls)) => Some(one_hot(&ls[r.clone()], c, device)?),
-                (Some(_), None) => {
-                    return Err(TrainError::Usage(
-                        "a conditional model needs labelled data".into(),
-                    ))
-                }
-                _ => None,
-            };
-            let t = model.terms(&xs, ys.as_ref(), &es, beta)?;
-            let kl_dim = t
-                .kl_per_dim
-                .sum(0)?
-                .to_dtype(DType::F64)?
-                .to_vec1::<f64>()?;
-            let recon = t
-                .recon
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            Ok((t, kl_dim, recon))
-        });
-        let mut shards = Vec::with_capacity(forward.len());
-        let (mut recon, mut kl_dim) = (0.0, vec![0f64; l]);
-        for f in forward {
-            let (t, kd, r) = f?;
-            recon += r;
-            kl_dim.iter_mut().zip(&kd).for_each(|(a, b)| *a += b);
-            shards.push(t);
+        if !eight_bit {
+            return Err(TrainError::Flag(format!(
+                "--dequantize: the data ({}) are not 8-bit values",
+                cfg.data.dataset()
+            )));
         }
-        let neg_elbo = recon + kl_dim.iter().sum::<f64>();
-        if !neg_elbo.is_finite() {
-            return Err(TrainError::NonFinite {
-                what: "loss",
-                step: self.step + 1,
-                value: neg_elbo,
-            });
-        }
-        // Free bits need the KL of the whole batch: the mask is known only now.
-        let mask = if objective.free_bits > 0.0 {
-            let sums = Tensor::from_vec(
-                kl_dim.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                l,
-                device,
-            )?;
-            Some(objective.free_bits_mask(&sums, n)?)
-        } else {
-            None
-        };
-        // Backward passes, one shard per thread again.
-        let backward = par::map_ranges(
-            shards.len(),
-            shards.len(),
-            |r| -> Result<(GradStore, f64)> {
-                let t = &shards[r.start];
-                let loss = objective.shard_loss(t, n, beta, mask.as_ref())?;
-                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                Ok((loss.backward()?, value))
-            },
-        );
-        let mut grads = Vec::with_capacity(backward.len());
-        let mut obj = 0.0;
-        for b in backward {
-            let (g, v) = b?;
-            grads.push(g);
-            obj += v;
-        }
-        if objective.free_bits > 0.0 {
-            // The loss of the shards leaves out the floored dimensions; the objective has them.
-            obj = recon / n as f64 + objective.kl_term_value(&kl_dim, n, beta);
-        }
-        if !obj.is_finite() {
-            return Err(TrainError::NonFinite {
-                what: "objective",
-                step: self.step + 1,
-                value: obj,
-            });
-        }
-        let info = self.opt.step(&grads, threads, self.cfg.train.grad_clip)?;
-        if !info.applied {
-            return Err(TrainError::NonFinite {
-                what: "gradient norm",
-                step: self.step + 1,
-                value: info.grad_norm,
-            });
-        }
-        self.step += 1;
-        Ok(StepLoss {
-            neg_elbo,
-            objective: obj,
-            grad_norm: info.grad_norm,
-        })
     }
-}
-
-fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {
-    let line = serde_json::to_string(value).map_err(|e| TrainError::Usage(e.to_string()))?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| TrainError::io(path, e))?;
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))?;
-    f.sync_data().map_err(|e| TrainError::io(path, e))
-}
-
-/// The epoch numbers already in metrics.jsonl.
-fn logged_epochs(path: &Path) -> Vec<usize> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("epoch").and_then(|e| e.as_u64()).map(|e| e as usize))
-        .collect()
+    Ok(())
 }
 
 /// Trains, writing the run directory `out` as it goes. With [`Start::Resume`] the run continues
@@ -385,18 +117,19 @@ pub fn run(
     obs: &mut dyn Observer,
     stop: &AtomicBool,
 ) -> Result<Summary> {
-    cfg.train.validate().map_err(TrainError::Usage)?;
+    cfg.train.validate().map_err(TrainError::Flag)?;
     cfg.model.validate()?;
+    check_data(&cfg, splits)?;
     let dir = RunDir::new(out);
     if start == Start::Fresh && dir.config().exists() {
-        return Err(TrainError::Usage(format!(
+        return Err(TrainError::Flag(format!(
             "{} already holds a run; continue it with --resume {}, or choose another --out",
             out.display(),
             out.display()
         )));
     }
     std::fs::create_dir_all(dir.samples()).map_err(|e| TrainError::io(dir.samples(), e))?;
-    let json = serde_json::to_string_pretty(&cfg).map_err(|e| TrainError::Usage(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&cfg)?;
     weights::atomic_write(&dir.config(), json.as_bytes())?;
 
     let hash = cfg.hash();
@@ -450,6 +183,12 @@ pub fn run(
     let mut last = state.last_metrics.clone();
     let mut outcome = Outcome::Finished;
     let mut beta = t.objective.beta_at((state.epoch - 1) as f64);
+    // A run trained on dequantized values is validated on them too.
+    let val_prep = if trainer.cfg.data.dequantize {
+        Prep::Dequantize
+    } else {
+        Prep::AsIs
+    };
 
     'epochs: while state.epoch <= t.epochs {
         let epoch = state.epoch;
@@ -512,6 +251,7 @@ pub fn run(
             VAL_BATCH,
             t.seed,
             t.threads,
+            val_prep,
         )?;
         let m = EpochMetrics {
             epoch,
@@ -541,7 +281,7 @@ pub fn run(
             weights::save_varmap(&trainer.varmap, &dir.best())?;
         }
         if trainer.model.config().shape.is_image() {
-            let samples = vae_infer::sample::sample(
+            let samples = vae_run::sample::sample(
                 &trainer.model,
                 64,
                 1.0,
@@ -550,8 +290,8 @@ pub fn run(
                 &trainer.device,
             )?;
             let v = samples.flatten_all()?.to_vec1::<f32>()?;
-            vae_infer::image::write_grid(
-                &dir.samples().join(format!("epoch-{epoch:03}.png")),
+            vae_run::image::write_grid(
+                &dir.sample_grid(epoch),
                 &v,
                 trainer.model.config().shape,
                 8,

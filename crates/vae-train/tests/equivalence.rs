@@ -8,7 +8,7 @@
 use vae_core::candle_core::Device;
 use vae_core::Preset;
 use vae_train::config::{RunConfig, TrainConfig};
-use vae_train::train::Trainer;
+use vae_train::step::Trainer;
 
 fn curve(preset: Preset, fused: bool, threads: usize, steps: usize) -> Vec<f64> {
     vae_core::ops::set_fused(fused);

@@ -4,11 +4,15 @@
 //! [`crate::fastmath`] and direct `gemm` calls); on other devices, and as the reference in
 //! tests, the same value comes from a composition of candle operations ([`composite`]).
 //! Gradients of the fused versions are checked against finite differences and against the
-//! composite versions in the tests.
+//! composite versions in the tests. [`adam`] holds the optimizer's kernels.
 
+pub mod adam;
 mod bernoulli;
+mod betabinom;
 mod cb;
 mod conv;
+mod discrete;
+mod dlogistic;
 mod gemm;
 mod linear;
 
@@ -17,8 +21,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::Tensor;
 
 pub use bernoulli::{bernoulli_log_prob, sigmoid};
+pub use betabinom::{
+    beta_binomial_log_prob, beta_binomial_mean, beta_binomial_pixel_log_pmf,
+    beta_binomial_pixel_pmf, beta_binomial_sample, BETA_BINOMIAL_LOG_MAX, BETA_BINOMIAL_LOG_MIN,
+};
 pub use cb::{cb_log_norm, cb_mean};
 pub use conv::{conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with, ConvOpts, MapLayout};
+pub use discrete::{cdf, inverse_cdf, LEVELS};
+pub use dlogistic::{
+    discretized_logistic_log_prob, discretized_logistic_mean, discretized_logistic_params_per_dim,
+    discretized_logistic_pixel_log_pmf, discretized_logistic_pixel_pmf,
+    discretized_logistic_sample, LOG_SCALE_MAX as DLOGISTIC_LOG_SCALE_MAX,
+    LOG_SCALE_MIN as DLOGISTIC_LOG_SCALE_MIN,
+};
 pub use linear::{linear, Act};
 
 static FUSED: AtomicBool = AtomicBool::new(true);
@@ -47,6 +62,9 @@ pub mod composite {
     use candle_core::{Tensor, D};
 
     use super::{Act, ConvOpts, MapLayout};
+
+    pub use super::betabinom::composite_log_prob as beta_binomial_log_prob;
+    pub use super::dlogistic::composite_log_prob as discretized_logistic_log_prob;
 
     /// softplus(l) = max(l, 0) + ln(1 + e^-|l|).
     pub fn softplus(l: &Tensor) -> candle_core::Result<Tensor> {

@@ -8,15 +8,7 @@ use vae_infer::cli::{dispatch, Cli};
 fn main() -> ExitCode {
     vae_core::device::configure_process();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+    vae_run::flags::init_logging("warn");
     match dispatch(&cli) {
         Ok(out) => {
             println!("{out}");

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use vae_run::RunDir;
 use vae_train::cli::Args;
-use vae_train::train::{self, EpochMetrics, Observer, Outcome, RunDir, Start};
+use vae_train::metrics::EpochMetrics;
+use vae_train::train::{self, Observer, Outcome, Start};
 
 struct Progress {
     bar: Option<ProgressBar>,
@@ -99,16 +101,7 @@ impl Signals {
 fn main() -> ExitCode {
     vae_core::device::configure_process();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(if args.quiet { "warn" } else { "info" })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+    vae_run::flags::init_logging(if args.quiet { "warn" } else { "info" });
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -136,7 +129,7 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     let args = args.with_config_file()?;
     let (cfg, out, start, resolved) = match &args.resume {
         Some(dir) => {
-            let saved = RunDir::new(dir).read_config().context("--resume")?;
+            let saved = train::read_config(&RunDir::new(dir)).context("--resume")?;
             let cfg = args.resolve_resume(&saved)?;
             if args.out.as_ref().is_some_and(|o| o != dir) {
                 anyhow::bail!(
@@ -148,7 +141,7 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
             (cfg, dir.clone(), Start::Resume, resolved)
         }
         None => {
-            let resolved = args.data_config().load()?;
+            let resolved = args.data_config()?.load()?;
             let cfg = args.resolve(
                 resolved.splits.train.shape,
                 resolved.splits.train.num_classes,

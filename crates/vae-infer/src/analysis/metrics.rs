@@ -18,14 +18,14 @@ impl Contingency {
     /// The table of `pred` (clusters) against `truth` (labels); both as long, not empty.
     pub fn new(pred: &[u32], truth: &[u32]) -> Result<Self> {
         if pred.len() != truth.len() {
-            return Err(InferError::Usage(format!(
+            return Err(InferError::Input(format!(
                 "{} predictions for {} labels",
                 pred.len(),
                 truth.len()
             )));
         }
         if pred.is_empty() {
-            return Err(InferError::Usage("no examples to score".into()));
+            return Err(InferError::Input("no examples to score".into()));
         }
         let rows = pred.iter().max().map_or(0, |&m| m as usize + 1);
         let cols = truth.iter().max().map_or(0, |&m| m as usize + 1);
@@ -63,7 +63,7 @@ impl Contingency {
 /// The share of predictions equal to the labels.
 pub fn accuracy(pred: &[u32], truth: &[u32]) -> Result<f64> {
     if pred.len() != truth.len() || pred.is_empty() {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "{} predictions for {} labels",
             pred.len(),
             truth.len()

@@ -10,13 +10,13 @@ const BLOCK: usize = 256;
 
 fn check_rows(x: &[f32], dim: usize, what: &str) -> Result<usize> {
     if dim == 0 || !x.len().is_multiple_of(dim) {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "{what}: {} values are not rows of {dim}",
             x.len()
         )));
     }
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "{what}: latent value {} of row {} is not finite",
             x[i],
             i / dim
@@ -48,13 +48,13 @@ pub fn knn_predict(
     let n = check_rows(train, dim, "k-NN training set")?;
     let m = check_rows(test, dim, "k-NN test set")?;
     if train_labels.len() != n {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "{} labels for {n} training rows",
             train_labels.len()
         )));
     }
     if k == 0 || k > n {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Flag(format!(
             "--k {k}: must be between 1 and the {n} training rows"
         )));
     }
@@ -126,7 +126,7 @@ pub fn knn_predict(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(InferError::Usage("a k-NN thread panicked".into())))
+                    .unwrap_or_else(|_| Err(InferError::Input("a k-NN thread panicked".into())))
             })
             .collect()
     });
@@ -270,13 +270,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 pub fn fit_logistic(x: &[f32], y: &[u32], dim: usize, cfg: &LogisticConfig) -> Result<Logistic> {
     let n = check_rows(x, dim, "linear probe training set")?;
     if y.len() != n || n == 0 {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "{} labels for {n} training rows",
             y.len()
         )));
     }
     if !(cfg.c > 0.0 && cfg.c.is_finite()) {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Flag(format!(
             "--c must be positive, got {}",
             cfg.c
         )));
@@ -422,8 +422,8 @@ impl Logistic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::tests::blobs;
-    use crate::metrics::accuracy;
+    use crate::analysis::kmeans::tests::blobs;
+    use crate::analysis::metrics::accuracy;
 
     #[test]
     fn knn_on_separable_blobs_is_perfect() -> Result<()> {

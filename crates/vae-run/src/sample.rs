@@ -5,8 +5,8 @@ use vae_core::candle_core::{Device, Tensor};
 use vae_core::{Rng, Vae};
 use vae_data::Dataset;
 
-use crate::model::{batch, one_hot};
-use crate::{InferError, Result};
+use crate::batch::{batch, one_hot};
+use crate::{Result, RunError};
 
 /// A diagonal Gaussian over the latent space to draw codes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,11 +16,12 @@ pub struct LatentGaussian {
 }
 
 impl LatentGaussian {
-    /// The prior N(0, I).
-    pub fn standard(latent_dim: usize) -> Self {
+    /// The prior N(0, I) of the model's (top) latent code.
+    pub fn prior(model: &Vae) -> Self {
+        let l = model.latent_dim();
         Self {
-            mean: vec![0.0; latent_dim],
-            std: vec![1.0; latent_dim],
+            mean: vec![0.0; l],
+            std: vec![1.0; l],
         }
     }
 
@@ -58,10 +59,12 @@ pub fn aggregate_posterior(
     let idx: Vec<usize> = match (label, &data.labels) {
         (None, _) => (0..data.len()).collect(),
         (Some(y), Some(ls)) => (0..data.len()).filter(|&i| ls[i] == y).collect(),
-        (Some(_), None) => return Err(InferError::Usage("--label: the data has no labels".into())),
+        (Some(_), None) => {
+            return Err(RunError::Mismatch("--label: the data has no labels".into()))
+        }
     };
     if idx.is_empty() {
-        return Err(InferError::Usage(format!(
+        return Err(RunError::Mismatch(format!(
             "no training example has label {}",
             label.unwrap_or(0)
         )));
@@ -113,7 +116,7 @@ pub fn sample_from(
             Some(one_hot(&ys, k, device)?)
         }
         (None, Some(_)) => {
-            return Err(InferError::Usage(
+            return Err(RunError::Mismatch(
                 "--label: this model is not conditional (train it with --conditional)".into(),
             ))
         }
@@ -133,7 +136,7 @@ pub fn sample(
 ) -> Result<Tensor> {
     sample_from(
         model,
-        &LatentGaussian::standard(model.latent_dim()),
+        &LatentGaussian::prior(model),
         n,
         temperature,
         label,

@@ -172,29 +172,29 @@ fn lloyd(
 /// its own generator (seed, restart number), so the result does not depend on the thread count.
 pub fn fit(x: &[f32], dim: usize, cfg: &KMeansConfig) -> Result<KMeans> {
     if dim == 0 || !x.len().is_multiple_of(dim) {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "{} values are not rows of {dim}",
             x.len()
         )));
     }
     let n = x.len() / dim;
     if cfg.k == 0 {
-        return Err(InferError::Usage("--k must be at least 1".into()));
+        return Err(InferError::Flag("--k must be at least 1".into()));
     }
     if cfg.k > n {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Flag(format!(
             "--k {}: more clusters than the {n} points",
             cfg.k
         )));
     }
     if cfg.restarts == 0 {
-        return Err(InferError::Usage("--restarts must be at least 1".into()));
+        return Err(InferError::Flag("--restarts must be at least 1".into()));
     }
     if cfg.max_iter == 0 {
-        return Err(InferError::Usage("--max-iter must be at least 1".into()));
+        return Err(InferError::Flag("--max-iter must be at least 1".into()));
     }
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(InferError::Usage(format!(
+        return Err(InferError::Input(format!(
             "latent value {} of row {} is not finite",
             x[i],
             i / dim
@@ -255,7 +255,7 @@ pub fn fit(x: &[f32], dim: usize, cfg: &KMeansConfig) -> Result<KMeans> {
                 .total_cmp(&b.inertia)
                 .then(a.restart.cmp(&b.restart))
         })
-        .ok_or_else(|| InferError::Usage("k-means: every restart failed".into()))
+        .ok_or_else(|| InferError::Input("k-means: every restart failed".into()))
 }
 
 impl KMeans {
@@ -276,7 +276,7 @@ impl KMeans {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::metrics::cluster_scores;
+    use crate::analysis::metrics::cluster_scores;
 
     /// `per` points around each of `centres` (2-D), spread `spread`, labels = centre index.
     pub(crate) fn blobs(

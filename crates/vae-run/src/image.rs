@@ -5,13 +5,13 @@ use std::path::Path;
 use image::{ImageBuffer, ImageFormat, Rgb};
 use vae_core::DataShape;
 
-use crate::{InferError, Result};
+use crate::{Result, RunError};
 
 /// Lays out `n` examples (each `shape.dim()` values, channel-major, nominally in [0, 1]) in a
 /// grid of `cols` columns with a 2-pixel border, scaled up `scale` times, and encodes it as PNG.
 pub fn grid_png(values: &[f32], shape: DataShape, cols: usize, scale: u32) -> Result<Vec<u8>> {
     if !shape.is_image() {
-        return Err(InferError::Usage(format!(
+        return Err(RunError::Mismatch(format!(
             "data of shape {}x{}x{} cannot be drawn as pictures",
             shape.channels, shape.height, shape.width
         )));
@@ -58,7 +58,7 @@ pub fn grid_png(values: &[f32], shape: DataShape, cols: usize, scale: u32) -> Re
     }
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, ImageFormat::Png)
-        .map_err(|e| InferError::Usage(format!("encoding PNG: {e}")))?;
+        .map_err(|e| RunError::Png(e.to_string()))?;
     Ok(out.into_inner())
 }
 

@@ -1,0 +1,157 @@
+//! Architectures: the networks of q(z|x) and p(x|z), each behind the [`Net`] interface.
+//!
+//! An architecture is one file: its configuration type (a variant of [`Arch`], as written in
+//! `config.json`), its layers, and a `build` function returning a `Box<dyn Net>`. The rest of
+//! the crate (bounds, sampling, training) sees only [`Net`].
+//!
+//! - [`mlp`]: dense layers; [`conv`]: strided convolutions and transposed convolutions. Both
+//!   have one latent group with a diagonal Gaussian posterior ([`single::GaussianLatent`]).
+
+pub mod conv;
+mod layers;
+pub mod mlp;
+pub mod single;
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+pub use conv::ConvConfig;
+pub use layers::{Activation, Upsampling};
+pub use mlp::MlpConfig;
+
+use crate::config::ModelConfig;
+use crate::dist::DiagonalGaussian;
+use crate::ops::Act;
+use crate::Result;
+
+/// The encoder and decoder networks, as `config.json` records them (`"kind": "mlp"`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Arch {
+    /// Fully connected layers; the decoder mirrors the encoder's hidden sizes.
+    Mlp(MlpConfig),
+    /// Strided 4x4 convolutions (stride 2) in the encoder, one dense layer to the latent
+    /// parameters; the decoder mirrors it.
+    Conv(ConvConfig),
+}
+
+impl Arch {
+    /// The configuration of the variant, behind the interface every architecture implements.
+    pub fn get(&self) -> &dyn ArchConfig {
+        match self {
+            Arch::Mlp(c) => c,
+            Arch::Conv(c) => c,
+        }
+    }
+
+    /// The name used on the command line and in reports.
+    pub fn name(&self) -> &'static str {
+        self.get().name()
+    }
+
+    /// Checks the settings against the rest of the model (the data shape, mostly).
+    pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
+        self.get().validate(cfg)
+    }
+
+    /// Creates the layers through `vb` (the prefixes are the tensor names).
+    pub(crate) fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>> {
+        self.get().build(vb, cfg)
+    }
+}
+
+/// What each architecture's configuration type provides.
+pub trait ArchConfig: std::fmt::Debug {
+    /// The name used on the command line and in `config.json` (`"kind"`).
+    fn name(&self) -> &'static str;
+    /// A short description for reports, e.g. `mlp [400]`.
+    fn describe(&self) -> String;
+    /// Checks the settings against the rest of the model (the data shape, mostly); messages
+    /// name the flag.
+    fn validate(&self, cfg: &ModelConfig) -> Result<()>;
+    /// Creates the layers through `vb` (the prefixes are the tensor names).
+    fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>>;
+}
+
+/// The latent variables of a model, as groups: the noise of one sample of one example is the
+/// concatenation of the groups' noise (standard normal, `dim` values each), and the KL term of
+/// the bound is reported per unit (`kl_units` per group: its dimensions, or the group as one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatentLayout {
+    pub groups: Vec<LatentGroup>,
+}
+
+/// One group of latent variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatentGroup {
+    /// Standard-normal noise values per example (the group's dimensions).
+    pub dim: usize,
+    /// Entries of the group in the per-unit KL (free bits floor each unit).
+    pub kl_units: usize,
+}
+
+impl LatentLayout {
+    /// One group of `dim` dimensions, its KL reported per dimension.
+    pub fn single(dim: usize) -> Self {
+        Self {
+            groups: vec![LatentGroup { dim, kl_units: dim }],
+        }
+    }
+
+    /// Noise values per sample of one example, all groups together.
+    pub fn noise_dim(&self) -> usize {
+        self.groups.iter().map(|g| g.dim).sum()
+    }
+
+    /// Entries of the per-unit KL of one example, all groups together.
+    pub fn kl_units(&self) -> usize {
+        self.groups.iter().map(|g| g.kl_units).sum()
+    }
+}
+
+/// What one pass through inference and generative networks gives for a batch of `b` examples
+/// and `K` samples of noise each.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// The likelihood's raw parameters: `[b, P·D]` for K = 1 without densities, else
+    /// `[K·b, P·D]` sample-major.
+    pub params: Tensor,
+    /// KL(q(z|x) ‖ p(z)) per unit, `[b, units]` (see [`LatentLayout`]), in closed form where
+    /// the architecture has one.
+    pub kl: Tensor,
+    /// log p(z_k) and log q(z_k|x) summed over all groups, `[K, b]` each, when asked for.
+    pub log_p: Option<Tensor>,
+    pub log_q: Option<Tensor>,
+}
+
+/// The interface of every architecture.
+pub trait Net: std::fmt::Debug + Send + Sync {
+    /// The latent groups.
+    fn latent(&self) -> &LatentLayout;
+
+    /// q(z|x) of the top latent group (the only one of a single-layer model): means and
+    /// log-variances `[b, latent_dim]` for a batch `x` `[b, dim]` (channel-major images), with
+    /// one-hot `labels` `[b, classes]` for a conditional model.
+    fn encode(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<DiagonalGaussian>;
+
+    /// The likelihood's raw parameters `[b, P·D]` for top-group codes `z` `[b, latent_dim]`,
+    /// with `out_act` applied to the output (fused into the last layer where
+    /// [`Net::fuses_output`]).
+    fn decode(&self, z: &Tensor, labels: Option<&Tensor>, out_act: Act) -> Result<Tensor>;
+
+    /// Whether [`Net::decode`] fuses its output activation into the last layer.
+    fn fuses_output(&self) -> bool {
+        false
+    }
+
+    /// Encodes `x`, draws z = mu + sigma * eps for noise `eps` `[K, b, noise_dim]` (or
+    /// `[b, noise_dim]` for K = 1) and decodes. With `densities`, also log p(z) and log q(z|x).
+    fn pass(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        eps: &Tensor,
+        densities: bool,
+    ) -> Result<Pass>;
+}

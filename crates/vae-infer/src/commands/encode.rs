@@ -1,0 +1,93 @@
+//! `vae-infer encode`: the posterior means and log-variances of a split, to CSV, NPY or
+//! safetensors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Command;
+use crate::args::{check_out, dataset_name, load_split, positive, ModelArgs, Split};
+use crate::latent::{encode_dataset, write_latents, LatentFormat};
+use crate::Result;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which split of the run's dataset.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
+    /// Output file: .csv, .npy or .safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Use only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub out: PathBuf,
+    pub split: Split,
+    pub format: LatentFormat,
+    pub examples: usize,
+    pub latent_dim: usize,
+    pub labelled: bool,
+    pub seconds: f64,
+}
+
+impl super::Report for Report {
+    fn text(&self) -> String {
+        format!(
+            "wrote the posterior means and log-variances of {} {} examples ({} latent dimensions{}) to {} in {:.2}s",
+            self.examples,
+            self.split.name(),
+            self.latent_dim,
+            if self.labelled { ", with labels" } else { "" },
+            self.out.display(),
+            self.seconds
+        )
+    }
+}
+
+impl Command for Args {
+    type Report = Report;
+
+    fn model(&self) -> &ModelArgs {
+        &self.model
+    }
+
+    fn run(&self) -> Result<Report> {
+        check_out(&self.out)?;
+        // Refuse an unknown extension before any work.
+        LatentFormat::from_path(&self.out)?;
+        positive("--batch-size", self.batch_size)?;
+        let m = self.model.load()?;
+        let data = load_split(&m, self.split, self.limit)?;
+        let start = Instant::now();
+        let l = encode_dataset(&m.model, &data, &m.device, self.batch_size)?;
+        let meta = HashMap::from([
+            ("split".to_string(), self.split.name().to_string()),
+            ("latent_dim".to_string(), l.dim.to_string()),
+            (
+                "dataset".to_string(),
+                dataset_name(&m).unwrap_or("unknown").to_string(),
+            ),
+        ]);
+        let format = write_latents(&self.out, &l, meta)?;
+        Ok(Report {
+            out: self.out.clone(),
+            split: self.split,
+            format,
+            examples: l.len(),
+            latent_dim: l.dim,
+            labelled: l.labels.is_some(),
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}

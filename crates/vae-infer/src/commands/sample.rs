@@ -1,0 +1,111 @@
+//! `vae-infer sample`: codes from the prior (or the aggregate posterior) decoded into a grid.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use vae_core::Rng;
+use vae_run::sample::{aggregate_posterior, sample_from, LatentGaussian};
+
+use super::Command;
+use crate::args::{load_split, ModelArgs, Split};
+use crate::{InferError, Result};
+
+/// Seed stream of the pictures of `sample` and of the report's sample grid.
+pub const SAMPLE_STREAM: u64 = 0x5a3b1e;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Class of a conditional model.
+    #[arg(long)]
+    pub label: Option<u32>,
+    /// Scale of the prior's standard deviation.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Where codes come from: `prior` (N(0, I)) or `posterior` (the aggregate posterior of the
+    /// training split, of class --label if given: samples that stay where the data is).
+    #[arg(long, value_enum, default_value_t = LatentSource::Prior)]
+    pub latent: LatentSource,
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Where `sample` draws its codes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatentSource {
+    Prior,
+    Posterior,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub out: PathBuf,
+    pub n: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl super::Report for Report {
+    fn text(&self) -> String {
+        format!(
+            "wrote {} samples ({}x{} grid) to {}",
+            self.n,
+            self.rows,
+            self.cols,
+            self.out.display()
+        )
+    }
+}
+
+impl Command for Args {
+    type Report = Report;
+
+    fn model(&self) -> &ModelArgs {
+        &self.model
+    }
+
+    fn run(&self) -> Result<Report> {
+        if self.n == 0 {
+            return Err(InferError::Flag("--n must be at least 1".into()));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(InferError::Flag(format!(
+                "--temperature must be positive, got {}",
+                self.temperature
+            )));
+        }
+        let m = self.model.load()?;
+        let mut rng = Rng::stream(self.model.seed(), SAMPLE_STREAM);
+        let source = match self.latent {
+            LatentSource::Prior => LatentGaussian::prior(&m.model),
+            LatentSource::Posterior => {
+                let train = load_split(&m, Split::Train, None)?;
+                aggregate_posterior(&m.model, &train, self.label, &m.device)?
+            }
+        };
+        let x = sample_from(
+            &m.model,
+            &source,
+            self.n,
+            self.temperature,
+            self.label,
+            &mut rng,
+            &m.device,
+        )?;
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let cols = (self.n as f64).sqrt().ceil() as usize;
+        vae_run::image::write_grid(&self.out, &values, m.model.config().shape, cols)?;
+        Ok(Report {
+            out: self.out.clone(),
+            n: self.n,
+            rows: self.n.div_ceil(cols),
+            cols,
+        })
+    }
+}

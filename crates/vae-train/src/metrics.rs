@@ -1,0 +1,93 @@
+//! The per-epoch metrics of a run (`metrics.jsonl`, one JSON object a line, appended).
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// f64 fields that stay in the JSON when they are not finite: written as the strings "NaN",
+/// "inf", "-inf" (JSON has no such numbers), read back from either form.
+mod finite_or_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            F(f64),
+            S(String),
+        }
+        match Num::deserialize(d)? {
+            Num::F(v) => Ok(v),
+            Num::S(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                _ => Err(serde::de::Error::custom(format!("not a number: {s}"))),
+            },
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`. Losses are per-example negative ELBO in nats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    /// Mean negative ELBO of the epoch's training batches (nats per example).
+    #[serde(with = "finite_or_string")]
+    pub train_loss: f64,
+    /// Mean of the objective minimised (differs from train_loss with beta, free bits or IWAE).
+    #[serde(with = "finite_or_string")]
+    pub train_objective: f64,
+    #[serde(with = "finite_or_string")]
+    pub val_loss: f64,
+    #[serde(with = "finite_or_string")]
+    pub val_recon: f64,
+    #[serde(with = "finite_or_string")]
+    pub val_kl: f64,
+    #[serde(with = "finite_or_string")]
+    pub beta: f64,
+    #[serde(with = "finite_or_string")]
+    pub lr: f64,
+    /// Training time of the epoch (validation excluded), summed over resumes.
+    #[serde(with = "finite_or_string")]
+    pub seconds: f64,
+    #[serde(with = "finite_or_string")]
+    pub examples_per_second: f64,
+}
+
+pub(crate) fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {
+    let line = serde_json::to_string(value)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))?;
+    f.sync_data().map_err(|e| TrainError::io(path, e))
+}
+
+/// The epoch numbers already in metrics.jsonl.
+pub(crate) fn logged_epochs(path: &Path) -> Vec<usize> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("epoch").and_then(|e| e.as_u64()).map(|e| e as usize))
+        .collect()
+}
