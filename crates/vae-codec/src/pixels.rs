@@ -3,7 +3,7 @@
 //! Parameters come as f64 slices in block-major layout, `[parameter block][pixel]`, after the
 //! model's own parameter maps (the same bounds its training likelihood uses).
 
-use crate::detmath::{exp, ln, sigmoid};
+use crate::detmath::sigmoid;
 use crate::models::{quantise, IntCdf, TableCdf};
 use crate::{CodecError, Result};
 
@@ -268,6 +268,7 @@ fn pow2_neg(s: i32) -> f64 {
 /// tests, free of the rescaling logic).
 #[cfg(test)]
 fn beta_binomial_pmf_reference(alpha: f64, beta: f64) -> Vec<f64> {
+    use crate::detmath::{exp, ln};
     let mut lw = vec![0.0f64; 256];
     for k in 0..255 {
         let kf = k as f64;
