@@ -26,7 +26,7 @@ use constriction::stream::{Decode, Encode};
 
 use crate::detmath::log2;
 use crate::models::{Bins, Coder, Gaussian, IntCdf, Model, PosteriorBins, UniformBins, PRECISION};
-use crate::pixels::{beta_binomial_table, BernoulliCdf, LogisticCdf, PixelParams};
+use crate::pixels::{beta_binomial_table, inverse, BernoulliCdf, LogisticCdf, PixelParams};
 use crate::{CodecError, Result};
 
 /// -log2 of a fixed-point probability.
@@ -164,8 +164,9 @@ pub fn push_pixels(coder: &mut Coder, params: &PixelParams, image: &[u8]) -> Res
             means,
             scales,
         } => {
+            let inv = inverse(scales);
             for (i, &x) in image.iter().enumerate().rev() {
-                let m = LogisticCdf::new(i, d, *components, weights, means, scales);
+                let m = LogisticCdf::new(i, d, *components, weights, means, &inv);
                 bits += push(coder, x as u32, m)?;
             }
         }
@@ -196,8 +197,9 @@ pub fn pop_pixels(coder: &mut Coder, params: &PixelParams, pixels: usize) -> Res
             means,
             scales,
         } => {
+            let inv = inverse(scales);
             for i in 0..pixels {
-                let m = LogisticCdf::new(i, pixels, *components, weights, means, scales);
+                let m = LogisticCdf::new(i, pixels, *components, weights, means, &inv);
                 out.push(pop(coder, m)?.0 as u8);
             }
         }

@@ -358,7 +358,10 @@ impl Fields {
             return Err(invalid(format!("model precision {}", self.precision)));
         }
         let (c, h, w) = self.shape;
-        let pixels = c as u64 * h as u64 * w as u64;
+        let pixels = (c as u64)
+            .checked_mul(h as u64)
+            .and_then(|p| p.checked_mul(w as u64))
+            .unwrap_or(u64::MAX);
         if pixels == 0 || pixels > MAX_PIXELS {
             return Err(invalid(format!("image shape {c}x{h}x{w}")));
         }

@@ -145,19 +145,25 @@ pub struct LogisticCdf<'a> {
     components: usize,
     weights: &'a [f64],
     means: &'a [f64],
-    scales: &'a [f64],
+    inv_scales: &'a [f64],
     inv_total: f64,
 }
 
+/// 1 / s for each scale: computed once per image rather than in every CDF evaluation.
+pub fn inverse(scales: &[f64]) -> Vec<f64> {
+    scales.iter().map(|s| 1.0 / s).collect()
+}
+
 impl<'a> LogisticCdf<'a> {
-    /// The model of `pixel` from validated mixture parameters.
+    /// The model of `pixel` from validated mixture parameters; `inv_scales` holds 1 / scale
+    /// for each entry of `scales` (see [`inverse`]).
     pub fn new(
         pixel: usize,
         pixels: usize,
         components: usize,
         weights: &'a [f64],
         means: &'a [f64],
-        scales: &'a [f64],
+        inv_scales: &'a [f64],
     ) -> Self {
         let mut total = 0.0;
         for k in 0..components {
@@ -169,7 +175,7 @@ impl<'a> LogisticCdf<'a> {
             components,
             weights,
             means,
-            scales,
+            inv_scales,
             inv_total: 1.0 / total,
         }
     }
@@ -181,7 +187,7 @@ impl<'a> LogisticCdf<'a> {
         let mut f = 0.0;
         for k in 0..self.components {
             let j = k * self.pixels + self.pixel;
-            f += self.weights[j] * sigmoid((x - self.means[j]) / self.scales[j]);
+            f += self.weights[j] * sigmoid((x - self.means[j]) * self.inv_scales[j]);
         }
         f * self.inv_total
     }
@@ -322,7 +328,8 @@ mod tests {
         .validate(d)
         .unwrap();
         for px in 0..d {
-            let m = LogisticCdf::new(px, d, k, &weights, &means, &scales);
+            let inv = inverse(&scales);
+            let m = LogisticCdf::new(px, d, k, &weights, &means, &inv);
             let p = check(m);
             let s: f64 = (0..k).map(|c| weights[c * d + px]).sum();
             let f = |v: f64| -> f64 {

@@ -167,3 +167,63 @@ fn invalid_fields_behind_a_valid_checksum_are_refused() {
         assert!(e.starts_with("invalid header"), "{what}: {e}");
     }
 }
+
+/// The fuzz corpus's crafted headers (fuzz/seeds/codec_header): the good ones parse, every
+/// other one is refused with its own cause.
+#[test]
+fn crafted_seed_files_are_refused_for_their_cause() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/codec_header");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let got = parse(&bytes);
+        seen += 1;
+        let want: Option<&str> = match name.as_str() {
+            n if n.starts_with("good-") || n == "other-fingerprint" => None,
+            "empty" => Some("empty file"),
+            "magic-only" => Some("truncated file: it ends inside the format version"),
+            "bad-magic" => Some("bad magic"),
+            "version-2" => Some("unsupported format version 2"),
+            "codec-9" => Some("unsupported codec version 9"),
+            "header-length-huge" | "header-length-small" => Some("invalid header: header length"),
+            "header-cut" => Some("truncated file: it ends inside the payload checksum"),
+            "container-cut" => Some("truncated file: it ends inside the container"),
+            "flipped-header-byte" => Some("checksum mismatch in the header"),
+            "payload-cut" => Some("truncated file: it ends inside the payload"),
+            "trailing" => Some("1 trailing bytes"),
+            "payload-checksum" => Some("checksum mismatch in the payload"),
+            "name-traversal" | "name-absolute" => Some("is not a plain relative path"),
+            "names-too-few" => Some("1 file names for 2 images"),
+            "zero-shape" | "huge-shape" => Some("invalid header: image shape"),
+            "huge-count" => Some("images"),
+            "latent-bits-30" => Some("latent bin precision 30"),
+            "precision-16" => Some("model precision 16"),
+            "chunk-zero" => Some("chunks of 0 images"),
+            "kind-7" => Some("container kind 7"),
+            "payload-word-count-huge" => None,
+            other => panic!("seed `{other}` has no expectation"),
+        };
+        match (want, got) {
+            (None, Ok((h, payload))) => {
+                let chunks = parse_payload(&h, payload);
+                if name == "payload-word-count-huge" {
+                    assert_eq!(chunks.unwrap_err(), FormatError::Truncated("payload"));
+                } else {
+                    assert_eq!(chunks.unwrap().len(), 1, "{name}");
+                    let fp = [0x11u8; 32];
+                    assert_eq!(
+                        h.check_model(&fp).is_ok(),
+                        name != "other-fingerprint",
+                        "{name}"
+                    );
+                }
+            }
+            (Some(w), Err(e)) => assert!(e.to_string().contains(w), "{name}: `{e}` lacks `{w}`"),
+            (w, g) => panic!("{name}: expected {w:?}, got {g:?}"),
+        }
+    }
+    assert_eq!(seen, 28);
+}

@@ -9,6 +9,7 @@
 mod bernoulli;
 mod cb;
 mod conv;
+mod exact;
 mod gemm;
 mod linear;
 
@@ -22,6 +23,46 @@ pub use conv::{conv2d, conv_transpose2d};
 pub use linear::{linear, Act};
 
 static FUSED: AtomicBool = AtomicBool::new(true);
+static EXACT: AtomicBool = AtomicBool::new(false);
+
+/// Turns the exact forward passes on or off for the whole process (off by default). On,
+/// [`linear`], [`conv2d`] and [`conv_transpose2d`] compute their forward pass with fixed-order
+/// kernels whose bits do not depend on the SIMD level, the thread count or the batch (see
+/// `ops/exact.rs`); they then have no backward pass. Lossless compression needs this.
+pub fn set_exact(on: bool) {
+    EXACT.store(on, Ordering::SeqCst);
+}
+
+/// Whether the exact forward passes are in use.
+pub fn exact() -> bool {
+    EXACT.load(Ordering::SeqCst)
+}
+
+/// Turns the exact passes on until dropped, then restores the previous setting.
+#[must_use = "exact mode ends when the guard is dropped"]
+pub struct ExactGuard {
+    previous: bool,
+}
+
+impl ExactGuard {
+    pub fn new() -> Self {
+        ExactGuard {
+            previous: EXACT.swap(true, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Default for ExactGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ExactGuard {
+    fn drop(&mut self) {
+        EXACT.store(self.previous, Ordering::SeqCst);
+    }
+}
 
 /// Turns the fused CPU kernels on or off for the whole process (on by default). Off, every
 /// operation takes its composite path: the unoptimised reference the tests compare against.
