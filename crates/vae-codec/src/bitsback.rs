@@ -441,7 +441,7 @@ fn setup<M: SingleLatentModel>(
     pixels: usize,
     params: CodecParams,
 ) -> Result<(usize, &'static Bins, Vec<u32>, usize)> {
-    if pixels == 0 || bytes % pixels != 0 {
+    if pixels == 0 || !bytes.is_multiple_of(pixels) {
         return Err(CodecError::BadParameter(format!(
             "{bytes} bytes are not a whole number of {pixels}-pixel images"
         )));

@@ -57,7 +57,7 @@ fn err(codec: &str, e: impl std::fmt::Display) -> CodecError {
 pub fn run_baselines(images: &[u8], shape: (usize, usize, usize)) -> Result<Vec<BaselineRow>> {
     let (c, h, w) = shape;
     let d = c * h * w;
-    if d == 0 || images.is_empty() || images.len() % d != 0 || !(c == 1 || c == 3) {
+    if d == 0 || images.is_empty() || !images.len().is_multiple_of(d) || !(c == 1 || c == 3) {
         return Err(CodecError::BadParameter(format!(
             "{} bytes are not images of shape {c}x{h}x{w} with 1 or 3 channels",
             images.len()

@@ -98,7 +98,7 @@ impl PixelParams {
                 }
                 for d in 0..pixels {
                     let s: f64 = (0..*components).map(|k| weights[k * pixels + d]).sum();
-                    if !(s > 0.0) || !s.is_finite() {
+                    if s.is_nan() || s <= 0.0 || !s.is_finite() {
                         return Err(bad(format!("mixture weights of pixel {d} sum to {s}")));
                     }
                 }
@@ -286,6 +286,7 @@ fn beta_binomial_pmf_reference(alpha: f64, beta: f64) -> Vec<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // pmf index = pixel value
 mod tests {
     use super::*;
 
@@ -306,7 +307,7 @@ mod tests {
     fn bernoulli_extremes_stay_leaky() {
         for l in [-1e300, -800.0, -3.0, 0.0, 2.0, 800.0, 1e300] {
             let p = check(BernoulliCdf::new(l));
-            let want0 = 1.0 / (1.0 + (l as f64).exp());
+            let want0 = 1.0 / (1.0 + l.exp());
             assert!((p[0] - want0).abs() < 1e-6, "logit {l}: {p:?}");
         }
     }

@@ -2,6 +2,8 @@
 //! damage (empty, truncated at any byte, any flipped byte, trailing bytes, another model) is
 //! an error naming its cause, never a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{block_images, BlockModel, Kind};

@@ -1,6 +1,8 @@
 //! Exact round trips of the bits-back coder with synthetic models, its rate accounting, and
 //! its independence of the thread count.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{block_images, BlockModel, Kind};

@@ -2,6 +2,8 @@
 //! encoder and decoder outputs at every SIMD level, with the batch split over 1 or 2 threads
 //! and one image at a time, and agree with the normal path to f32 tolerance.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use candle_core::{Device, Tensor};
 use vae_core::fastmath::{set_simd_cap, SimdLevel};
 use vae_core::{ops, par, DataShape, Preset, Rng, Vae};
