@@ -81,6 +81,28 @@ fn main() {
             images.push((levels[p / D.div_ceil(L)] + rnd() % 9) as u8);
         }
     }
+    // Rate and speed against the latent bin precision (logistic K=1, 2 threads).
+    let model = Synthetic {
+        kind: 0,
+        components: 1,
+    };
+    for latent_bits in [8, 10, 12, 14, 16, 18] {
+        let params = CodecParams {
+            latent_bits,
+            chunk_images: 256,
+        };
+        let t = Instant::now();
+        let enc = encode(&model, &images, D, params, 2).expect("encode");
+        let te = t.elapsed().as_secs_f64();
+        println!(
+            "latent bits {latent_bits:2}: {:.4} bits/dim ({:.4} net), initial bits {:.0} ({} chunks), encode {:5.0} images/s",
+            enc.payload_bits() as f64 / (n * D) as f64,
+            enc.net_bits() / (n * D) as f64,
+            enc.initial_bits(),
+            enc.chunks.len(),
+            n as f64 / te
+        );
+    }
     let params = CodecParams::default();
     for (name, model) in [
         (

@@ -466,7 +466,10 @@ pub fn decode<M: SingleLatentModel>(
     params: CodecParams,
     threads: usize,
 ) -> Result<Vec<u8>> {
-    let (_, bins, seed, latent) = setup(model, count * pixels, pixels, params)?;
+    let bytes = count
+        .checked_mul(pixels)
+        .ok_or_else(|| CodecError::BadParameter(format!("{count} images of {pixels} pixels")))?;
+    let (_, bins, seed, latent) = setup(model, bytes, pixels, params)?;
     let ranges = chunk_ranges(count, params.chunk_images as usize);
     if ranges.len() != chunks.len() {
         return Err(CodecError::Corrupt(format!(

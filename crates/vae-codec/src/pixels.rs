@@ -217,45 +217,60 @@ const SMALL: f64 = 1.0 / BIG;
 pub fn beta_binomial_table(alpha: f64, beta: f64) -> TableCdf {
     const N: usize = 255;
     let nf = N as f64;
+    // The ratios first: independent divisions, which the CPU overlaps.
+    let mut ratio = [0f64; N];
+    for (k, r) in ratio.iter_mut().enumerate() {
+        let kf = k as f64;
+        *r = ((nf - kf) * (kf + alpha)) / ((kf + 1.0) * (nf - kf - 1.0 + beta));
+    }
     // Weights w[k] ∝ p(k), carried with a power-of-two exponent e[k].
     let mut w = [0f64; N + 1];
     let mut e = [0i32; N + 1];
     let (mut cur, mut ce) = (1.0f64, 0i32);
+    let mut rescaled = false;
     w[0] = 1.0;
     for k in 0..N {
-        let kf = k as f64;
-        let ratio = ((nf - kf) * (kf + alpha)) / ((kf + 1.0) * (nf - kf - 1.0 + beta));
-        cur *= ratio;
-        while cur > BIG {
-            cur *= SMALL;
-            ce += 500;
-        }
-        while cur < SMALL && cur > 0.0 {
-            cur *= BIG;
-            ce -= 500;
+        cur *= ratio[k];
+        if !(SMALL..=BIG).contains(&cur) {
+            while cur > BIG {
+                cur *= SMALL;
+                ce += 500;
+            }
+            while cur < SMALL && cur > 0.0 {
+                cur *= BIG;
+                ce -= 500;
+            }
+            rescaled = true;
         }
         w[k + 1] = cur;
         e[k + 1] = ce;
     }
-    let emax = e.iter().copied().max().unwrap_or(0);
-    let mut total = 0.0;
+    if rescaled {
+        let emax = e.iter().copied().max().unwrap_or(0);
+        for (w, &e) in w.iter_mut().zip(&e) {
+            // 2^(e - emax) is exact down to 2^-1074 and zero below; weights this small are
+            // far below the fixed-point resolution, where the leak takes over.
+            let shift = e - emax;
+            *w = if shift < -1000 {
+                0.0
+            } else {
+                *w * pow2_neg(-shift)
+            };
+        }
+    }
     let mut cum = [0f64; N + 2];
+    let mut total = 0.0;
     for k in 0..=N {
-        // 2^(e - emax) is exact down to 2^-1074 and zero below; weights this small are far
-        // below the fixed-point resolution, where the leak takes over.
-        let shift = e[k] - emax;
-        let v = if shift < -1000 {
-            0.0
-        } else {
-            w[k] * pow2_neg(-shift)
-        };
-        total += v;
+        total += w[k];
         cum[k + 1] = total;
     }
     let inv = 1.0 / total;
-    let table = (0..=256u32)
-        .map(|i| quantise(cum[i as usize] * inv, i, 256))
-        .collect();
+    let mut table = Vec::with_capacity(N + 2);
+    table.push(0);
+    for (i, &c) in cum.iter().enumerate().take(N + 1).skip(1) {
+        table.push(quantise(c * inv, i as u32, 256));
+    }
+    table.push(crate::models::TOTAL);
     TableCdf(table)
 }
 
