@@ -11,7 +11,7 @@
 //! same dot products. Activations come from [`crate::fastmath`], which has no FMA either.
 //! These passes have no backward: the result is a plain tensor.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Tensor};
 
 use super::Act;
 use crate::fastmath;
@@ -19,18 +19,64 @@ use crate::multiversion;
 
 multiversion! {
     /// `y[i * n + j] = dot(a[i, :], b[j, :])` for `a` `[m, k]` and `b` `[n, k]`, row-major.
+    /// Four rows of `a` share each pass over a row of `b` (each element still has its own
+    /// accumulators, in the order of [`dot`]).
     fn dots(a: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
-        let n = if k == 0 { 0 } else { b.len() / k };
+        let n = b.len().checked_div(k).unwrap_or(0);
         if n == 0 {
             y.fill(0.0);
             return;
         }
-        for (yr, ar) in y.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
+        let mut ya = y.chunks_exact_mut(4 * n);
+        let mut aa = a.chunks_exact(4 * k);
+        for (yb, ab) in (&mut ya).zip(&mut aa) {
+            let (a0, rest) = ab.split_at(k);
+            let (a1, rest) = rest.split_at(k);
+            let (a2, a3) = rest.split_at(k);
+            for (j, br) in b.chunks_exact(k).enumerate() {
+                let d = dot4([a0, a1, a2, a3], br);
+                for (r, v) in d.into_iter().enumerate() {
+                    yb[r * n + j] = v;
+                }
+            }
+        }
+        for (yr, ar) in ya.into_remainder().chunks_exact_mut(n).zip(aa.remainder().chunks_exact(k)) {
             for (yv, br) in yr.iter_mut().zip(b.chunks_exact(k)) {
                 *yv = dot(ar, br);
             }
         }
     }
+}
+
+/// [`dot`] of four rows with one row, each in exactly [`dot`]'s order.
+#[inline(always)]
+fn dot4(a: [&[f32]; 4], b: &[f32]) -> [f32; 4] {
+    let (mut s0, mut s1, mut s2, mut s3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+    let bc = b.chunks_exact(16);
+    let tail_b = bc.remainder();
+    let rows = bc
+        .zip(a[0].chunks_exact(16))
+        .zip(a[1].chunks_exact(16))
+        .zip(a[2].chunks_exact(16))
+        .zip(a[3].chunks_exact(16));
+    for ((((y, x0), x1), x2), x3) in rows {
+        for l in 0..16 {
+            s0[l] += x0[l] * y[l];
+            s1[l] += x1[l] * y[l];
+            s2[l] += x2[l] * y[l];
+            s3[l] += x3[l] * y[l];
+        }
+    }
+    let full = b.len() - tail_b.len();
+    let mut out = [0f32; 4];
+    for ((o, acc), a) in out
+        .iter_mut()
+        .zip([&mut s0, &mut s1, &mut s2, &mut s3])
+        .zip(a)
+    {
+        *o = finish(acc, &a[full..], tail_b);
+    }
+    out
 }
 
 /// Σ a_i b_i in the fixed order described in the module documentation.
@@ -44,6 +90,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
+    finish(&mut acc, at, bt)
+}
+
+/// The tail and the pairwise reduction of [`dot`].
+#[inline(always)]
+fn finish(acc: &mut [f32; 16], at: &[f32], bt: &[f32]) -> f32 {
     let mut tail = 0f32;
     for (x, y) in at.iter().zip(bt) {
         tail += x * y;
@@ -64,6 +116,36 @@ fn activate(y: &mut [f32], act: Act) {
         Act::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
         Act::Tanh => y.iter_mut().for_each(|v| *v = fastmath::tanh(*v)),
         Act::Sigmoid => y.iter_mut().for_each(|v| *v = fastmath::sigmoid(*v)),
+    }
+}
+
+/// The values of a tensor as a row-major f32 slice: borrowed from a contiguous f32 CPU
+/// tensor, else converted.
+enum Values<'a> {
+    Borrowed(candle_core::StorageRef<'a>, usize, usize),
+    Owned(Vec<f32>),
+}
+
+impl Values<'_> {
+    fn of(t: &Tensor) -> candle_core::Result<Values<'_>> {
+        if t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous() {
+            let (s, l) = t.storage_and_layout();
+            let start = l.start_offset();
+            if matches!(&*s, candle_core::Storage::Cpu(CpuStorage::F32(_))) {
+                return Ok(Values::Borrowed(s, start, t.elem_count()));
+            }
+        }
+        Ok(Values::Owned(host(t)?))
+    }
+
+    fn slice(&self) -> &[f32] {
+        match self {
+            Values::Borrowed(s, start, n) => match &**s {
+                candle_core::Storage::Cpu(CpuStorage::F32(v)) => &v[*start..][..*n],
+                _ => &[],
+            },
+            Values::Owned(v) => v,
+        }
     }
 }
 
@@ -94,11 +176,12 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_cor
             b.shape()
         );
     }
-    let (xv, wv, bv) = (host(x)?, host(w)?, host(b)?);
+    let (xv, wv, bv) = (Values::of(x)?, Values::of(w)?, Values::of(b)?);
+    let (xv, wv, bv) = (xv.slice(), wv.slice(), bv.slice());
     let mut y = vec![0f32; batch * out];
-    dots(&xv, &wv, input, &mut y);
+    dots(xv, wv, input, &mut y);
     for row in y.chunks_exact_mut(out.max(1)) {
-        for (v, b) in row.iter_mut().zip(&bv) {
+        for (v, b) in row.iter_mut().zip(bv) {
             *v += b;
         }
     }
@@ -215,11 +298,12 @@ pub(super) fn conv2d(
         stride,
         pad,
     };
-    let (xv, wv, bv) = (host(x)?, host(w)?, host(b)?);
-    let cols = im2col(&xv, g);
+    let (xv, wv, bv) = (Values::of(x)?, Values::of(w)?, Values::of(b)?);
+    let (xv, wv, bv) = (xv.slice(), wv.slice(), bv.slice());
+    let cols = im2col(xv, g);
     let s = g.ho() * g.wo();
     let mut rows = vec![0f32; bn * s * o];
-    dots(&cols, &wv, c * k * k, &mut rows);
+    dots(&cols, wv, c * k * k, &mut rows);
     // [b * s, o] to [b, o, s], plus the bias.
     let mut y = vec![0f32; bn * o * s];
     for bi in 0..bn {
@@ -268,7 +352,8 @@ pub(super) fn conv_transpose2d(
         stride,
         pad,
     };
-    let (xv, wv, bv) = (host(x)?, host(w)?, host(b)?);
+    let (xv, wv, bv) = (Values::of(x)?, Values::of(w)?, Values::of(b)?);
+    let (xv, wv, bv) = (xv.slice(), wv.slice(), bv.slice());
     let s = h * wd;
     // X as rows [b * s, cin]; W^T as rows [cout * k * k, cin].
     let mut xr = vec![0f32; bn * s * cin];
