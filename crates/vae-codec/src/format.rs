@@ -29,7 +29,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::bitsback::{Chunk, CodecParams};
+use crate::driver::{Chunk, CodecParams};
 use crate::models::PRECISION;
 
 /// The first bytes of every compressed file.

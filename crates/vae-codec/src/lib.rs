@@ -3,11 +3,12 @@
 //! - [`detmath`]: elementary functions whose bits do not depend on the CPU or the build.
 //! - [`models`]: integer entropy models for constriction's stack coder; the latent bins.
 //! - [`pixels`]: pixel models p(x|z) (Bernoulli, discretised logistic mixture, beta-binomial).
-//! - [`bitsback`]: the bits-back building blocks and the single-latent driver.
+//! - [`bitsback`]: the bits-back building blocks (any number of latent groups).
+//! - [`driver`]: compression of many images with a single-latent model, in parallel chunks.
 //! - [`format`]: the compressed file (header, checksums, original container) and its parser.
 //! - [`classical`] (feature `classical`): gzip, bzip2, xz, PNG and WebP baselines.
 //!
-//! A model plugs in through [`bitsback::SingleLatentModel`]: q(z|x) as Gaussians per image and
+//! A model plugs in through [`driver::SingleLatentModel`]: q(z|x) as Gaussians per image and
 //! p(x|z) as [`pixels::PixelParams`]. For the stream to decode on another machine, the model's
 //! own arithmetic must be deterministic too (`vae_core::ops::set_exact`).
 
@@ -15,12 +16,13 @@ pub mod bitsback;
 #[cfg(feature = "classical")]
 pub mod classical;
 pub mod detmath;
+pub mod driver;
 pub mod format;
 pub mod io;
 pub mod models;
 pub mod pixels;
 
-pub use bitsback::{decode, encode, CodecParams, Encoded, ImageRate, SingleLatentModel};
+pub use driver::{decode, encode, Chunk, CodecParams, Encoded, ImageRate, SingleLatentModel};
 pub use format::{Container, FormatError, Header};
 pub use models::Gaussian;
 pub use pixels::PixelParams;

@@ -31,6 +31,11 @@ pub trait IntCdf {
     fn len(&self) -> u32;
     /// `C(i)` for `i` in `0..=len()`: 0 at 0, [`TOTAL`] at `len()`, strictly increasing.
     fn cdf(&self, i: u32) -> u32;
+    /// A guess of the symbol whose interval holds `quantile`, where a cheap one exists. The
+    /// search starts there; the symbol found does not depend on the guess.
+    fn guess(&self, _quantile: u32) -> Option<u32> {
+        None
+    }
 }
 
 /// `floor(clamp(f, 0, 1) * (2^P - 2n)) + 2i` for symbol edge `i` of `n`; exact at both ends.
@@ -74,9 +79,38 @@ impl<M: IntCdf> EncoderModel<PRECISION> for Model<M> {
 
 impl<M: IntCdf> DecoderModel<PRECISION> for Model<M> {
     fn quantile_function(&self, quantile: u32) -> (u32, u32, NonZeroU32) {
+        let n = self.0.len();
         // Invariant: C(lo) <= quantile < C(hi).
-        let (mut lo, mut hi) = (0u32, self.0.len());
+        let (mut lo, mut hi) = (0u32, n);
         let (mut clo, mut chi) = (0u32, TOTAL);
+        if let Some(g) = self.0.guess(quantile).filter(|&g| g < n) {
+            // Gallop from the guess to a bracket, then bisect inside it.
+            let cg = self.0.cdf(g);
+            let mut step = 1;
+            if cg <= quantile {
+                (lo, clo) = (g, cg);
+                while lo + step < n {
+                    let c = self.0.cdf(lo + step);
+                    if c > quantile {
+                        (hi, chi) = (lo + step, c);
+                        break;
+                    }
+                    (lo, clo) = (lo + step, c);
+                    step *= 2;
+                }
+            } else {
+                (hi, chi) = (g, cg);
+                while hi > step {
+                    let c = self.0.cdf(hi - step);
+                    if c <= quantile {
+                        (lo, clo) = (hi - step, c);
+                        break;
+                    }
+                    (hi, chi) = (hi - step, c);
+                    step *= 2;
+                }
+            }
+        }
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             let c = self.0.cdf(mid);
@@ -433,5 +467,30 @@ mod tests {
             assert_eq!(coder.decode_symbol(m).unwrap(), s.min(m.0.len() - 1));
         }
         assert!(coder.is_empty());
+    }
+
+    /// The search from a guess finds the same symbol as plain bisection, whatever the guess.
+    #[test]
+    fn guessed_search_agrees_with_bisection() {
+        struct Guessing<'a>(&'a TableCdf, u32);
+        impl IntCdf for Guessing<'_> {
+            fn len(&self) -> u32 {
+                self.0 .0.len() as u32 - 1
+            }
+            fn cdf(&self, i: u32) -> u32 {
+                self.0 .0[i as usize]
+            }
+            fn guess(&self, _q: u32) -> Option<u32> {
+                Some(self.1)
+            }
+        }
+        let t = crate::pixels::beta_binomial_table(0.7, 3.0);
+        for g in [0, 1, 17, 128, 254, 255, 256, 9999] {
+            for q in (0..TOTAL).step_by(4099).chain([0, TOTAL - 1]) {
+                let plain = Model(&t).quantile_function(q);
+                let guessed = Model(Guessing(&t, g)).quantile_function(q);
+                assert_eq!(plain, guessed, "guess {g}, quantile {q}");
+            }
+        }
     }
 }

@@ -197,6 +197,25 @@ impl IntCdf for LogisticCdf<'_> {
     fn len(&self) -> u32 {
         256
     }
+    /// The quantile of the heaviest component: m + s logit(u).
+    fn guess(&self, quantile: u32) -> Option<u32> {
+        let mut best = self.pixel;
+        for k in 1..self.components {
+            let j = k * self.pixels + self.pixel;
+            if self.weights[j] > self.weights[best] {
+                best = j;
+            }
+        }
+        let u = (quantile as f64 + 0.5) / crate::models::TOTAL as f64;
+        let x = self.means[best] + crate::detmath::ln(u / (1.0 - u)) / self.inv_scales[best];
+        let v = (x * 255.0 + 0.5).floor();
+        // Also false for NaN.
+        if (0.0..=255.0).contains(&v) {
+            Some(v as u32)
+        } else {
+            Some(if v < 0.0 { 0 } else { 255 })
+        }
+    }
     fn cdf(&self, i: u32) -> u32 {
         if i == 0 || i >= 256 {
             return quantise(0.0, i, 256);
