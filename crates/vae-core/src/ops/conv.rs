@@ -153,6 +153,9 @@ pub fn conv2d(
     stride: usize,
     pad: usize,
 ) -> candle_core::Result<Tensor> {
+    if super::exact() {
+        return super::exact::conv2d(x, w, b, stride, pad);
+    }
     if use_fused(&[x, w, b]) {
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv2d { stride, pad })
@@ -171,6 +174,9 @@ pub fn conv_transpose2d(
     stride: usize,
     pad: usize,
 ) -> candle_core::Result<Tensor> {
+    if super::exact() {
+        return super::exact::conv_transpose2d(x, w, b, stride, pad);
+    }
     if use_fused(&[x, w, b]) {
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvT2d { stride, pad })
