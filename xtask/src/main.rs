@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`.
+//! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`,
+//! `cargo xtask compress-bench`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -6,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod compress_bench;
 mod reproduce;
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -22,6 +24,13 @@ tasks:
       the same on the embedded sample for 2 epochs (into target/quick-results) and checks the file;
       --vs-torch also trains and evaluates bench/torch_vae.py with that Python and puts its
       figures beside ours (else the published ones)
+
+  compress-bench [--epochs N] [--runs DIR] [--out FILE] [--threads 1,2] [--quick]
+      train (or reuse from --runs DIR/mlp and DIR/conv) an mlp and a conv VAE with discrete
+      likelihoods on full Fashion-MNIST, compress and decompress its test set with each at every
+      thread count, run the classical codecs (gzip, bzip2, xz, PNG, WebP) on the same images and
+      write docs/COMPRESSION.md; --quick does the same on the embedded sample for 2 epochs (into
+      target/compress-bench)
 
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX
@@ -41,6 +50,7 @@ fn run() -> Result<()> {
         Some("sample-data") => sample_data(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),
+        Some("compress-bench") => compress_bench::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

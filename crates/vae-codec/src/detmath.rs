@@ -8,11 +8,11 @@
 //! contracts `a * b + c` into a fused multiply-add, so every SIMD level computes the same
 //! result.
 //!
-//! `exp`, `ln` and `erfc` are the FreeBSD msun (fdlibm) algorithms as ported by the `libm`
-//! crate (Sun's permissive notice: "Permission to use, copy, modify, and distribute this
-//! software is freely granted, provided that this notice is preserved"); they are copied here
-//! rather than called so that the coder's arithmetic cannot change with a dependency update.
-//! All three are accurate to about one ulp.
+//! `exp`, `expm1`, `ln` and `erfc` are the FreeBSD msun (fdlibm) algorithms as ported by the
+//! `libm` crate (Sun's permissive notice: "Permission to use, copy, modify, and distribute
+//! this software is freely granted, provided that this notice is preserved"), `tanh` is musl's
+//! on that `expm1`; they are copied here rather than called so that the coder's arithmetic
+//! cannot change with a dependency update. All are accurate to about one ulp.
 
 // The coefficients are quoted as fdlibm prints them.
 #![allow(clippy::excessive_precision)]
@@ -139,6 +139,119 @@ pub fn ln(mut x: f64) -> f64 {
     let r = t2 + t1;
     let dk = k as f64;
     s * (hfsq + r) + dk * LN2_LO - hfsq + f + dk * LN2_HI
+}
+
+const Q1: f64 = -3.33333333333331316428e-02;
+const Q2: f64 = 1.58730158725481460165e-03;
+const Q3: f64 = -7.93650757867487942473e-05;
+const Q4: f64 = 4.00821782732936239552e-06;
+const Q5: f64 = -2.01099218183624371326e-07;
+
+/// e^x - 1, accurate near 0 (fdlibm `s_expm1.c`): -1 below -38.8, +inf above 709.78, NaN for
+/// NaN.
+pub fn expm1(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let hx = ((bits >> 32) & 0x7fff_ffff) as u32;
+    let neg = (bits >> 63) != 0;
+    // |x| >= 56 ln 2: the result is -1, or e^x (which overflows where exp does).
+    if hx >= 0x4043_687a {
+        if x.is_nan() {
+            return x;
+        }
+        if neg {
+            return -1.0;
+        }
+        if x > 709.782712893383973096 {
+            return f64::INFINITY;
+        }
+    }
+    // Argument reduction: x = k ln 2 + r, |r| <= 0.5 ln 2, with c the rounding error of r.
+    let (x, c, k) = if hx > 0x3fd6_2e42 {
+        let (hi, lo, k) = if hx < 0x3ff0_a2b2 {
+            if neg {
+                (x + LN2HI, -LN2LO, -1)
+            } else {
+                (x - LN2HI, LN2LO, 1)
+            }
+        } else {
+            let k = (INVLN2 * x + if neg { -0.5 } else { 0.5 }) as i32;
+            let t = k as f64;
+            (x - t * LN2HI, t * LN2LO, k)
+        };
+        let r = hi - lo;
+        (r, (hi - r) - lo, k)
+    } else if hx < 0x3c90_0000 {
+        // |x| < 2^-54: e^x - 1 rounds to x.
+        return x;
+    } else {
+        (x, 0.0, 0)
+    };
+    let hfx = 0.5 * x;
+    let hxs = x * hfx;
+    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+    let t = 3.0 - r1 * hfx;
+    let mut e = hxs * ((r1 - t) / (6.0 - x * t));
+    if k == 0 {
+        return x - (x * e - hxs);
+    }
+    e = x * (e - c) - c;
+    e -= hxs;
+    if k == -1 {
+        return 0.5 * (x - e) - 0.5;
+    }
+    if k == 1 {
+        if x < -0.25 {
+            return -2.0 * (e - (x + 0.5));
+        }
+        return 1.0 + 2.0 * (x - e);
+    }
+    let twopk = pow2(k.min(1023));
+    if !(0..=56).contains(&k) {
+        let y = x - e + 1.0;
+        let y = if k == 1024 {
+            y * 2.0 * pow2(1023)
+        } else {
+            y * twopk
+        };
+        return y - 1.0;
+    }
+    let uf = pow2(-k);
+    if k < 20 {
+        (x - e + (1.0 - uf)) * twopk
+    } else {
+        (x - (e + uf) + 1.0) * twopk
+    }
+}
+
+/// tanh(x) (musl's `tanh.c`, on [`expm1`]): ±1 beyond |x| = 20, NaN for NaN; odd exactly.
+pub fn tanh(x: f64) -> f64 {
+    let neg = x.is_sign_negative();
+    let a = x.abs();
+    let w = (a.to_bits() >> 32) as u32;
+    let t = if w > 0x3fe1_93ea {
+        // |x| > ln(3)/2, or NaN.
+        if w > 0x4034_0000 {
+            // |x| > 20 or NaN (0/NaN is NaN).
+            1.0 - 0.0 / a
+        } else {
+            1.0 - 2.0 / (expm1(2.0 * a) + 2.0)
+        }
+    } else if w > 0x3fd0_58ae {
+        // |x| > ln(5/3)/2.
+        let t = expm1(2.0 * a);
+        t / (t + 2.0)
+    } else if w >= 0x0010_0000 {
+        let t = expm1(-2.0 * a);
+        -t / (t + 2.0)
+    } else {
+        // Subnormal: tanh(x) rounds to x.
+        a
+    };
+    if neg {
+        -t
+    } else {
+        t
+    }
 }
 
 /// log2(x) = ln(x) / ln 2 (for rate accounting; not used by the entropy models).
@@ -431,6 +544,50 @@ mod tests {
         assert_eq!(ln(1.0), 0.0);
         assert_eq!(ln(0.0), f64::NEG_INFINITY);
         assert!(ln(-1.0).is_nan());
+    }
+
+    #[test]
+    fn expm1_matches_libm_within_an_ulp() {
+        for x in grid(-40.0, 709.7, 400_000)
+            .chain(grid(-1.0, 1.0, 100_000))
+            .chain(grid(-1e-6, 1e-6, 10_000))
+            .chain([1e-300, -1e-300, 5e-324, 1e-17, -1e-17, 0.3466, 1.0397, -0.3466])
+        {
+            assert!(
+                ulps(expm1(x), libm::expm1(x)) <= 1,
+                "expm1({x}): {} vs {}",
+                expm1(x),
+                libm::expm1(x)
+            );
+            assert!(ulps(expm1(x), x.exp_m1()) <= 2, "expm1({x}) vs std");
+        }
+        assert_eq!(expm1(0.0), 0.0);
+        assert_eq!(expm1(-100.0), -1.0);
+        assert_eq!(expm1(800.0), f64::INFINITY);
+        assert_eq!(expm1(f64::NEG_INFINITY), -1.0);
+        assert!(expm1(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn tanh_matches_libm_within_an_ulp_and_is_odd() {
+        for x in grid(-25.0, 25.0, 500_000)
+            .chain(grid(-0.6, 0.6, 100_000))
+            .chain(grid(-1e-8, 1e-8, 10_000))
+            .chain([5e-324, 1e-310, 0.2554, 0.5493, 19.99, 20.01, 1e300])
+        {
+            let t = tanh(x);
+            assert!(ulps(t, libm::tanh(x)) <= 1, "tanh({x}): {t} vs {}", libm::tanh(x));
+            assert!(ulps(t, x.tanh()) <= 2, "tanh({x}) vs std");
+            assert_eq!(tanh(-x).to_bits(), (-t).to_bits(), "tanh(-{x})");
+            assert!(t.abs() <= 1.0);
+        }
+        assert_eq!(tanh(0.0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f64).to_bits());
+        assert_eq!(tanh(f64::INFINITY), 1.0);
+        assert_eq!(tanh(f64::NEG_INFINITY), -1.0);
+        assert!(tanh(f64::NAN).is_nan());
+        // tanh(0.5) = 0.46211715726000974 (standard tables, 17 digits).
+        assert!((tanh(0.5) - 0.462_117_157_260_009_74).abs() < 1e-16);
     }
 
     #[test]
