@@ -1,5 +1,5 @@
 //! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`,
-//! `cargo xtask compress-bench`.
+//! `cargo xtask compress-bench`, `cargo xtask cuda-build`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod compress_bench;
+mod cuda;
+mod cuda_toolkit;
 mod reproduce;
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -31,6 +33,14 @@ tasks:
       thread count, run the classical codecs (gzip, bzip2, xz, PNG, WebP) on the same images and
       write docs/COMPRESSION.md; --quick does the same on the embedded sample for 2 epochs (into
       target/compress-bench)
+  cuda-build [--out DIR] [--compute-cap 90] [--target-dir DIR] [--check] [-- CARGO-ARGS]
+      build vae-train and vae-infer with `--features cuda` on a machine without a GPU, into
+      their own target directory (default $CARGO_TARGET_DIR/cuda or target/cuda), and copy them
+      without debug info into --out (default TARGET-DIR/dist); uses the CUDA toolkit of
+      CUDA_HOME, CUDA_PATH or PATH, else installs the CUDA 13.0 wheels of PyPI once into
+      $VAE_CUDA_CACHE (default ~/.cache/vae-cuda; venv made by $PYTHON, default python3);
+      links against a generated stub libcuda; --check then runs them with that stub: training
+      on the CPU works and --device cuda exits 1 with a clear error
 
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX
@@ -51,6 +61,7 @@ fn run() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),
         Some("compress-bench") => compress_bench::run(&args[1..]),
+        Some("cuda-build") => cuda::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
