@@ -237,8 +237,18 @@ pub fn run(args: &[String]) -> Result<()> {
         let first = r.json(
             &infer,
             &s(&[
-                "compress", "--run", &d, "--split", "test", "--limit", "1000", "--threads", &top,
-                "--out", &first_file, "--json",
+                "compress",
+                "--run",
+                &d,
+                "--split",
+                "test",
+                "--limit",
+                "1000",
+                "--threads",
+                &top,
+                "--out",
+                &first_file,
+                "--json",
             ]),
         )?;
         let mut runs_t = Vec::new();
@@ -341,9 +351,7 @@ fn render(
     seconds: f64,
 ) -> String {
     let mut m = String::new();
-    let images = measured
-        .first()
-        .map_or(f64::NAN, |x| num(&x.all, "images"));
+    let images = measured.first().map_or(f64::NAN, |x| num(&x.all, "images"));
     let _ = writeln!(
         m,
         "# Lossless compression{}\n",
@@ -378,7 +386,10 @@ fn render(
         m,
         "| codec | threads | bytes | bits/dim | compress s | decompress s | compress images/s | decompress images/s |"
     );
-    let _ = writeln!(m, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        m,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     let mut rows = Vec::new();
     for x in measured {
         for (t, c, d) in &x.runs {
@@ -440,7 +451,10 @@ fn render(
         m,
         "| model | epochs | train s | images | bits/dim | −ELBO bits/dim | net bits/dim | initial bits | header bytes |"
     );
-    let _ = writeln!(m, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        m,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for x in measured {
         for r in [&x.first, &x.all] {
             let _ = writeln!(

@@ -551,7 +551,9 @@ mod tests {
         for x in grid(-40.0, 709.7, 400_000)
             .chain(grid(-1.0, 1.0, 100_000))
             .chain(grid(-1e-6, 1e-6, 10_000))
-            .chain([1e-300, -1e-300, 5e-324, 1e-17, -1e-17, 0.3466, 1.0397, -0.3466])
+            .chain([
+                1e-300, -1e-300, 5e-324, 1e-17, -1e-17, 0.3466, 1.0397, -0.3466,
+            ])
         {
             assert!(
                 ulps(expm1(x), libm::expm1(x)) <= 1,
@@ -576,7 +578,11 @@ mod tests {
             .chain([5e-324, 1e-310, 0.2554, 0.5493, 19.99, 20.01, 1e300])
         {
             let t = tanh(x);
-            assert!(ulps(t, libm::tanh(x)) <= 1, "tanh({x}): {t} vs {}", libm::tanh(x));
+            assert!(
+                ulps(t, libm::tanh(x)) <= 1,
+                "tanh({x}): {t} vs {}",
+                libm::tanh(x)
+            );
             assert!(ulps(t, x.tanh()) <= 2, "tanh({x}) vs std");
             assert_eq!(tanh(-x).to_bits(), (-t).to_bits(), "tanh(-{x})");
             assert!(t.abs() <= 1.0);

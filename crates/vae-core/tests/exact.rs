@@ -119,7 +119,11 @@ fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
 #[test]
 fn exact_activations_come_from_fastmath() {
     let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
-    let v: Vec<f32> = Rng::new(8).normal_vec(2000).iter().map(|x| 3.0 * x).collect();
+    let v: Vec<f32> = Rng::new(8)
+        .normal_vec(2000)
+        .iter()
+        .map(|x| 3.0 * x)
+        .collect();
     let x = Tensor::from_vec(v.clone(), (20, 100), &Device::Cpu).unwrap();
     let bits = |t: &Tensor| -> Vec<u32> {
         t.flatten_all()
@@ -139,7 +143,10 @@ fn exact_activations_come_from_fastmath() {
     assert_eq!(tanh, want(vae_core::fastmath::tanh));
     assert_eq!(sigmoid, want(vae_core::fastmath::sigmoid));
     assert_ne!(tanh, libm_tanh, "the test cannot tell the two tanh apart");
-    assert_ne!(sigmoid, libm_sigmoid, "the test cannot tell the two sigmoids apart");
+    assert_ne!(
+        sigmoid, libm_sigmoid,
+        "the test cannot tell the two sigmoids apart"
+    );
     let relu = bits(&Activation::Relu.apply(&x).unwrap());
     assert_eq!(relu, want(|x| x.max(0.0)));
 }

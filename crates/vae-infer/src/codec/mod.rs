@@ -66,7 +66,9 @@ pub fn check_cpu(flags: &vae_run::flags::RuntimeFlags) -> Result<Device> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelKind {
     /// Discretized logistic mixture of `k` components.
-    Logistic { k: usize },
+    Logistic {
+        k: usize,
+    },
     BetaBinomial,
     /// Bernoulli on binarised images: pixel values 0 and 255 only.
     Bernoulli,
@@ -82,9 +84,10 @@ impl PixelKind {
             Likelihood::Gaussian(_)
             | Likelihood::GaussianLearned(_)
             | Likelihood::ContinuousBernoulli(_) => Err(InferError::Unsupported(format!(
-                "the {} likelihood is a density on [0, 1], not a distribution over 8-bit values: \
-                 compress codes with discretized-logistic or beta-binomial models (8-bit images) \
-                 and bernoulli models (binarised images)",
+                "the run was trained with --likelihood {}, a density on [0, 1], not a \
+                 distribution over 8-bit values: compress codes with runs trained with \
+                 --likelihood discretized-logistic or beta-binomial (8-bit images) or bernoulli \
+                 (binarised images)",
                 likelihood.name()
             ))),
         }
@@ -120,9 +123,10 @@ impl<'a> CodecModel<'a> {
         };
         if !activation.has_exact() {
             return Err(InferError::Unsupported(format!(
-                "the {} activation has no deterministic forward pass (its erf comes from the \
-                 platform's libm), so a file could decode differently on another CPU: compress \
-                 codes with relu or tanh models",
+                "the run was trained with --activation {}, which has no deterministic forward \
+                 pass (its erf comes from the platform's libm), so a file could decode \
+                 differently on another CPU: compress codes with runs trained with --activation \
+                 relu or tanh",
                 activation.name()
             )));
         }
@@ -193,7 +197,10 @@ impl<'a> CodecModel<'a> {
 /// `mid + half · tanh((raw - mid)/half)`: the smooth bound of vae-core's discrete likelihoods
 /// into (lo, hi), in f64 with the deterministic tanh.
 fn bound(raw: f32, lo: f32, hi: f32) -> f64 {
-    let (mid, half) = (0.5 * (f64::from(lo) + f64::from(hi)), 0.5 * (f64::from(hi) - f64::from(lo)));
+    let (mid, half) = (
+        0.5 * (f64::from(lo) + f64::from(hi)),
+        0.5 * (f64::from(hi) - f64::from(lo)),
+    );
     mid + half * detmath::tanh((f64::from(raw) - mid) / half)
 }
 
@@ -313,7 +320,8 @@ impl SingleLatentModel for CodecModel<'_> {
 
     fn pixel_params(&self, z: &[f32]) -> vae_codec::Result<PixelParams> {
         let mut p = self.pixel_params_batch(&[z.to_vec()])?;
-        p.pop().ok_or_else(|| model_err("the decoder gave no output"))
+        p.pop()
+            .ok_or_else(|| model_err("the decoder gave no output"))
     }
 
     fn pixel_params_batch(&self, zs: &[Vec<f32>]) -> vae_codec::Result<Vec<PixelParams>> {

@@ -69,7 +69,10 @@ pub fn from_dataset(data: &Dataset, origin: &str) -> Result<Images> {
         let rows: Vec<usize> = (start..(start + 1024).min(data.len())).collect();
         data.gather(&rows, &mut buf);
         // The dataset gives v/255 (or 0/1 once binarised): 255x is within 1e-4 of an integer.
-        pixels.extend(buf.iter().map(|&x| (x * 255.0).round().clamp(0.0, 255.0) as u8));
+        pixels.extend(
+            buf.iter()
+                .map(|&x| (x * 255.0).round().clamp(0.0, 255.0) as u8),
+        );
     }
     Ok(Images {
         count: data.len(),
@@ -120,7 +123,9 @@ fn png_names(dir: &Path) -> Result<Vec<String>> {
         for entry in entries {
             let entry = entry.map_err(|e| file_err(dir, e.to_string()))?;
             let path = entry.path();
-            let kind = entry.file_type().map_err(|e| file_err(&path, e.to_string()))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| file_err(&path, e.to_string()))?;
             if kind.is_dir() {
                 walk(root, &path, out)?;
             } else if path
@@ -300,4 +305,3 @@ pub fn check_out_free(container: &Container, out: &Path) -> Result<()> {
     }
     crate::args::check_out(out)
 }
-

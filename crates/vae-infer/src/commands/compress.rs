@@ -23,8 +23,11 @@ use crate::{InferError, Result};
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// The images to compress: an IDX file (as --idx) or a folder of PNG files (as --images).
+    #[arg(value_name = "INPUT", conflicts_with_all = ["split", "idx", "images"])]
+    pub input: Option<PathBuf>,
     /// Compress a split of the run's dataset (decompressed as a raw IDX images file).
-    #[arg(long, value_enum, required_unless_present_any = ["idx", "images"], conflicts_with_all = ["idx", "images"])]
+    #[arg(long, value_enum, required_unless_present_any = ["idx", "images", "input"], conflicts_with_all = ["idx", "images"])]
     pub split: Option<Split>,
     /// With --split: only its first N images.
     #[arg(long, requires = "split")]
@@ -37,7 +40,7 @@ pub struct Args {
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// The compressed file to write.
-    #[arg(long)]
+    #[arg(long, short = 'o')]
     pub out: PathBuf,
     #[command(flatten)]
     pub simd: SimdArgs,
@@ -112,14 +115,17 @@ impl Args {
             if self.limit == Some(0) {
                 return Err(InferError::Flag("--limit must be at least 1".into()));
             }
-            let data = load_split(m, split, self.limit)?;
+            // As `evaluate` scores it: a run trained with dynamic binarisation on one fixed
+            // binarisation of the split.
+            let (data, _) = super::evaluate::scored_split(m, load_split(m, split, self.limit)?);
             return source::from_dataset(&data, &format!("the {} split", split.name()));
         }
-        match (&self.idx, &self.images) {
-            (Some(p), _) => source::from_idx(p, shape),
-            (None, Some(d)) => source::from_png_dir(d, shape),
-            (None, None) => Err(InferError::Flag(
-                "give --split, --idx FILE or --images DIR".into(),
+        match (&self.input, &self.idx, &self.images) {
+            (Some(p), _, _) if p.is_dir() => source::from_png_dir(p, shape),
+            (Some(p), _, _) | (None, Some(p), _) => source::from_idx(p, shape),
+            (None, None, Some(d)) => source::from_png_dir(d, shape),
+            (None, None, None) => Err(InferError::Flag(
+                "give the images: --split, --idx FILE or --images DIR".into(),
             )),
         }
     }

@@ -21,7 +21,7 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Where to write the images: a file (IDX or raw pixels), or a new folder for PNG files.
-    #[arg(long)]
+    #[arg(long, short = 'o')]
     pub out: PathBuf,
     #[command(flatten)]
     pub simd: SimdArgs,
