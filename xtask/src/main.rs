@@ -27,7 +27,8 @@ tasks:
       --vs-torch also trains and evaluates bench/torch_vae.py with that Python and puts its
       figures beside ours (else the published ones)
 
-  compress-bench [--epochs N] [--runs DIR] [--out FILE] [--threads 1,2] [--quick]
+  compress-bench [--epochs N] [--runs DIR] [--out FILE] [--threads 1,2] [--models mlp,conv]
+                 [--codecs png,webp,gzip,bzip2,xz] [--quick]
       train (or reuse from --runs DIR/mlp and DIR/conv) an mlp and a conv VAE with discrete
       likelihoods on full Fashion-MNIST, compress and decompress its test set with each at every
       thread count, run the classical codecs (gzip, bzip2, xz, PNG, WebP) on the same images and
