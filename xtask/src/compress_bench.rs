@@ -26,14 +26,7 @@ const MODELS: [Model; 2] = [
     },
     Model {
         name: "conv",
-        flags: &[
-            "--preset",
-            "conv",
-            "--likelihood",
-            "discretized-logistic",
-            "--mixtures",
-            "5",
-        ],
+        flags: &["--preset", "conv", "--likelihood", "discretized-logistic"],
     },
 ];
 
@@ -43,13 +36,25 @@ struct Runner {
 }
 
 impl Runner {
-    fn run(&mut self, bin: &Path, args: &[String]) -> Result<String> {
+    /// The command line as the report shows it (paths relative to the repository).
+    fn shown(bin: &Path, args: &[String]) -> String {
         let prefix = format!("{}/", root().display());
-        let shown = format!(
+        format!(
             "{} {}",
             bin.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
             args.join(" ").replace(&prefix, "")
-        );
+        )
+    }
+
+    /// Records a command that was not run now, with why.
+    fn note(&mut self, bin: &Path, args: &[String], why: &str) {
+        let shown = Self::shown(bin, args);
+        eprintln!("$ {shown}   # {why}");
+        self.log.push(format!("{shown}   # {why}"));
+    }
+
+    fn run(&mut self, bin: &Path, args: &[String]) -> Result<String> {
+        let shown = Self::shown(bin, args);
         eprintln!("$ {shown}");
         let out = Command::new(bin)
             .args(args)
@@ -85,31 +90,36 @@ fn path_s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// Builds vae-codec's `baselines` example with the classical codecs; returns its path.
-fn build_baselines() -> Result<PathBuf> {
+/// Builds vae-codec's `baselines` example with the classical codecs in the profile of
+/// `bin_dir` (`TARGET/<profile>`, where the binaries are); returns its path.
+fn build_baselines(bin_dir: &Path) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the classical baselines (bzip2, xz and WebP build C libraries)");
-    let status = Command::new(cargo)
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "vae-codec",
-            "--features",
-            "classical",
-            "--example",
-            "baselines",
-        ])
-        .status()?;
-    if !status.success() {
+    let profile = bin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| if n == "debug" { "dev" } else { n })
+        .unwrap_or("release");
+    let mut c = Command::new(cargo);
+    c.current_dir(root()).args([
+        "build",
+        "--profile",
+        profile,
+        "--quiet",
+        "-p",
+        "vae-codec",
+        "--features",
+        "classical",
+        "--example",
+        "baselines",
+    ]);
+    if let Some(target) = bin_dir.parent() {
+        c.env("CARGO_TARGET_DIR", target);
+    }
+    if !c.status()?.success() {
         bail!("building the baselines example failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release/examples/baselines"))
+    Ok(bin_dir.join("examples/baselines"))
 }
 
 /// The 1-, 5- and 15-minute load averages.
@@ -157,21 +167,25 @@ pub fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let models: Vec<&Model> = match flag(args, "--models")? {
         None => MODELS.iter().collect(),
-        Some(list) => list
-            .split(',')
-            .map(|n| {
-                MODELS
-                    .iter()
-                    .find(|m| m.name == n.trim())
-                    .with_context(|| format!("--models: unknown model `{n}` (known: mlp, conv)"))
-            })
-            .collect::<Result<_>>()?,
+        Some(list) => {
+            list.split(',')
+                .map(|n| {
+                    MODELS.iter().find(|m| m.name == n.trim()).with_context(|| {
+                        format!("--models: unknown model `{n}` (known: mlp, conv)")
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
     };
     let codecs = flag(args, "--codecs")?;
     let epochs: usize = flag(args, "--epochs")?
         .unwrap_or_else(|| if quick { "2" } else { "10" }.into())
         .parse()
         .context("--epochs")?;
+    let conv_epochs: usize = match flag(args, "--conv-epochs")? {
+        Some(e) => e.parse().context("--conv-epochs")?,
+        None => epochs,
+    };
     let threads: Vec<usize> = flag(args, "--threads")?
         .unwrap_or_else(|| "1,2".into())
         .split(',')
@@ -205,8 +219,13 @@ pub fn run(args: &[String]) -> Result<()> {
         "the full benchmark needs Fashion-MNIST (`--quick` uses the embedded sample)"
     })?;
     let test_bytes = read_maybe_gz(&test_file)?;
-    let bins = build_release()?;
-    let baselines = build_baselines()?;
+    let bins = match flag(args, "--bin-dir")? {
+        Some(d) => PathBuf::from(&d)
+            .canonicalize()
+            .with_context(|| format!("--bin-dir {d}"))?,
+        None => build_release()?,
+    };
+    let baselines = build_baselines(&bins)?;
     let (train, infer) = (bins.join("vae-train"), bins.join("vae-infer"));
     std::fs::create_dir_all(&runs)?;
     let load_before = load();
@@ -217,18 +236,26 @@ pub fn run(args: &[String]) -> Result<()> {
     for m in models {
         let dir = runs.join(m.name);
         let d = path_s(&dir);
+        let want_epochs = if m.name == "conv" {
+            conv_epochs
+        } else {
+            epochs
+        };
         let reuse = dir.join("config.json").is_file() && dir.join("model.safetensors").is_file();
-        if !reuse {
-            let mut a = s(&[
-                "--dataset",
-                dataset,
-                "--epochs",
-                &epochs.to_string(),
-                "--quiet",
-                "--out",
-                &d,
-            ]);
-            a.extend(s(m.flags));
+        let mut a = s(&[
+            "--dataset",
+            dataset,
+            "--epochs",
+            &want_epochs.to_string(),
+            "--quiet",
+            "--out",
+            &d,
+        ]);
+        a.extend(s(m.flags));
+        if reuse {
+            // Trained earlier by this command line (checked below by its epochs).
+            r.note(&train, &a, "already trained: reused");
+        } else {
             r.run(&train, &a)?;
         }
         let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -238,11 +265,19 @@ pub fn run(args: &[String]) -> Result<()> {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let train_seconds: f64 = lines.iter().map(|v| num(v, "seconds")).sum();
-        let trained_epochs = lines
+        let trained = lines
             .iter()
             .filter_map(|v| v.get("epoch").and_then(Value::as_u64))
-            .max()
-            .map_or("?".into(), |e| e.to_string());
+            .max();
+        if trained != Some(want_epochs as u64) {
+            bail!(
+                "{}: trained for {} epochs, not {want_epochs} (remove it, or give the epochs it \
+                 was trained for)",
+                dir.display(),
+                trained.map_or("?".into(), |e| e.to_string())
+            );
+        }
+        let trained_epochs = want_epochs.to_string();
         let work = dir.join("compress-bench");
         std::fs::create_dir_all(&work)?;
         let top = threads.iter().copied().max().unwrap_or(1).to_string();
@@ -334,13 +369,41 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(c) = &codecs {
         b.extend(s(&["--codecs", c]));
     }
-    let out = r.run(&baselines, &b)?;
+    // The classical rows of an earlier run of the same command line are kept in
+    // DIR/baselines.jsonl and reused (WebP's method 6 takes long).
+    let cache = runs.join("baselines.jsonl");
+    let cached = std::fs::read_to_string(&cache)
+        .ok()
+        .filter(|text| text.lines().next() == Some(format!("# {}", b.join(" ")).as_str()));
+    let out = match cached {
+        Some(text) => {
+            r.note(&baselines, &b, "already run: reused");
+            text
+        }
+        None => {
+            let out = r.run(&baselines, &b)?;
+            std::fs::write(&cache, format!("# {}\n{out}", b.join(" ")))
+                .with_context(|| format!("writing {}", cache.display()))?;
+            out
+        }
+    };
     let classical: Vec<Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     if classical.is_empty() {
         bail!("the baselines example printed no rows:\n{out}");
+    }
+    let want_images = test_bytes.len().saturating_sub(16) / 784;
+    if let Some(c) = classical
+        .iter()
+        .find(|c| num(c, "images") != want_images as f64)
+    {
+        bail!(
+            "{}: a row of {} images, not {want_images}: {c}",
+            cache.display(),
+            num(c, "images")
+        );
     }
     let md = render(
         &args.join(" "),
