@@ -583,7 +583,10 @@ mod tests {
                 "tanh({x}): {t} vs {}",
                 libm::tanh(x)
             );
-            assert!(ulps(t, x.tanh()) <= 2, "tanh({x}) vs std");
+            // The platform's tanh (glibc's manual lists up to 2 ulps for it) may sit on the
+            // other side: tanh(0.35136) is 0.33758111011270703 (mpmath, 200 bits), glibc gives
+            // 0.33758111011270714.
+            assert!(ulps(t, x.tanh()) <= 3, "tanh({x}) vs std");
             assert_eq!(tanh(-x).to_bits(), (-t).to_bits(), "tanh(-{x})");
             assert!(t.abs() <= 1.0);
         }
