@@ -449,8 +449,8 @@ fn render(
          test images of {} (28×28, 8-bit grey), as one IDX file. Every file written by `vae-infer \
          compress` was decoded again by `decompress` and compared with the test file byte for byte; \
          every classical result was decoded and compared too. Bits/dim counts every byte of the \
-         output (headers included) over 784 values per image; seconds are wall-clock, one process \
-         at a time.\n",
+         output (headers included) over 784 values per image; seconds are wall-clock, this \
+         command running one process at a time{}.\n",
         if args.is_empty() { "" } else { " " },
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model(),
@@ -460,6 +460,12 @@ fn render(
             "the embedded sample of Fashion-MNIST"
         } else {
             "Fashion-MNIST"
+        },
+        if log.iter().any(|l| l.ends_with("reused")) {
+            " (what the commands below mark as reused comes from an earlier run of the same \
+             command line, its seconds measured then)"
+        } else {
+            ""
         },
     );
     let _ = writeln!(m, "## Rates\n");
