@@ -104,7 +104,7 @@ struct Plan {
     /// Importance samples and examples of the NLL column (all configurations).
     nll_k: usize,
     nll_limit: usize,
-    /// The larger evaluation of the reference run (`evaluate --iw-samples 5000`, whole test set).
+    /// The larger evaluation of the reference run (whole test set, `evaluate`'s default K).
     full_k: usize,
     analysis_limit: Option<usize>,
 }
@@ -227,7 +227,7 @@ pub fn run(args: &[String]) -> Result<()> {
             epochs: 10,
             nll_k: 1000,
             nll_limit: 1000,
-            full_k: 5000,
+            full_k: 500,
             analysis_limit: None,
         }
     };
@@ -356,7 +356,8 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
         if c.name == "pytorch-example" {
-            let full = r.json(
+            let t = Instant::now();
+            let mut full = r.json(
                 true,
                 &s(&[
                     "evaluate",
@@ -367,6 +368,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     "--json",
                 ]),
             )?;
+            full["seconds"] = t.elapsed().as_secs_f64().into();
             let report = pictures
                 .join("pytorch-example-report.html")
                 .to_string_lossy()
@@ -480,11 +482,13 @@ fn render(
     if let Some(f) = full {
         let _ = writeln!(
             m,
-            "\nReference run (`pytorch-example`) on the whole test split with K = {}: NLL {:.2} nats, −ELBO {:.2} nats ({} images).",
+            "\nReference run (`pytorch-example`) on the whole test split with K = {}{}: NLL {:.2} nats, −ELBO {:.2} nats ({} images), in {:.0} s.",
             f.get("iw_samples").and_then(Value::as_u64).unwrap_or(0),
+            if plan.quick { "" } else { " (`evaluate`'s default)" },
             num(f, "nll"),
             num(f, "neg_elbo"),
-            f.get("examples").and_then(Value::as_u64).unwrap_or(0)
+            f.get("examples").and_then(Value::as_u64).unwrap_or(0),
+            num(f, "seconds")
         );
     }
     let _ = writeln!(m, "\n## PyTorch reference\n");
@@ -560,8 +564,10 @@ fn check(md: &str) -> Result<()> {
                 let v: f64 = bpd
                     .parse()
                     .with_context(|| format!("row `{}`: bits/dim `{bpd}`", c.name))?;
-                if !(v > 0.0 && v < 8.0) {
-                    bail!("row `{}`: bits/dim {v} is not in (0, 8)", c.name);
+                // An upper bound on -log2 P: positive, and above 8 only for a model worse
+                // than the uniform distribution (possible for a density with a fixed variance).
+                if !(v > 0.0 && v.is_finite()) {
+                    bail!("row `{}`: bits/dim {v} is not positive", c.name);
                 }
             }
             other => bail!("row `{}`: unknown density `{other}`", c.name),
