@@ -41,9 +41,10 @@ static FUSED: AtomicBool = AtomicBool::new(true);
 static EXACT: AtomicBool = AtomicBool::new(false);
 
 /// Turns the exact forward passes on or off for the whole process (off by default). On,
-/// [`linear`], [`conv2d`] and [`conv_transpose2d`] compute their forward pass with fixed-order
-/// kernels whose bits do not depend on the SIMD level, the thread count or the batch (see
-/// `ops/exact.rs`); they then have no backward pass. Lossless compression needs this.
+/// [`linear`], [`conv2d_with`] and [`conv_transpose2d_with`] (and so [`conv2d`] and
+/// [`conv_transpose2d`]) compute their forward pass with fixed-order kernels whose bits do not
+/// depend on the SIMD level, the thread count or the batch (see `ops/exact.rs`); they then
+/// have no backward pass. Lossless compression needs this.
 pub fn set_exact(on: bool) {
     EXACT.store(on, Ordering::SeqCst);
 }
