@@ -1,5 +1,5 @@
 //! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`,
-//! `cargo xtask cuda-build`.
+//! `cargo xtask compress-bench`, `cargo xtask cuda-build`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod compress_bench;
 mod cuda;
 mod cuda_toolkit;
 mod reproduce;
@@ -28,6 +29,15 @@ tasks:
       --vs-torch also trains and evaluates bench/torch_vae.py with that Python and puts its
       figures beside ours (else the published ones)
 
+  compress-bench [--epochs N] [--conv-epochs N] [--runs DIR] [--out FILE] [--threads 1,2] [--models mlp,conv]
+                 [--codecs png,webp,gzip,bzip2,xz] [--bin-dir DIR] [--quick]
+      train (or reuse from --runs DIR/mlp and DIR/conv) an mlp and a conv VAE with discrete
+      likelihoods on full Fashion-MNIST, compress and decompress its test set with each at every
+      thread count, run the classical codecs (gzip, bzip2, xz, PNG, WebP) on the same images and
+      write docs/COMPRESSION.md; --epochs (default 10) for both models unless --conv-epochs;
+      --quick does the same on the embedded sample for 2 epochs (into target/compress-bench);
+      --bin-dir takes vae-train and vae-infer from DIR (TARGET/<profile>) instead of a release
+      build, and builds the baselines in that profile
   cuda-build [--out DIR] [--compute-cap 90] [--target-dir DIR] [--check] [-- CARGO-ARGS]
       build vae-train and vae-infer with `--features cuda` on a machine without a GPU, into
       their own target directory (default $CARGO_TARGET_DIR/cuda or target/cuda), and copy them
@@ -55,6 +65,7 @@ fn run() -> Result<()> {
         Some("sample-data") => sample_data(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),
+        Some("compress-bench") => compress_bench::run(&args[1..]),
         Some("cuda-build") => cuda::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");

@@ -53,8 +53,46 @@ pub enum SimdLevel {
     Baseline,
 }
 
-/// Detects the SIMD level once. `VAE_SIMD=baseline|v3|v4` caps it (for testing the fallbacks).
+impl SimdLevel {
+    fn rank(self) -> u8 {
+        match self {
+            SimdLevel::Baseline => 1,
+            SimdLevel::V3 => 2,
+            SimdLevel::V4 => 3,
+        }
+    }
+}
+
+/// A cap set by [`set_simd_cap`]: 0 for none, else a [`SimdLevel::rank`].
+static CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Caps the SIMD level the [`multiversion!`](crate::multiversion) kernels use, for the whole
+/// process (`None` lifts the cap). A level the CPU lacks is never used: the cap only lowers.
+pub fn set_simd_cap(cap: Option<SimdLevel>) {
+    CAP.store(
+        cap.map_or(0, SimdLevel::rank),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}
+
+/// The level the kernels use: the detected level, lowered by [`set_simd_cap`].
 pub fn simd_level() -> SimdLevel {
+    let detected = detected_simd_level();
+    match CAP.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => detected,
+        c if c < detected.rank() => {
+            if c == SimdLevel::V3.rank() {
+                SimdLevel::V3
+            } else {
+                SimdLevel::Baseline
+            }
+        }
+        _ => detected,
+    }
+}
+
+/// Detects the SIMD level once. `VAE_SIMD=baseline|v3|v4` caps it (for testing the fallbacks).
+pub fn detected_simd_level() -> SimdLevel {
     use std::sync::OnceLock;
     static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
     *LEVEL.get_or_init(|| {

@@ -106,7 +106,12 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<TensorFile> {
     if bytes.is_empty() {
         return Err(bad("the file is empty, not a safetensors file".into()));
     }
-    if bytes[0] == 0x80 || bytes.starts_with(b"PK\x03\x04") {
+    // A pickle starts with the protocol opcode 0x80 (or is a zip archive); a safetensors file
+    // starts with its header length, whose low byte may be 0x80 too, then its JSON header.
+    let safetensors_like = bytes.len() >= 9
+        && bytes[8] == b'{'
+        && u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) <= (bytes.len() - 8) as u64;
+    if (bytes[0] == 0x80 && !safetensors_like) || bytes.starts_with(b"PK\x03\x04") {
         return Err(bad(
             "this is a pickle (PyTorch .pt/.pth) file, not safetensors; pickles can run code and are never loaded: convert it with safetensors.torch.save_file".into(),
         ));

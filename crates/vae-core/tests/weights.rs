@@ -96,6 +96,23 @@ fn malformed_files_are_refused() {
     refused(b"PK\x03\x04rest-of-a-zip", "pickle");
 }
 
+/// A safetensors file whose header length has 0x80 as its low byte (the first byte of a
+/// pickle) is read, not refused as a pickle.
+#[test]
+fn header_length_starting_with_the_pickle_opcode_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.safetensors");
+    let t = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    // Longer names grow the header 8 bytes at a time: one of them gives a length of 0x..80.
+    let bytes = (1..200)
+        .map(|n| file_with(vec![("w".repeat(n), t.clone())]))
+        .find(|b| b[0] == 0x80)
+        .expect("a header of length 0x80 mod 256");
+    std::fs::write(&path, &bytes).unwrap();
+    let got = weights::read_tensors(&path, &Device::Cpu).unwrap();
+    assert_eq!(got.tensors.len(), 1);
+}
+
 #[test]
 fn tensors_that_do_not_fit_the_model_are_refused() {
     let mut t = good_tensors();

@@ -10,12 +10,15 @@
 //! - [`reconstruct`], [`walk`]: reconstructions, interpolations, traversals, the manifold.
 //! - [`analysis`]: k-means, k-NN, logistic regression, their scores, PCA.
 //! - [`plot`]: charts as PNG; [`page`]: the self-contained HTML page of `report`.
+//! - [`codec`]: the model as a bits-back coder's model (exact arithmetic) and the images
+//!   `compress` reads and `decompress` writes back.
 //!
 //! Batching, evaluation, prior sampling and PNG grids are shared with training (`vae-run`).
 
 pub mod analysis;
 pub mod args;
 pub mod cli;
+pub mod codec;
 pub mod commands;
 mod error;
 pub mod latent;

@@ -20,7 +20,33 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The name used on the command line and in `config.json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Gelu => "gelu",
+        }
+    }
+
+    /// Whether the activation has an exact forward pass ([`crate::ops::set_exact`]).
+    pub fn has_exact(&self) -> bool {
+        self.fused().is_some()
+    }
+
+    /// The activation of every element of `x`. In exact mode relu and tanh take the exact
+    /// path (tanh from [`crate::fastmath`], not libm); gelu, whose erf comes from libm, is
+    /// refused there.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if ops::exact() {
+            return match self.fused() {
+                Some(act) => ops::composite::activate(x, act),
+                None => candle_core::bail!(
+                    "the {} activation has no exact forward pass (relu and tanh have one)",
+                    self.name()
+                ),
+            };
+        }
         match self {
             Activation::Relu => x.relu(),
             Activation::Tanh => x.tanh(),

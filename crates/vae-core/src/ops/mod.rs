@@ -13,6 +13,7 @@ mod cb;
 mod conv;
 mod discrete;
 mod dlogistic;
+mod exact;
 mod gemm;
 mod linear;
 
@@ -37,6 +38,47 @@ pub use dlogistic::{
 pub use linear::{linear, Act};
 
 static FUSED: AtomicBool = AtomicBool::new(true);
+static EXACT: AtomicBool = AtomicBool::new(false);
+
+/// Turns the exact forward passes on or off for the whole process (off by default). On,
+/// [`linear`], [`conv2d_with`] and [`conv_transpose2d_with`] (and so [`conv2d`] and
+/// [`conv_transpose2d`]) compute their forward pass with fixed-order kernels whose bits do not
+/// depend on the SIMD level, the thread count or the batch (see `ops/exact.rs`); they then
+/// have no backward pass. Lossless compression needs this.
+pub fn set_exact(on: bool) {
+    EXACT.store(on, Ordering::SeqCst);
+}
+
+/// Whether the exact forward passes are in use.
+pub fn exact() -> bool {
+    EXACT.load(Ordering::SeqCst)
+}
+
+/// Turns the exact passes on until dropped, then restores the previous setting.
+#[must_use = "exact mode ends when the guard is dropped"]
+pub struct ExactGuard {
+    previous: bool,
+}
+
+impl ExactGuard {
+    pub fn new() -> Self {
+        ExactGuard {
+            previous: EXACT.swap(true, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Default for ExactGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ExactGuard {
+    fn drop(&mut self) {
+        EXACT.store(self.previous, Ordering::SeqCst);
+    }
+}
 
 /// Turns the fused CPU kernels on or off for the whole process (on by default). Off, every
 /// operation takes its composite path: the unoptimised reference the tests compare against.
@@ -76,14 +118,13 @@ pub mod composite {
         ((x * logits)? - softplus(logits)?)?.sum(D::Minus1)
     }
 
-    /// `act(y)`.
+    /// `act(y)`; in exact mode ([`super::set_exact`]) tanh and sigmoid come from
+    /// [`crate::fastmath`], whose bits do not depend on the CPU (candle's call libm).
     pub fn activate(y: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-        match act {
-            Act::Identity => Ok(y.clone()),
-            Act::Relu => y.relu(),
-            Act::Tanh => y.tanh(),
-            Act::Sigmoid => candle_nn::ops::sigmoid(y),
+        if super::exact() {
+            return super::exact::activate_tensor(y, act);
         }
+        super::composite_activate(y, act)
     }
 
     /// See [`super::linear`].
@@ -122,5 +163,38 @@ pub mod composite {
     ) -> candle_core::Result<Tensor> {
         let y = to_nchw(x, o.input)?.conv_transpose2d(w, o.pad, 0, o.stride, 1)?;
         finish(y, b, o.act, o.output)
+    }
+
+    /// Exact mode's convolutions ([`super::set_exact`]): the fixed-order kernels of
+    /// `ops/exact.rs` on `[B, C, H, W]` maps, the activation from [`crate::fastmath`]; the memory
+    /// orders change by transposes, which move values without changing them.
+    pub(super) fn exact_conv(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        o: ConvOpts,
+        transposed: bool,
+    ) -> candle_core::Result<Tensor> {
+        let x = to_nchw(x, o.input)?;
+        let y = if transposed {
+            super::exact::conv_transpose2d(&x, w, b, o.stride, o.pad)?
+        } else {
+            super::exact::conv2d(&x, w, b, o.stride, o.pad)?
+        };
+        let y = super::exact::activate_tensor(&y, o.act)?;
+        match o.output {
+            MapLayout::Nchw => Ok(y),
+            MapLayout::Nhwc => y.permute((0, 2, 3, 1))?.contiguous(),
+        }
+    }
+}
+
+/// `act(y)` with candle's operations.
+fn composite_activate(y: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+    match act {
+        Act::Identity => Ok(y.clone()),
+        Act::Relu => y.relu(),
+        Act::Tanh => y.tanh(),
+        Act::Sigmoid => candle_nn::ops::sigmoid(y),
     }
 }

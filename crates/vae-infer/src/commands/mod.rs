@@ -82,4 +82,8 @@ commands! {
     Report => report,
     /// Encoding and sampling speed of the model, in examples per second.
     Throughput => throughput,
+    /// Lossless compression of 8-bit images by bits-back coding with the model.
+    Compress => compress,
+    /// The images of a compressed file, written back as they came.
+    Decompress => decompress,
 }

@@ -90,6 +90,9 @@ pub fn conv2d(
 /// `act(conv2d(x, w) + b)` for `w` `[O, C, k, k]`, `b` `[O]`, with `x` and the result in the
 /// memory orders `o` names (`[B, C, H, W]` or `[B, H, W, C]`).
 pub fn conv2d_with(x: &Tensor, w: &Tensor, b: &Tensor, o: ConvOpts) -> candle_core::Result<Tensor> {
+    if super::exact() {
+        return composite::exact_conv(x, w, b, o, false);
+    }
     if use_fused(&[x, w, b]) {
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::Conv2d(o))
@@ -118,6 +121,9 @@ pub fn conv_transpose2d_with(
     b: &Tensor,
     o: ConvOpts,
 ) -> candle_core::Result<Tensor> {
+    if super::exact() {
+        return composite::exact_conv(x, w, b, o, true);
+    }
     if use_fused(&[x, w, b]) {
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::ConvT2d(o))

@@ -1,0 +1,377 @@
+//! The single-latent driver: images split into chunks, each chunk one independent stack.
+//!
+//! A chunk's images are coded one after the other on its own stack (BB-ANS is sequential:
+//! each image's latent is popped from what the previous image pushed). Chunks are
+//! independent: the threads take contiguous groups of chunks and advance the chunks of a group
+//! in lockstep, so that every model call covers one image of each chunk of the group (a batch
+//! instead of single images). The bytes of a chunk depend only on its images, provided the
+//! model's output for an image does not depend on the batch it is in (vae-core's exact mode
+//! guarantees this).
+//!
+//! Each stack starts from fixed pseudo-random seed words ([`seed_words`]), so that the first
+//! image's latent is popped from random-looking bits; seed words never touched by the coding
+//! are not stored (see [`Chunk`]).
+
+use crate::bitsback::{
+    bin_values, coder_err, pop_latents, pop_latents_prior, pop_pixels, push_latents_posterior,
+    push_latents_prior, push_pixels,
+};
+use crate::models::{Bins, Coder, Gaussian, PRECISION};
+use crate::pixels::PixelParams;
+use crate::{CodecError, Result};
+
+/// A VAE with one latent group, prior N(0, I), as the coder sees it. It is called from
+/// several threads at once.
+pub trait SingleLatentModel: Sync {
+    /// The number of latent dimensions.
+    fn latent_dim(&self) -> usize;
+    /// q(z|x) for each image (8-bit pixels, channel-major), `latent_dim` Gaussians each.
+    fn posteriors(&self, images: &[&[u8]]) -> Result<Vec<Vec<Gaussian>>>;
+    /// p(x|z) for one latent value.
+    fn pixel_params(&self, z: &[f32]) -> Result<PixelParams>;
+    /// p(x|z) for several latent values (one batched pass where the model can).
+    fn pixel_params_batch(&self, zs: &[Vec<f32>]) -> Result<Vec<PixelParams>> {
+        zs.iter().map(|z| self.pixel_params(z)).collect()
+    }
+}
+
+/// The coding parameters recorded in a file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecParams {
+    /// Latent bins per dimension: 2^latent_bits.
+    pub latent_bits: u32,
+    /// Images per independently coded chunk (each with its own stack).
+    pub chunk_images: u32,
+}
+
+/// 2^14 bins per latent: on the synthetic images of `examples/coding_speed.rs` the rate is
+/// lowest at 12 to 14 bits (finer bins give the decoder little, and widen the posterior's
+/// window, whose leak costs rate), and the posterior search is shorter than at 16.
+impl Default for CodecParams {
+    fn default() -> Self {
+        CodecParams {
+            latent_bits: 14,
+            chunk_images: 256,
+        }
+    }
+}
+
+/// The rate of one image in bits, from the quantised models.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ImageRate {
+    /// -log2 p(x|z).
+    pub pixel_bits: f64,
+    /// -log2 p(z).
+    pub prior_bits: f64,
+    /// -log2 q(z|x), the bits got back.
+    pub posterior_bits: f64,
+}
+
+impl ImageRate {
+    /// -log2 p(x|z) - log2 p(z) + log2 q(z|x).
+    pub fn net_bits(&self) -> f64 {
+        self.pixel_bits + self.prior_bits - self.posterior_bits
+    }
+}
+
+/// One chunk's compressed stack. `seed_prefix` leading words of the seed were never touched
+/// and are left out of `words`: the stack is `seed_words(..)[..seed_prefix] ++ words`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub seed_prefix: u32,
+    pub words: Vec<u32>,
+}
+
+/// Bytes a chunk takes in a payload besides its words (two u32 counts).
+pub const CHUNK_OVERHEAD_BYTES: usize = 8;
+
+/// The result of [`encode`].
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub chunks: Vec<Chunk>,
+    /// Per image, in image order.
+    pub rates: Vec<ImageRate>,
+}
+
+impl Encoded {
+    /// Bits of the chunks as stored (words and per-chunk counts).
+    pub fn payload_bits(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| (c.words.len() * 4 + CHUNK_OVERHEAD_BYTES) as u64 * 8)
+            .sum()
+    }
+
+    /// Σ of the images' net bits.
+    pub fn net_bits(&self) -> f64 {
+        self.rates.iter().map(ImageRate::net_bits).sum()
+    }
+
+    /// The payload's bits beyond the images' net bits: per chunk, what its first image could
+    /// not get back (its latents were popped from the seed, which is not stored), the coder's
+    /// final state and the chunk's counts.
+    pub fn initial_bits(&self) -> f64 {
+        self.payload_bits() as f64 - self.net_bits()
+    }
+}
+
+/// The seed a chunk's stack starts from: enough words for the first image's latents (each
+/// pop takes at most PRECISION bits) plus the coder's two state words, from SplitMix64 with
+/// a fixed seed.
+pub fn seed_words(latent_dim: usize) -> Vec<u32> {
+    let n = (latent_dim * PRECISION).div_ceil(32) + 2;
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            // Nonzero words only (a trailing zero word cannot be represented).
+            ((z ^ (z >> 31)) as u32) | 1
+        })
+        .collect()
+}
+
+fn seeded(seed: &[u32]) -> Result<Coder> {
+    Coder::from_binary(seed.to_vec()).map_err(coder_err)
+}
+
+/// The image ranges of the chunks.
+fn chunk_ranges(count: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
+    (0..count.div_ceil(chunk))
+        .map(|c| c * chunk..((c + 1) * chunk).min(count))
+        .collect()
+}
+
+/// Runs `f` on `threads` contiguous groups of `0..n` in parallel; the results in order.
+fn par_groups<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<T>> {
+    let parts = threads.clamp(1, n.max(1));
+    let groups: Vec<_> = (0..parts)
+        .map(|p| (p * n / parts)..((p + 1) * n / parts))
+        .collect();
+    let results: Vec<Result<Vec<T>>> = if parts == 1 {
+        groups.into_iter().map(&f).collect()
+    } else {
+        std::thread::scope(|s| {
+            let f = &f;
+            let handles: Vec<_> = groups[1..]
+                .iter()
+                .map(|g| {
+                    let g = g.clone();
+                    s.spawn(move || f(g))
+                })
+                .collect();
+            let mut out = vec![f(groups[0].clone())];
+            for h in handles {
+                out.push(match h.join() {
+                    Ok(r) => r,
+                    Err(p) => std::panic::resume_unwind(p),
+                });
+            }
+            out
+        })
+    };
+    let mut all = Vec::with_capacity(n);
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+fn setup<M: SingleLatentModel>(
+    model: &M,
+    bytes: usize,
+    pixels: usize,
+    params: CodecParams,
+) -> Result<(usize, &'static Bins, Vec<u32>, usize)> {
+    if pixels == 0 || !bytes.is_multiple_of(pixels) {
+        return Err(CodecError::BadParameter(format!(
+            "{bytes} bytes are not a whole number of {pixels}-pixel images"
+        )));
+    }
+    if params.chunk_images == 0 {
+        return Err(CodecError::BadParameter("chunks of 0 images".into()));
+    }
+    let latent = model.latent_dim();
+    if latent == 0 {
+        return Err(CodecError::BadParameter("a model with no latent".into()));
+    }
+    let bins = Bins::get(params.latent_bits)?;
+    Ok((bytes / pixels, bins, seed_words(latent), latent))
+}
+
+fn shape_err(what: &str) -> CodecError {
+    CodecError::BadParameter(format!("the model gave {what} of the wrong shape"))
+}
+
+/// Compresses `images` (`count * pixels` bytes, image after image) with `model` on
+/// `threads` threads. The result does not depend on `threads`.
+#[allow(clippy::needless_range_loop)] // `step` indexes the images of every chunk of a group
+pub fn encode<M: SingleLatentModel>(
+    model: &M,
+    images: &[u8],
+    pixels: usize,
+    params: CodecParams,
+    threads: usize,
+) -> Result<Encoded> {
+    let (count, bins, seed, latent) = setup(model, images.len(), pixels, params)?;
+    let ranges = chunk_ranges(count, params.chunk_images as usize);
+    let priors = vec![Gaussian::STANDARD; latent];
+    let image = |i: usize| &images[i * pixels..][..pixels];
+    let coded = par_groups(ranges.len(), threads, |group| {
+        let ranges = &ranges[group];
+        // The posteriors of all the group's images, one batch per chunk.
+        let mut posts = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let imgs: Vec<&[u8]> = r.clone().map(image).collect();
+            let p = model.posteriors(&imgs)?;
+            if p.len() != imgs.len() || p.iter().any(|q| q.len() != latent) {
+                return Err(shape_err("posteriors"));
+            }
+            posts.push(p);
+        }
+        let mut coders = ranges
+            .iter()
+            .map(|_| seeded(&seed))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rates = vec![Vec::new(); ranges.len()];
+        let longest = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
+        for step in 0..longest {
+            let active: Vec<usize> = (0..ranges.len())
+                .filter(|&c| step < ranges[c].len())
+                .collect();
+            let mut idx = Vec::with_capacity(active.len());
+            let mut zs = Vec::with_capacity(active.len());
+            for &c in &active {
+                let (i, bits) = pop_latents(&mut coders[c], bins, &priors, &posts[c][step])?;
+                zs.push(bin_values(bins, &priors, &i));
+                idx.push((i, bits));
+            }
+            let px = model.pixel_params_batch(&zs)?;
+            if px.len() != active.len() {
+                return Err(shape_err("pixel parameters"));
+            }
+            for ((&c, (i, posterior_bits)), p) in active.iter().zip(idx).zip(&px) {
+                let pixel_bits = push_pixels(&mut coders[c], p, image(ranges[c].start + step))?;
+                let prior_bits = push_latents_prior(&mut coders[c], bins, &i)?;
+                rates[c].push(ImageRate {
+                    pixel_bits,
+                    prior_bits,
+                    posterior_bits,
+                });
+            }
+        }
+        coders
+            .into_iter()
+            .zip(rates)
+            .map(|(coder, rates)| {
+                let words = coder.into_compressed().map_err(coder_err)?;
+                let prefix = words.iter().zip(&seed).take_while(|(a, b)| a == b).count();
+                let chunk = Chunk {
+                    seed_prefix: prefix as u32,
+                    words: words[prefix..].to_vec(),
+                };
+                Ok((chunk, rates))
+            })
+            .collect()
+    })?;
+    let mut chunks = Vec::with_capacity(coded.len());
+    let mut rates = Vec::with_capacity(count);
+    for (c, r) in coded {
+        chunks.push(c);
+        rates.extend(r);
+    }
+    Ok(Encoded { chunks, rates })
+}
+
+/// Decompresses `count` images of `pixels` pixels from `chunks` (the inverse of [`encode`]).
+pub fn decode<M: SingleLatentModel>(
+    model: &M,
+    chunks: &[Chunk],
+    count: usize,
+    pixels: usize,
+    params: CodecParams,
+    threads: usize,
+) -> Result<Vec<u8>> {
+    let bytes = count
+        .checked_mul(pixels)
+        .ok_or_else(|| CodecError::BadParameter(format!("{count} images of {pixels} pixels")))?;
+    let (_, bins, seed, latent) = setup(model, bytes, pixels, params)?;
+    let ranges = chunk_ranges(count, params.chunk_images as usize);
+    if ranges.len() != chunks.len() {
+        return Err(CodecError::Corrupt(format!(
+            "{} chunks for {count} images in chunks of {}",
+            chunks.len(),
+            params.chunk_images
+        )));
+    }
+    let priors = vec![Gaussian::STANDARD; latent];
+    let parts = par_groups(ranges.len(), threads, |group| {
+        let first = group.start;
+        let ranges = &ranges[group];
+        let mut coders = Vec::with_capacity(ranges.len());
+        for (k, chunk) in chunks[first..first + ranges.len()].iter().enumerate() {
+            let prefix = chunk.seed_prefix as usize;
+            if prefix > seed.len() {
+                return Err(CodecError::Corrupt(format!(
+                    "chunk {} claims a seed prefix of {prefix} words (the seed has {})",
+                    first + k,
+                    seed.len()
+                )));
+            }
+            let mut words = seed[..prefix].to_vec();
+            words.extend_from_slice(&chunk.words);
+            coders.push(Coder::from_compressed(words).map_err(|_| {
+                CodecError::Corrupt(format!("chunk {} ends in a zero word", first + k))
+            })?);
+        }
+        let mut outs: Vec<Vec<u8>> = ranges.iter().map(|r| vec![0u8; r.len() * pixels]).collect();
+        let longest = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
+        for step in 0..longest {
+            // Images come off each stack last first.
+            let active: Vec<usize> = (0..ranges.len())
+                .filter(|&c| step < ranges[c].len())
+                .collect();
+            let mut idx = Vec::with_capacity(active.len());
+            let mut zs = Vec::with_capacity(active.len());
+            for &c in &active {
+                let i = pop_latents_prior(&mut coders[c], bins, latent)?;
+                zs.push(bin_values(bins, &priors, &i));
+                idx.push(i);
+            }
+            let px = model.pixel_params_batch(&zs)?;
+            if px.len() != active.len() {
+                return Err(shape_err("pixel parameters"));
+            }
+            let mut imgs = Vec::with_capacity(active.len());
+            for (&c, p) in active.iter().zip(&px) {
+                imgs.push(pop_pixels(&mut coders[c], p, pixels)?);
+            }
+            let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
+            let posts = model.posteriors(&refs)?;
+            if posts.len() != active.len() || posts.iter().any(|q| q.len() != latent) {
+                return Err(shape_err("posteriors"));
+            }
+            for (((&c, i), q), img) in active.iter().zip(&idx).zip(&posts).zip(&imgs) {
+                push_latents_posterior(&mut coders[c], bins, &priors, q, i)?;
+                let at = ranges[c].len() - 1 - step;
+                outs[c][at * pixels..][..pixels].copy_from_slice(img);
+            }
+        }
+        for (k, coder) in coders.into_iter().enumerate() {
+            if coder.into_raw_parts() != seeded(&seed)?.into_raw_parts() {
+                return Err(CodecError::Corrupt(format!(
+                    "chunk {} does not decode back to its seed",
+                    first + k
+                )));
+            }
+        }
+        Ok(outs)
+    })?;
+    Ok(parts.concat())
+}

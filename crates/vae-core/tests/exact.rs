@@ -1,0 +1,167 @@
+//! Exact mode (`ops::set_exact`): random mlp and conv VAEs, with relu and with tanh
+//! activations, give bit-identical encoder and decoder outputs at every SIMD level, with the
+//! batch split over 1 or 2 threads and one image at a time, and agree with the normal path to
+//! f32 tolerance; gelu, which has no exact pass, is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor};
+use vae_core::fastmath::{set_simd_cap, SimdLevel};
+use vae_core::{ops, par, Activation, Arch, DataShape, ModelConfig, Preset, Rng, Vae};
+
+/// Exact mode and the SIMD cap are process-wide: the tests of this file take turns.
+static PROCESS: Mutex<()> = Mutex::new(());
+
+/// The model of `preset` for 28x28 grey images, with `activation` between its layers.
+fn config(preset: Preset, activation: Activation) -> ModelConfig {
+    let mut cfg = preset.model(DataShape::image(1, 28, 28));
+    match &mut cfg.arch {
+        Arch::Mlp(c) => c.activation = activation,
+        Arch::Conv(c) => c.activation = activation,
+    }
+    cfg
+}
+
+fn outputs(model: &Vae, x: &Tensor, threads: usize) -> (Vec<u32>, Vec<u32>) {
+    let n = x.dim(0).unwrap();
+    let parts = par::map_ranges(n, threads, |r| {
+        let xs = x.narrow(0, r.start, r.len()).unwrap();
+        let q = model.encode(&xs, None).unwrap();
+        let p = model.decode(&q.mu, None).unwrap();
+        (Tensor::cat(&[&q.mu, &q.logvar], 1).unwrap(), p)
+    });
+    let (mut enc, mut dec) = (Vec::new(), Vec::new());
+    for (e, d) in parts {
+        enc.extend(
+            e.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits()),
+        );
+        dec.extend(
+            d.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits()),
+        );
+    }
+    (enc, dec)
+}
+
+fn max_rel_diff(a: &[u32], b: &[u32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            let (x, y) = (f32::from_bits(x), f32::from_bits(y));
+            (x - y).abs() / (1.0 + y.abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
+    let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = Device::Cpu;
+    for (preset, activation) in [
+        (Preset::PytorchExample, Activation::Relu),
+        (Preset::PytorchExample, Activation::Tanh),
+        (Preset::Conv, Activation::Relu),
+        (Preset::Conv, Activation::Tanh),
+    ] {
+        let preset_name = format!("{preset:?} {activation:?}");
+        let cfg = config(preset, activation);
+        let (_vars, model) = Vae::init(&cfg, &dev, &mut Rng::new(3)).unwrap();
+        let n = 6;
+        let pixels: Vec<f32> = Rng::new(4)
+            .normal_vec(n * 784)
+            .iter()
+            .map(|v| (v.abs() * 0.3).min(1.0))
+            .collect();
+        let x = Tensor::from_vec(pixels, (n, 784), &dev).unwrap();
+        let normal = outputs(&model, &x, 1);
+        let guard = ops::ExactGuard::new();
+        assert!(ops::exact());
+        set_simd_cap(None);
+        let want = outputs(&model, &x, 1);
+        assert!(
+            max_rel_diff(&want.0, &normal.0) < 1e-4,
+            "{preset_name} encoder"
+        );
+        assert!(
+            max_rel_diff(&want.1, &normal.1) < 1e-4,
+            "{preset_name} decoder"
+        );
+        for level in [SimdLevel::Baseline, SimdLevel::V3, SimdLevel::V4] {
+            set_simd_cap(Some(level));
+            for threads in [1, 2, n] {
+                assert_eq!(
+                    outputs(&model, &x, threads),
+                    want,
+                    "{preset_name} {level:?} {threads} threads"
+                );
+            }
+        }
+        set_simd_cap(None);
+        drop(guard);
+        assert!(!ops::exact());
+    }
+}
+
+/// In exact mode the activations come from `fastmath` (whose bits do not depend on the CPU),
+/// not from candle's libm calls: bit for bit `fastmath::tanh` and `fastmath::sigmoid`, which
+/// differ from libm's in the last bits of some values.
+#[test]
+fn exact_activations_come_from_fastmath() {
+    let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let v: Vec<f32> = Rng::new(8)
+        .normal_vec(2000)
+        .iter()
+        .map(|x| 3.0 * x)
+        .collect();
+    let x = Tensor::from_vec(v.clone(), (20, 100), &Device::Cpu).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let want = |f: fn(f32) -> f32| -> Vec<u32> { v.iter().map(|&x| f(x).to_bits()).collect() };
+    let libm_tanh = bits(&Activation::Tanh.apply(&x).unwrap());
+    let libm_sigmoid = bits(&ops::composite::activate(&x, ops::Act::Sigmoid).unwrap());
+    let _exact = ops::ExactGuard::new();
+    let tanh = bits(&Activation::Tanh.apply(&x).unwrap());
+    let sigmoid = bits(&ops::composite::activate(&x, ops::Act::Sigmoid).unwrap());
+    assert_eq!(tanh, want(vae_core::fastmath::tanh));
+    assert_eq!(sigmoid, want(vae_core::fastmath::sigmoid));
+    assert_ne!(tanh, libm_tanh, "the test cannot tell the two tanh apart");
+    assert_ne!(
+        sigmoid, libm_sigmoid,
+        "the test cannot tell the two sigmoids apart"
+    );
+    let relu = bits(&Activation::Relu.apply(&x).unwrap());
+    assert_eq!(relu, want(|x| x.max(0.0)));
+}
+
+#[test]
+fn gelu_has_no_exact_pass() {
+    let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = Device::Cpu;
+    for preset in [Preset::PytorchExample, Preset::Conv] {
+        let cfg = config(preset, Activation::Gelu);
+        let (_vars, model) = Vae::init(&cfg, &dev, &mut Rng::new(1)).unwrap();
+        let x = Tensor::zeros((2, 784), candle_core::DType::F32, &dev).unwrap();
+        assert!(model.encode(&x, None).is_ok());
+        let _exact = ops::ExactGuard::new();
+        let e = model.encode(&x, None).unwrap_err().to_string();
+        assert!(e.contains("gelu") && e.contains("exact"), "{preset:?}: {e}");
+    }
+}

@@ -1,0 +1,363 @@
+//! Lossless compression with a trained VAE: the model as [`vae_codec`] sees it
+//! ([`CodecModel`]), and the images that `compress` reads and `decompress` writes back
+//! ([`source`]).
+//!
+//! The coder needs the encoder and the decoder to give the same bits when a file is written
+//! and when it is read, on any CPU. [`CodecModel`] therefore runs the networks only under
+//! [`vae_core::ops::ExactGuard`] (fixed-order kernels, activations from `fastmath`), and maps
+//! the decoder's raw outputs to pixel distributions with [`vae_codec::detmath`] alone (no libm),
+//! through the same parameter maps as the training likelihoods of vae-core.
+
+pub mod source;
+
+use vae_codec::detmath;
+use vae_codec::{CodecError, Gaussian, PixelParams, SingleLatentModel};
+use vae_core::candle_core::{Device, Tensor};
+use vae_core::{ops, Arch, Likelihood, Vae};
+
+use crate::{InferError, Result};
+
+/// `--simd`: the highest SIMD level the model's kernels may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Simd {
+    Baseline,
+    V3,
+    V4,
+}
+
+/// The flag `compress` and `decompress` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SimdArgs {
+    /// Cap the SIMD level of the model's kernels (the bytes do not depend on it; for checking
+    /// that a file written at one level decodes at another). `VAE_SIMD` caps it too.
+    #[arg(long, value_enum)]
+    pub simd: Option<Simd>,
+}
+
+impl SimdArgs {
+    /// Applies the cap for the whole process; returns the level in use.
+    pub fn apply(&self) -> &'static str {
+        use vae_core::fastmath::{set_simd_cap, simd_level, SimdLevel};
+        set_simd_cap(self.simd.map(|s| match s {
+            Simd::Baseline => SimdLevel::Baseline,
+            Simd::V3 => SimdLevel::V3,
+            Simd::V4 => SimdLevel::V4,
+        }));
+        match simd_level() {
+            SimdLevel::Baseline => "baseline",
+            SimdLevel::V3 => "v3",
+            SimdLevel::V4 => "v4",
+        }
+    }
+}
+
+/// Refuses a device other than the CPU: the coder's arithmetic runs on the host.
+pub fn check_cpu(flags: &vae_run::flags::RuntimeFlags) -> Result<Device> {
+    match flags.device_name() {
+        "auto" | "cpu" => Ok(Device::Cpu),
+        other => Err(InferError::Flag(format!(
+            "--device {other}: compress and decompress run on the CPU (their arithmetic must \
+             give the same bits on every machine)"
+        ))),
+    }
+}
+
+/// The pixel model a likelihood codes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelKind {
+    /// Discretized logistic mixture of `k` components.
+    Logistic {
+        k: usize,
+    },
+    BetaBinomial,
+    /// Bernoulli on binarised images: pixel values 0 and 255 only.
+    Bernoulli,
+}
+
+impl PixelKind {
+    /// The pixel model of `likelihood`, or why it cannot code.
+    pub fn of(likelihood: &Likelihood) -> Result<Self> {
+        match likelihood {
+            Likelihood::DiscretizedLogistic(d) => Ok(PixelKind::Logistic { k: d.mixtures }),
+            Likelihood::BetaBinomial(_) => Ok(PixelKind::BetaBinomial),
+            Likelihood::Bernoulli(_) => Ok(PixelKind::Bernoulli),
+            Likelihood::Gaussian(_)
+            | Likelihood::GaussianLearned(_)
+            | Likelihood::ContinuousBernoulli(_) => Err(InferError::Unsupported(format!(
+                "the run was trained with --likelihood {}, a density on [0, 1], not a \
+                 distribution over 8-bit values: compress codes with runs trained with \
+                 --likelihood discretized-logistic or beta-binomial (8-bit images) or bernoulli \
+                 (binarised images)",
+                likelihood.name()
+            ))),
+        }
+    }
+}
+
+/// A trained single-latent VAE as a model of the coder: q(z|x) from the encoder on x = v/255,
+/// p(x|z) from the decoder. Build it with [`CodecModel::new`], which refuses what cannot code.
+///
+/// While it exists, the whole process computes in exact mode ([`ops::ExactGuard`]): every
+/// forward pass of the model, the coder's and any other (such as the negative ELBO reported
+/// beside the rate), gives the same bits on every CPU.
+pub struct CodecModel<'a> {
+    vae: &'a Vae,
+    kind: PixelKind,
+    pixels: usize,
+    _exact: ops::ExactGuard,
+}
+
+fn model_err(e: impl std::fmt::Display) -> CodecError {
+    CodecError::Model(e.to_string())
+}
+
+impl<'a> CodecModel<'a> {
+    /// Checks that `vae` can code: a discrete likelihood (or Bernoulli), one latent group, no
+    /// labels, and activations with an exact forward pass.
+    pub fn new(vae: &'a Vae) -> Result<Self> {
+        let cfg = vae.config();
+        let kind = PixelKind::of(&cfg.likelihood)?;
+        let activation = match &cfg.arch {
+            Arch::Mlp(c) => c.activation,
+            Arch::Conv(c) => c.activation,
+        };
+        if !activation.has_exact() {
+            return Err(InferError::Unsupported(format!(
+                "the run was trained with --activation {}, which has no deterministic forward \
+                 pass (its erf comes from the platform's libm), so a file could decode \
+                 differently on another CPU: compress codes with runs trained with --activation \
+                 relu or tanh",
+                activation.name()
+            )));
+        }
+        if vae.latent().groups.len() != 1 {
+            return Err(InferError::Unsupported(format!(
+                "compress codes models with one latent group; this {} model has {}",
+                cfg.arch.name(),
+                vae.latent().groups.len()
+            )));
+        }
+        if cfg.num_classes.is_some() {
+            return Err(InferError::Unsupported(
+                "compress does not code with a conditional model (its decoder needs the labels)"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            vae,
+            kind,
+            pixels: cfg.shape.dim(),
+            _exact: ops::ExactGuard::new(),
+        })
+    }
+
+    pub fn kind(&self) -> PixelKind {
+        self.kind
+    }
+
+    /// Values per image.
+    pub fn pixels(&self) -> usize {
+        self.pixels
+    }
+
+    /// Refuses pixel values the pixel model cannot code (a Bernoulli codes only 0 and 255);
+    /// `name(i)` names image `i` in the message.
+    pub fn check_values(&self, images: &[u8], name: impl Fn(usize) -> String) -> Result<()> {
+        if self.kind != PixelKind::Bernoulli {
+            return Ok(());
+        }
+        match images.iter().position(|&v| v != 0 && v != 255) {
+            None => Ok(()),
+            Some(i) => Err(InferError::Unsupported(format!(
+                "{}: pixel {} has the value {}, but a bernoulli model codes binarised images \
+                 (values 0 and 255 only); grey levels need a discretized-logistic or \
+                 beta-binomial model",
+                name(i / self.pixels.max(1)),
+                i % self.pixels.max(1),
+                images[i]
+            ))),
+        }
+    }
+
+    /// The raw decoder outputs for codes `zs`, one row each.
+    fn decode_rows(&self, zs: &[Vec<f32>]) -> vae_codec::Result<Vec<Vec<f32>>> {
+        let l = self.vae.latent_dim();
+        let flat: Vec<f32> = zs.iter().flatten().copied().collect();
+        let z = Tensor::from_vec(flat, (zs.len(), l), &Device::Cpu).map_err(model_err)?;
+        let raw = self.vae.decode(&z, None).map_err(model_err)?;
+        raw.to_vec2::<f32>().map_err(model_err)
+    }
+
+    /// The pixel model of one row of raw decoder outputs (see [`params_of`]).
+    fn params(&self, raw: &[f32]) -> vae_codec::Result<PixelParams> {
+        params_of(self.kind, raw, self.pixels)
+    }
+}
+
+/// `mid + half · tanh((raw - mid)/half)`: the smooth bound of vae-core's discrete likelihoods
+/// into (lo, hi), in f64 with the deterministic tanh.
+fn bound(raw: f32, lo: f32, hi: f32) -> f64 {
+    let (mid, half) = (
+        0.5 * (f64::from(lo) + f64::from(hi)),
+        0.5 * (f64::from(hi) - f64::from(lo)),
+    );
+    mid + half * detmath::tanh((f64::from(raw) - mid) / half)
+}
+
+/// The pixel model of `raw`, one image's decoder outputs (`[P·D]`, block-major), through the
+/// parameter maps of the training likelihoods:
+/// - discretized logistic, K = 1: [means, raw log-scales], σ = exp(bound(raw) in (−8, 2));
+///   K > 1: [K logit blocks, K mean blocks, K raw log-scale blocks], weights softmax(logits);
+/// - beta-binomial: [raw α, raw β], ln α = bound(raw) in (−7, 11), the same for β;
+/// - Bernoulli: logits, the value 1 written as 255.
+pub fn params_of(kind: PixelKind, raw: &[f32], d: usize) -> vae_codec::Result<PixelParams> {
+    let blocks = match kind {
+        PixelKind::Logistic { k: 1 } | PixelKind::BetaBinomial => 2,
+        PixelKind::Logistic { k } => 3 * k,
+        PixelKind::Bernoulli => 1,
+    };
+    if raw.len() != blocks * d {
+        return Err(CodecError::Model(format!(
+            "the decoder gave {} outputs for {d} pixels ({blocks} per pixel expected)",
+            raw.len()
+        )));
+    }
+    let f64s = |r: &[f32]| r.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+    let log_scale = |r: &[f32]| {
+        r.iter()
+            .map(|&v| {
+                detmath::exp(bound(
+                    v,
+                    ops::DLOGISTIC_LOG_SCALE_MIN,
+                    ops::DLOGISTIC_LOG_SCALE_MAX,
+                ))
+            })
+            .collect::<Vec<f64>>()
+    };
+    Ok(match kind {
+        PixelKind::Logistic { k: 1 } => PixelParams::Logistic {
+            components: 1,
+            weights: vec![1.0; d],
+            means: f64s(&raw[..d]),
+            scales: log_scale(&raw[d..]),
+        },
+        PixelKind::Logistic { k } => {
+            // softmax over the K logits of each pixel, up to a factor the coder normalises away.
+            let logits = &raw[..k * d];
+            let mut weights = vec![0f64; k * d];
+            for p in 0..d {
+                let max = (0..k)
+                    .map(|j| f64::from(logits[j * d + p]))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                for j in 0..k {
+                    weights[j * d + p] = detmath::exp(f64::from(logits[j * d + p]) - max);
+                }
+            }
+            PixelParams::Logistic {
+                components: k,
+                weights,
+                means: f64s(&raw[k * d..2 * k * d]),
+                scales: log_scale(&raw[2 * k * d..]),
+            }
+        }
+        PixelKind::BetaBinomial => {
+            let positive = |r: &[f32]| {
+                r.iter()
+                    .map(|&v| {
+                        detmath::exp(bound(
+                            v,
+                            ops::BETA_BINOMIAL_LOG_MIN,
+                            ops::BETA_BINOMIAL_LOG_MAX,
+                        ))
+                    })
+                    .collect::<Vec<f64>>()
+            };
+            PixelParams::BetaBinomial {
+                alpha: positive(&raw[..d]),
+                beta: positive(&raw[d..]),
+            }
+        }
+        PixelKind::Bernoulli => PixelParams::Bernoulli {
+            logits: f64s(raw),
+            one: 255,
+        },
+    })
+}
+
+impl SingleLatentModel for CodecModel<'_> {
+    fn latent_dim(&self) -> usize {
+        self.vae.latent_dim()
+    }
+
+    fn posteriors(&self, images: &[&[u8]]) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
+        let d = self.pixels;
+        if let Some(i) = images.iter().position(|im| im.len() != d) {
+            return Err(CodecError::BadParameter(format!(
+                "image {i} has {} values for a model of {d}",
+                images[i].len()
+            )));
+        }
+        // v/255 exactly as the datasets give it to the model in training.
+        let x: Vec<f32> = images
+            .iter()
+            .flat_map(|im| im.iter().map(|&v| v as f32 * (1.0 / 255.0)))
+            .collect();
+        let x = Tensor::from_vec(x, (images.len(), d), &Device::Cpu).map_err(model_err)?;
+        let q = self.vae.encode(&x, None).map_err(model_err)?;
+        let mu = q.mu.to_vec2::<f32>().map_err(model_err)?;
+        let lv = q.logvar.to_vec2::<f32>().map_err(model_err)?;
+        Ok(mu
+            .iter()
+            .zip(&lv)
+            .map(|(m, l)| {
+                m.iter()
+                    .zip(l)
+                    .map(|(&m, &l)| Gaussian::from_mu_logvar(f64::from(m), f64::from(l)))
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn pixel_params(&self, z: &[f32]) -> vae_codec::Result<PixelParams> {
+        let mut p = self.pixel_params_batch(&[z.to_vec()])?;
+        p.pop()
+            .ok_or_else(|| model_err("the decoder gave no output"))
+    }
+
+    fn pixel_params_batch(&self, zs: &[Vec<f32>]) -> vae_codec::Result<Vec<PixelParams>> {
+        self.decode_rows(zs)?
+            .iter()
+            .map(|r| self.params(r))
+            .collect()
+    }
+}
+
+/// The model fingerprint recorded in a file: SHA-256 of the model's configuration (as JSON) and
+/// of every weight (in name order: the name, the shape, the f32 values), so that a file is
+/// decoded only with the weights that wrote it.
+pub fn fingerprint(vae: &Vae, varmap: &vae_core::candle_nn::VarMap) -> Result<[u8; 32]> {
+    let cfg = serde_json::to_vec(vae.config())?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| InferError::Input("the model's variables are poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut bytes = Vec::new();
+    for name in names {
+        let t = vars[name].as_tensor();
+        bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&(t.dims().len() as u64).to_le_bytes());
+        for &d in t.dims() {
+            bytes.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        for v in t.flatten_all()?.to_vec1::<f32>()? {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(vae_codec::format::fingerprint(&cfg, &bytes))
+}
+
+#[cfg(test)]
+mod tests;
