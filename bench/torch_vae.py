@@ -7,6 +7,7 @@ Set-up once:  python3 -m venv torchref && torchref/bin/pip install torch numpy s
 Data:         apt-get install -y dataset-fashion-mnist   (IDX files in /usr/share/datasets/fashion-mnist)
 Speed:        torchref/bin/python torch_vae.py --threads 1 --epochs 2
 Quality:      torchref/bin/python torch_vae.py --threads 1 --epochs 10 --evaluate
+GPU:          torchref/bin/python torch_vae.py --device cuda --epochs 3   (default --device cpu)
 Prints one JSON object per epoch, then one with the evaluation numbers of docs/RESULTS.md."""
 import argparse, gzip, json, math, os, time
 import numpy as np
@@ -56,7 +57,7 @@ def iw_nll(model, x, k):
     std, out = torch.exp(0.5 * lv), []
     log2pi = math.log(2 * math.pi)
     for i in range(x.shape[0]):
-        eps = torch.randn(k, mu.shape[1])
+        eps = torch.randn(k, mu.shape[1], device=x.device)
         z = mu[i] + std[i] * eps
         log_px = -F.binary_cross_entropy_with_logits(model.decode(z), x[i : i + 1].expand(k, -1), reduction="none").sum(1)
         log_pz = (-0.5 * z.pow(2) - 0.5 * log2pi).sum(1)
@@ -77,16 +78,24 @@ def main():
     ap.add_argument("--iw-limit", type=int, default=1000)
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--samples", type=int, default=10000)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {a.device}: this PyTorch sees no CUDA device")
+    # Timings wait for the GPU's queued work; on the CPU there is none.
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     xtr, ytr = load(a.data_dir, "train")
     xte, yte = load(a.data_dir, "test")
-    model = Vae()
+    xtr, xte = xtr.to(dev), xte.to(dev)
+    model = Vae().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     bs = a.batch_size
     for epoch in range(1, a.epochs + 1):
-        t, total, perm = time.perf_counter(), 0.0, torch.randperm(len(xtr))
+        sync()
+        t, total, perm = time.perf_counter(), 0.0, torch.randperm(len(xtr)).to(dev)
         for i in range(0, len(xtr), bs):
             x = xtr[perm[i : i + bs]]
             loss = neg_elbo_sum(model, x)
@@ -94,6 +103,7 @@ def main():
             loss.backward()
             opt.step()
             total += loss.item()
+        sync()
         seconds = time.perf_counter() - t
         with torch.no_grad():
             val = neg_elbo_sum(model, xte).item() / len(xte)
@@ -101,14 +111,18 @@ def main():
                           "examples_per_second": len(xtr) / seconds, "threads": a.threads}), flush=True)
     if a.throughput:
         with torch.no_grad():
+            sync()
             t = time.perf_counter()
             for i in range(0, len(xtr), 1000):
                 model.encode(xtr[i : i + 1000])
+            sync()
             encode = len(xtr) / (time.perf_counter() - t)
-            z = torch.randn(a.samples, 20)
+            z = torch.randn(a.samples, 20, device=dev)
+            sync()
             t = time.perf_counter()
             for i in range(0, a.samples, 1000):
                 torch.sigmoid(model.decode(z[i : i + 1000]))
+            sync()
             sample = a.samples / (time.perf_counter() - t)
         print(json.dumps({"encode_per_second": encode, "sample_per_second": sample, "threads": a.threads}), flush=True)
     if not a.evaluate:
@@ -119,7 +133,7 @@ def main():
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
     from sklearn.neighbors import KNeighborsClassifier
     with torch.no_grad():
-        ztr, zte = model.encode(xtr)[0].numpy(), model.encode(xte)[0].numpy()
+        ztr, zte = model.encode(xtr)[0].cpu().numpy(), model.encode(xte)[0].cpu().numpy()
         neg_elbo = neg_elbo_sum(model, xte).item() / len(xte)
         nll = iw_nll(model, xte[: a.iw_limit], a.iw_samples)
     pred = KMeans(10, n_init=10, random_state=0).fit(ztr).predict(zte)

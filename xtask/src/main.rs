@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`.
+//! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`,
+//! `cargo xtask cuda-build`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -6,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod cuda;
+mod cuda_toolkit;
 mod reproduce;
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -22,6 +25,15 @@ tasks:
       the same on the embedded sample for 2 epochs (into target/quick-results) and checks the file;
       --vs-torch also trains and evaluates bench/torch_vae.py with that Python and puts its
       figures beside ours (else the published ones)
+
+  cuda-build [--out DIR] [--compute-cap 90] [--target-dir DIR] [--check] [-- CARGO-ARGS]
+      build vae-train and vae-infer with `--features cuda` on a machine without a GPU, into
+      their own target directory (default $CARGO_TARGET_DIR/cuda or target/cuda), and copy them
+      without debug info into --out (default TARGET-DIR/dist); uses the CUDA toolkit of
+      CUDA_HOME, CUDA_PATH or PATH, else installs the CUDA 13.0 wheels of PyPI once into
+      $VAE_CUDA_CACHE (default ~/.cache/vae-cuda; venv made by $PYTHON, default python3);
+      links against a generated stub libcuda; --check then runs them with that stub: training
+      on the CPU works and --device cuda exits 1 with a clear error
 
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX
@@ -41,6 +53,7 @@ fn run() -> Result<()> {
         Some("sample-data") => sample_data(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),
+        Some("cuda-build") => cuda::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -214,7 +214,7 @@ mod tests {
         let cfg: ModelConfig = serde_json::from_str(text).unwrap();
         assert_eq!(cfg, Preset::Seed.model(DataShape::tabular(4)));
         assert_eq!(
-            serde_json::to_value(&cfg.likelihood).unwrap(),
+            serde_json::to_value(cfg.likelihood).unwrap(),
             serde_json::json!({"kind": "gaussian", "alpha": 0.1})
         );
     }

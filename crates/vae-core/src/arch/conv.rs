@@ -46,7 +46,7 @@ impl ArchConfig for ConvConfig {
         }
         let s = cfg.shape;
         let f = 1usize << self.channels.len();
-        if !s.is_image() || s.height % f != 0 || s.width % f != 0 {
+        if !s.is_image() || !s.height.is_multiple_of(f) || !s.width.is_multiple_of(f) {
             return Err(Error::Config(format!(
                 "the conv architecture needs images whose sides divide by {f} (got {}x{}x{})",
                 s.channels, s.height, s.width

@@ -199,11 +199,9 @@ multiversion! {
             let rest = n - full;
             raw = [0f32; LANES];
             let (mut mt, mut vt) = ([0f32; LANES], [0f32; LANES]);
-            for k in 0..rest {
-                raw[k] = g[full + k];
-                mt[k] = m[full + k];
-                vt[k] = v[full + k];
-            }
+            raw[..rest].copy_from_slice(&g[full..]);
+            mt[..rest].copy_from_slice(&m[full..]);
+            vt[..rest].copy_from_slice(&v[full..]);
             moments_lanes(&mut mt, &mut vt, &raw, &mut acc, &u);
             m[full..].copy_from_slice(&mt[..rest]);
             v[full..].copy_from_slice(&vt[..rest]);
