@@ -157,7 +157,10 @@ fn tiny_hvae_trains_evaluates_samples_and_resumes_exactly() -> anyhow::Result<()
     ]));
     assert!(recon.is_file());
     for (cmd, extra) in [
-        ("interpolate", vec!["--from", "0", "--to", "1", "--steps", "5"]),
+        (
+            "interpolate",
+            vec!["--from", "0", "--to", "1", "--steps", "5"],
+        ),
         ("traverse", vec!["--steps", "5"]),
     ] {
         let png = tmp.path().join(format!("{cmd}.png"));

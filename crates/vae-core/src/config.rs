@@ -153,7 +153,9 @@ impl Preset {
                 Likelihood::Bernoulli(Bernoulli {}),
             ),
             Self::Hvae => {
-                let three = shape.height >= 32 && shape.height % 8 == 0 && shape.width % 8 == 0;
+                let three = shape.height >= 32
+                    && shape.height.is_multiple_of(8)
+                    && shape.width.is_multiple_of(8);
                 (
                     32,
                     Arch::Hierarchical(HierarchicalConfig {

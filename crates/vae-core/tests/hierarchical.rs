@@ -61,7 +61,11 @@ fn layout_has_one_kl_unit_per_group() -> anyhow::Result<()> {
     }
     let mut odd = tiny(dl());
     odd.shape = DataShape::image(1, 6, 6);
-    assert!(odd.validate().unwrap_err().to_string().contains("divide by 4"));
+    assert!(odd
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("divide by 4"));
     Ok(())
 }
 
@@ -198,7 +202,10 @@ fn generation_with_temperatures_and_reconstruction() -> anyhow::Result<()> {
     let warm = model.generate_mean(&z, Some(&eps), &[1.0], None)?;
     let warm2 = model.generate_mean(&z, Some(&eps), &[1.0, 1.0, 1.0, 1.0], None)?;
     assert_eq!(max_diff(&warm, &warm2), 0.0);
-    assert!(max_diff(&warm, &mean) > 1e-4, "the lower groups' noise changes nothing");
+    assert!(
+        max_diff(&warm, &mean) > 1e-4,
+        "the lower groups' noise changes nothing"
+    );
     let cooler = model.generate_mean(&z, Some(&eps), &[1.0, 0.5], None)?;
     assert!(max_diff(&warm, &cooler) > 1e-5);
     // Only the last group warm: differs from all cold.

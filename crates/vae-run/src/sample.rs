@@ -114,7 +114,11 @@ pub fn sample_from(
     let z = source.draw(n, top, rng, device)?;
     let below = model.latent().noise_dim() - model.latent_dim();
     let eps = if below > 0 {
-        Some(Tensor::from_vec(rng.normal_vec(n * below), (n, below), device)?)
+        Some(Tensor::from_vec(
+            rng.normal_vec(n * below),
+            (n, below),
+            device,
+        )?)
     } else {
         None
     };

@@ -480,7 +480,9 @@ mod tests {
         let w = Var::new(&[1.0f32, -2.0], &dev)?;
         let mut opt = Adam::new(vec![("w".into(), w.clone())], AdamConfig::default())?;
         let grad = |g: [f32; 2]| -> candle_core::Result<GradStore> {
-            (w.as_tensor() * Tensor::new(&g, &dev)?)?.sum_all()?.backward()
+            (w.as_tensor() * Tensor::new(&g, &dev)?)?
+                .sum_all()?
+                .backward()
         };
         let info = opt.step_shards(&[grad([3.0, 4.0])?], 1, None)?;
         assert!(info.applied && !info.skipped);

@@ -199,9 +199,7 @@ pub fn run(
             beta = t
                 .objective
                 .beta_at((epoch - 1) as f64 + b as f64 / batches as f64);
-            trainer
-                .opt
-                .set_lr(t.lr_at(trainer.step, total_steps));
+            trainer.opt.set_lr(t.lr_at(trainer.step, total_steps));
             let loss = trainer
                 .train_step(train, chunk, beta, &mut buf)
                 .map_err(|e| match e {

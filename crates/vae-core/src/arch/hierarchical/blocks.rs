@@ -16,7 +16,7 @@ pub const LOG_SCALE_BOUND: f64 = 5.0;
 
 /// The smooth bound of a raw log-scale (see [`LOG_SCALE_BOUND`]).
 pub(crate) fn bounded_log_scale(raw: &Tensor) -> candle_core::Result<Tensor> {
-    ((raw / LOG_SCALE_BOUND)?.tanh()? * LOG_SCALE_BOUND)
+    (raw / LOG_SCALE_BOUND)?.tanh()? * LOG_SCALE_BOUND
 }
 
 /// VDVAE's block: a 1x1 convolution down to `mid` channels, two 3x3 convolutions, a 1x1
@@ -229,7 +229,11 @@ mod tests {
         let v = candle_core::Var::from_tensor(&s)?;
         let y = (up2(v.as_tensor())?.sum_all()? + (v.as_tensor() * 3.0)?.sum_all()?)?;
         let g = y.backward()?;
-        let g = g.get(v.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        let g = g
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(g, vec![7.0; 4]);
         let r = repeat_first(&s, 3)?;
         assert_eq!(r.dims(), &[3, 1, 2, 2]);

@@ -34,8 +34,8 @@ use super::{ArchConfig, Net};
 use crate::config::ModelConfig;
 use crate::{Error, Result};
 
-pub use blocks::LOG_SCALE_BOUND;
 use blocks::Block;
+pub use blocks::LOG_SCALE_BOUND;
 use net::{GroupBlock, Hierarchical, Scale};
 
 /// The most latent resolutions accepted (each halves the one before).
@@ -97,7 +97,7 @@ impl ArchConfig for HierarchicalConfig {
         }
         let s = cfg.shape;
         let f = 1usize << self.groups.len();
-        if !s.is_image() || s.height % f != 0 || s.width % f != 0 {
+        if !s.is_image() || !s.height.is_multiple_of(f) || !s.width.is_multiple_of(f) {
             return bad(format!(
                 "the hierarchical architecture with {} latent resolutions needs images whose sides divide by {f} (got {}x{}x{})",
                 self.groups.len(),
@@ -111,7 +111,12 @@ impl ArchConfig for HierarchicalConfig {
 
     fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>> {
         let s = cfg.shape;
-        let (c, m, zc, act) = (self.width, self.bottleneck, self.z_channels, self.activation);
+        let (c, m, zc, act) = (
+            self.width,
+            self.bottleneck,
+            self.z_channels,
+            self.activation,
+        );
         let venc = vb.pp("encoder");
         let vdec = vb.pp("decoder");
         let stem = Conv::new(venc.pp("stem"), s.channels, c, 3, 1, 1)?;
@@ -144,16 +149,7 @@ impl ArchConfig for HierarchicalConfig {
             scales.push(Scale { h, w, groups });
         }
         let out_blocks = (0..self.blocks)
-            .map(|j| {
-                Block::new(
-                    vdec.pp(format!("r{}.b{j}", s.height)),
-                    c,
-                    m,
-                    c,
-                    true,
-                    act,
-                )
-            })
+            .map(|j| Block::new(vdec.pp(format!("r{}.b{j}", s.height)), c, m, c, true, act))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let out = Conv::new(
             vdec.pp("out"),
@@ -164,15 +160,7 @@ impl ArchConfig for HierarchicalConfig {
             0,
         )?;
         Ok(Box::new(Hierarchical::new(
-            self,
-            cfg,
-            stem,
-            enc,
-            head,
-            top,
-            scales,
-            out_blocks,
-            out,
+            self, cfg, stem, enc, head, top, scales, out_blocks, out,
         )))
     }
 }

@@ -281,21 +281,16 @@ impl Net for Hierarchical {
             .iter()
             .map(|a| repeat_first(a, k))
             .collect::<candle_core::Result<_>>()?;
-        let (mu, logvar) = (
-            repeat_first(&q_top.mu, k)?,
-            repeat_first(&q_top.logvar, k)?,
-        );
+        let (mu, logvar) = (repeat_first(&q_top.mu, k)?, repeat_first(&q_top.logvar, k)?);
         let e_top = eps.narrow(1, 0, self.latent)?;
         let z_top = (&mu + ((&logvar * 0.5)?.exp()? * &e_top)?)?;
         let mut kl = vec![q_top.kl_std_normal()?];
         let (mut log_p, mut log_q) = (Vec::new(), Vec::new());
         if densities {
-            let half = |t: Tensor| (t * -0.5);
+            let half = |t: Tensor| t * -0.5;
             let l2pi = LN_2PI * self.latent as f64;
             log_p.push(half((z_top.sqr()?.sum(D::Minus1)? + l2pi)?)?);
-            log_q.push(half(
-                ((e_top.sqr()? + &logvar)?.sum(D::Minus1)? + l2pi)?,
-            )?);
+            log_q.push(half(((e_top.sqr()? + &logvar)?.sum(D::Minus1)? + l2pi)?)?);
         }
         let params = self.top_down(&z_top, |g, si, h, block, prior| {
             let q = self.posterior(block, h, &acts[si])?;
@@ -370,11 +365,7 @@ impl Net for Hierarchical {
         Ok(composite::activate(&params, out_act)?)
     }
 
-    fn encode_groups(
-        &self,
-        x: &Tensor,
-        _labels: Option<&Tensor>,
-    ) -> Result<Vec<DiagonalGaussian>> {
+    fn encode_groups(&self, x: &Tensor, _labels: Option<&Tensor>) -> Result<Vec<DiagonalGaussian>> {
         Ok(self.posterior_means(x)?.1)
     }
 
