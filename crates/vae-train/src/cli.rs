@@ -93,7 +93,8 @@ pub struct Args {
     /// Epochs over which the KL weight ramps linearly from 0 to --beta.
     #[arg(long, value_name = "EPOCHS")]
     pub kl_warmup: Option<f64>,
-    /// Floor, in nats, of each latent dimension's batch-mean KL (free bits).
+    /// Floor, in nats, of each KL unit's batch-mean KL (free bits): a latent dimension of a
+    /// single-latent model, a whole latent group of a hierarchical one.
     #[arg(long, value_name = "NATS")]
     pub free_bits: Option<f64>,
     /// Importance samples of the training bound (IWAE); 1 is the ELBO.

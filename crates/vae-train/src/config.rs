@@ -109,9 +109,16 @@ impl TrainConfig {
         };
         match preset {
             // VDVAE's recipe, scaled to short runs: a smaller batch, a learning-rate warm-up,
-            // clipping, and skipping of the rare updates with an outlying gradient norm.
+            // clipping, and skipping of the rare updates with an outlying gradient norm; a KL
+            // warm-up over the first epoch and a floor of half a nat under each latent group's
+            // KL (free bits per group: the model's KL has one unit per group).
             Preset::Hvae => Self {
                 batch_size: 64,
+                objective: Objective {
+                    kl_warmup: 1.0,
+                    free_bits: 0.5,
+                    ..Objective::default()
+                },
                 optimizer: AdamConfig {
                     lr: 2e-3,
                     ..AdamConfig::default()
