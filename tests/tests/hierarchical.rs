@@ -2,7 +2,8 @@
 //! `hvae` preset (the preset's own sizes take minutes an epoch on two cores): it trains, its
 //! importance-sampled NLL bounds its ELBO with a positive bits/dim, it samples with a
 //! temperature per group, reconstructs, encodes the top group or all groups, walks the top
-//! group, resumes byte for byte, refuses --conditional, and stops cleanly when it diverges.
+//! group, resumes byte for byte after SIGKILL in mid-epoch, refuses --conditional,
+//! and stops cleanly when it diverges.
 
 // Test code may unwrap and expect: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,6 +11,8 @@
 mod common;
 
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -40,11 +43,38 @@ const TINY: &[&str] = &[
     "--quiet",
 ];
 
-fn tiny(out: &Path, extra: &[&str]) -> std::process::Command {
+fn tiny(out: &Path, extra: &[&str]) -> Command {
     let mut args = TINY.to_vec();
     args.extend(["--out", out.to_str().unwrap()]);
     args.extend(extra);
     train(&args)
+}
+
+/// Starts `cmd` (a run into `out`) and kills it with SIGKILL once its latest checkpoint has
+/// reached `step`.
+fn kill_after(mut cmd: Command, out: &Path, step: u64) -> std::process::ExitStatus {
+    let latest = || -> Option<u64> {
+        let name = std::fs::read_to_string(out.join("checkpoints/latest")).ok()?;
+        name.trim().strip_prefix("step-")?.parse().ok()
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while latest().is_none_or(|s| s < step) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint at step {step}"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before step {step}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap()
 }
 
 fn json(out: &str) -> serde_json::Value {
@@ -69,22 +99,33 @@ fn tiny_hvae_trains_evaluates_samples_and_resumes_exactly() -> anyhow::Result<()
     assert_eq!(cfg["model"]["likelihood"]["kind"], "discretized-logistic");
     assert_eq!(cfg["train"]["lr_warmup"], 20);
 
-    // 1 epoch, then --resume to 2: the same bytes.
-    let split = tmp.path().join("split");
-    ok(tiny(&split, &["--epochs", "1", "--lr-warmup", "20"]));
-    ok(train(&[
-        "--resume",
-        split.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--quiet",
-    ]));
+    // Killed (SIGKILL) in the middle of epoch 1 after a checkpoint at step 10 or later, then
+    // resumed: the same bytes as the straight run (the sample has 60 batches of 100 an epoch).
+    let killed = tmp.path().join("killed");
+    let status = kill_after(
+        tiny(
+            &killed,
+            &[
+                "--epochs",
+                "2",
+                "--lr-warmup",
+                "20",
+                "--checkpoint-every",
+                "10",
+            ],
+        ),
+        &killed,
+        10,
+    );
+    assert!(!status.success());
+    ok(train(&["--resume", killed.to_str().unwrap(), "--quiet"]));
     for f in ["model.safetensors", "best.safetensors"] {
         assert!(
-            std::fs::read(straight.join(f))? == std::fs::read(split.join(f))?,
+            std::fs::read(straight.join(f))? == std::fs::read(killed.join(f))?,
             "{f} differs after resume"
         );
     }
+    assert_eq!(metrics(&killed).len(), 2);
 
     let e = json(&ok(infer(&[
         "evaluate",
