@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""PyTorch reference for the `pytorch-example` preset (the copy `cargo xtask bench --vs-torch` runs;
-`--throughput` adds encoding and sampling speed): same net (784-400-20, ReLU, Bernoulli logits),
-same loss (summed BCE + analytic KL), Adam 1e-3, batch 128, shuffled each epoch.
+"""PyTorch references for the presets `cargo xtask bench --vs-torch` times (`--throughput` adds
+encoding and sampling speed); each is the same net, initialisation (PyTorch's default, which
+vae-core's `Vae::init` draws too), loss, optimizer (Adam 1e-3), batch (128) and data order
+(shuffled each epoch, the last batch short) as the preset of the same name:
+- `pytorch-example` (default): mlp 784-400-20, ReLU, Bernoulli logits; summed BCE + analytic KL.
+- `conv`: conv 1->32->64 (4x4, stride 2, padding 1), ReLU, dense 3136->256, latent 32; the decoder
+  mirrors it with transposed convolutions; Bernoulli logits; summed BCE + analytic KL.
+- `iwae`: mlp 784-200-200-50, tanh, Bernoulli logits, dynamic binarisation (each training batch
+  drawn as Bernoulli(x)); with `--iwae-k K > 1` the loss is the importance-weighted bound with K
+  samples, else the ELBO.
+The validation loss is the one-sample negative ELBO of the (grey-level) test split, per example.
 
 Set-up once:  python3 -m venv torchref && torchref/bin/pip install torch numpy scikit-learn
 Data:         apt-get install -y dataset-fashion-mnist   (IDX files in /usr/share/datasets/fashion-mnist)
-Speed:        torchref/bin/python torch_vae.py --threads 1 --epochs 2
+Speed:        torchref/bin/python torch_vae.py --threads 1 --epochs 2 [--preset conv]
 Quality:      torchref/bin/python torch_vae.py --threads 1 --epochs 10 --evaluate
 GPU:          torchref/bin/python torch_vae.py --device cuda --epochs 3   (default --device cpu)
 Prints one JSON object per epoch, then one with the evaluation numbers of docs/RESULTS.md."""
@@ -32,6 +40,7 @@ def load(data_dir, split):
 class Vae(nn.Module):
     def __init__(self, hidden=400, latent=20):
         super().__init__()
+        self.latent = latent
         self.e1, self.mu, self.lv = nn.Linear(784, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
         self.d1, self.d2 = nn.Linear(latent, hidden), nn.Linear(hidden, 784)
 
@@ -43,12 +52,63 @@ class Vae(nn.Module):
         return self.d2(F.relu(self.d1(z)))
 
 
+class ConvVae(nn.Module):
+    """Preset `conv`: the head gives mu and log-variance stacked, as vae-core's `encoder.head`."""
+
+    def __init__(self, latent=32, hidden=256):
+        super().__init__()
+        self.latent = latent
+        self.c1, self.c2 = nn.Conv2d(1, 32, 4, 2, 1), nn.Conv2d(32, 64, 4, 2, 1)
+        self.fc, self.head = nn.Linear(64 * 7 * 7, hidden), nn.Linear(hidden, 2 * latent)
+        self.d0, self.d1 = nn.Linear(latent, hidden), nn.Linear(hidden, 64 * 7 * 7)
+        self.u0, self.u1 = nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ConvTranspose2d(32, 1, 4, 2, 1)
+
+    def encode(self, x):
+        h = F.relu(self.c2(F.relu(self.c1(x.view(-1, 1, 28, 28)))))
+        p = self.head(F.relu(self.fc(h.flatten(1))))
+        return p[:, : self.latent], p[:, self.latent :]
+
+    def decode(self, z):
+        h = F.relu(self.d1(F.relu(self.d0(z)))).view(-1, 64, 7, 7)
+        return self.u1(F.relu(self.u0(h))).flatten(1)
+
+
+class IwaeVae(nn.Module):
+    """Preset `iwae`: mlp [200, 200] tanh, latent 50."""
+
+    def __init__(self, hidden=200, latent=50):
+        super().__init__()
+        self.latent = latent
+        self.e1, self.e2, self.head = nn.Linear(784, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 2 * latent)
+        self.d1, self.d2, self.out = nn.Linear(latent, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 784)
+
+    def encode(self, x):
+        p = self.head(torch.tanh(self.e2(torch.tanh(self.e1(x)))))
+        return p[:, : self.latent], p[:, self.latent :]
+
+    def decode(self, z):
+        return self.out(torch.tanh(self.d2(torch.tanh(self.d1(z)))))
+
+
 def neg_elbo_sum(model, x):
     mu, lv = model.encode(x)
     z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
     recon = F.binary_cross_entropy_with_logits(model.decode(z), x, reduction="sum")
     kl = 0.5 * torch.sum(mu.pow(2) + lv.exp() - lv - 1)
     return recon + kl
+
+
+def neg_iwae_sum(model, x, k):
+    """The negative importance-weighted bound with k samples, summed over the batch."""
+    mu, lv = model.encode(x)
+    eps = torch.randn(k, *mu.shape, device=x.device)
+    z = mu + torch.exp(0.5 * lv) * eps
+    logits = model.decode(z.reshape(-1, mu.shape[1])).view(k, x.shape[0], -1)
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand(k, -1, -1), reduction="none").sum(2)
+    log2pi = math.log(2 * math.pi)
+    log_pz = (-0.5 * z.pow(2) - 0.5 * log2pi).sum(2)
+    log_qz = (-0.5 * eps.pow(2) - 0.5 * log2pi - 0.5 * lv).sum(2)
+    return -(torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(k)).sum()
 
 
 @torch.no_grad()
@@ -78,6 +138,8 @@ def main():
     ap.add_argument("--iw-limit", type=int, default=1000)
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--samples", type=int, default=10000)
+    ap.add_argument("--preset", choices=["pytorch-example", "conv", "iwae"], default="pytorch-example")
+    ap.add_argument("--iwae-k", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -90,7 +152,9 @@ def main():
     xtr, ytr = load(a.data_dir, "train")
     xte, yte = load(a.data_dir, "test")
     xtr, xte = xtr.to(dev), xte.to(dev)
-    model = Vae().to(dev)
+    model = {"pytorch-example": Vae, "conv": ConvVae, "iwae": IwaeVae}[a.preset]().to(dev)
+    dynamic = a.preset == "iwae"
+    loss_sum = (lambda m, x: neg_iwae_sum(m, x, a.iwae_k)) if a.iwae_k > 1 else neg_elbo_sum
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     bs = a.batch_size
     for epoch in range(1, a.epochs + 1):
@@ -98,7 +162,9 @@ def main():
         t, total, perm = time.perf_counter(), 0.0, torch.randperm(len(xtr)).to(dev)
         for i in range(0, len(xtr), bs):
             x = xtr[perm[i : i + bs]]
-            loss = neg_elbo_sum(model, x)
+            if dynamic:
+                x = torch.bernoulli(x)
+            loss = loss_sum(model, x)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -106,9 +172,10 @@ def main():
         sync()
         seconds = time.perf_counter() - t
         with torch.no_grad():
-            val = neg_elbo_sum(model, xte).item() / len(xte)
+            val = sum(neg_elbo_sum(model, xte[i : i + 1000]).item() for i in range(0, len(xte), 1000)) / len(xte)
         print(json.dumps({"epoch": epoch, "train_loss": total / len(xtr), "val_loss": val, "seconds": seconds,
-                          "examples_per_second": len(xtr) / seconds, "threads": a.threads}), flush=True)
+                          "examples_per_second": len(xtr) / seconds, "threads": a.threads,
+                          "preset": a.preset, "iwae_k": a.iwae_k}), flush=True)
     if a.throughput:
         with torch.no_grad():
             sync()
@@ -117,7 +184,7 @@ def main():
                 model.encode(xtr[i : i + 1000])
             sync()
             encode = len(xtr) / (time.perf_counter() - t)
-            z = torch.randn(a.samples, 20, device=dev)
+            z = torch.randn(a.samples, model.latent, device=dev)
             sync()
             t = time.perf_counter()
             for i in range(0, a.samples, 1000):

@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: the training speed of the reference workload (preset `pytorch-example`,
-//! full Fashion-MNIST, batch 128) against PyTorch on the same machine, in alternating runs.
+//! `cargo xtask bench`: the training speed of a preset (by default the reference workload,
+//! `pytorch-example`; also `conv` and `iwae`, with `--iwae-k K`) on full Fashion-MNIST, batch 128,
+//! against its PyTorch twin in `bench/torch_vae.py` on the same machine, in alternating runs.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -82,6 +83,17 @@ pub fn run(args: &[String]) -> Result<()> {
         flag(args, "--data-dir")?.unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into()),
     );
     let python = flag(args, "--vs-torch")?;
+    let preset = flag(args, "--preset")?.unwrap_or_else(|| "pytorch-example".into());
+    if !["pytorch-example", "conv", "iwae"].contains(&preset.as_str()) {
+        bail!("--preset {preset}: the PyTorch twins are pytorch-example, conv and iwae");
+    }
+    let iwae_k: usize = flag(args, "--iwae-k")?
+        .unwrap_or_else(|| "1".into())
+        .parse()
+        .context("--iwae-k")?;
+    if iwae_k == 0 {
+        bail!("--iwae-k must be at least 1");
+    }
     if !data_dir.join("train-images-idx3-ubyte.gz").is_file()
         && !data_dir.join("train-images-idx3-ubyte").is_file()
     {
@@ -91,7 +103,11 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     let root = root();
-    let bins = build_release()?;
+    // Binaries built elsewhere (an older commit, to compare with) or the current tree's.
+    let bins = match flag(args, "--bin-dir")? {
+        Some(d) => PathBuf::from(d),
+        None => build_release()?,
+    };
     let train = bins.join("vae-train");
     let infer = bins.join("vae-infer");
     let script = root.join("bench/torch_vae.py");
@@ -116,6 +132,10 @@ pub fn run(args: &[String]) -> Result<()> {
                     &epochs.to_string(),
                     "--threads",
                     &t.to_string(),
+                    "--preset",
+                    &preset,
+                    "--iwae-k",
+                    &iwae_k.to_string(),
                     "--quiet",
                     "--out",
                 ])
@@ -160,6 +180,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 let mut cmd = Command::new(py);
                 cmd.arg(&script)
                     .args(["--threads", &t.to_string(), "--epochs", &epochs.to_string()])
+                    .args(["--preset", &preset, "--iwae-k", &iwae_k.to_string()])
                     .args(["--throughput", "--samples", SAMPLES, "--data-dir"])
                     .arg(&data_dir);
                 let (stdout, _) = run_measured(cmd)?;
@@ -217,8 +238,15 @@ pub fn run(args: &[String]) -> Result<()> {
         results.push(r);
     }
     let _ = std::fs::remove_dir_all(&work);
+    let k = if iwae_k > 1 {
+        format!(" with the IWAE bound, K = {iwae_k}")
+    } else {
+        String::new()
+    };
     let report = json!({
-        "workload": "preset pytorch-example, full Fashion-MNIST (60,000 train images), batch 128, Adam 1e-3",
+        "workload": format!("preset {preset}{k}, full Fashion-MNIST (60,000 train images), batch 128, Adam 1e-3"),
+        "preset": preset,
+        "iwae_k": iwae_k,
         "epochs": epochs,
         "repeats": repeats,
         "dataset_u8_mib": 70000.0 * 784.0 / 1048576.0,

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the CPU hot spots of training, each beside its composite twin (the same
 //! maths in plain candle operations): `cargo bench -p vae-core --bench ops`. Shapes are those of
-//! preset `pytorch-example` at batch 128 (784-400-20).
+//! preset `pytorch-example` at batch 128 (784-400-20), and of preset `conv` for the convolutions.
 
 // Benchmark set-up may unwrap: a failure there is a broken benchmark.
 #![allow(clippy::unwrap_used)]
@@ -145,5 +145,45 @@ fn math(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, linear, bernoulli, discrete, math);
+/// The inner layers of preset `conv` at batch 128, forward and backward (input, kernel and bias
+/// gradients): the encoder's conv 32->64 (channels-last in, NCHW out) and the decoder's
+/// transposed conv 64->32 (NCHW in, channels-last out), both with their ReLU.
+fn conv(c: &mut Criterion) {
+    use vae_core::ops::{ConvOpts, MapLayout};
+    let mut rng = Rng::new(1);
+    let map = |rng: &mut Rng, dims: (usize, usize, usize, usize)| {
+        let n = dims.0 * dims.1 * dims.2 * dims.3;
+        Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
+    };
+    let x = map(&mut rng, (BATCH, 14, 14, 32));
+    let w = Var::from_tensor(
+        &normal(&mut rng, 64, 32 * 16, 0.04)
+            .reshape((64, 32, 4, 4))
+            .unwrap(),
+    )
+    .unwrap();
+    let b = Var::from_tensor(&normal(&mut rng, 1, 64, 0.04).squeeze(0).unwrap()).unwrap();
+    let o = ConvOpts::new(2, 1)
+        .act(Act::Relu)
+        .layouts(MapLayout::Nhwc, MapLayout::Nchw);
+    with_paths(c, "conv2d 32->64 14x14 relu, forward+backward", || {
+        let y = ops::conv2d_with(&x, &w, &b, o).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        grads.get(x.as_tensor()).unwrap().clone()
+    });
+    let z = map(&mut rng, (BATCH, 64, 7, 7));
+    let bt = Var::from_tensor(&normal(&mut rng, 1, 32, 0.04).squeeze(0).unwrap()).unwrap();
+    let o = o.layouts(MapLayout::Nchw, MapLayout::Nhwc);
+    with_paths(
+        c,
+        "conv-transpose2d 64->32 7x7 relu, forward+backward",
+        || {
+            let y = ops::conv_transpose2d_with(&z, &w, &bt, o).unwrap();
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            grads.get(z.as_tensor()).unwrap().clone()
+        },
+    );
+}
+
+criterion_group!(benches, linear, bernoulli, discrete, math, conv);
 criterion_main!(benches);

@@ -1,7 +1,8 @@
-//! One training step of the reference workload (preset `pytorch-example`, batch 128: forward,
-//! backward and the Adam update), with the fused kernels at 1 and 2 threads and along the
-//! composite path at 1 thread: `cargo bench -p vae-train --bench step`. The epoch-level figure
-//! against PyTorch is `cargo xtask bench`.
+//! One training step (batch 128: forward, backward and the Adam update) of the reference
+//! workload (preset `pytorch-example`) and of the `conv` and `iwae` (K = 5) presets, with the
+//! fused kernels at 1 and 2 threads and along the composite path at 1 thread:
+//! `cargo bench -p vae-train --bench step`. The epoch-level figure against PyTorch is
+//! `cargo xtask bench`.
 
 // Benchmark set-up may unwrap: a failure there is a broken benchmark.
 #![allow(clippy::unwrap_used)]
@@ -18,34 +19,65 @@ fn step(c: &mut Criterion) {
     vae_core::device::configure_process();
     let splits = vae_data::resolve::load_sample().unwrap();
     let order = vae_data::epoch_order(splits.train.len(), 0, 1);
-    let mut g = c.benchmark_group("train step, pytorch-example, batch 128");
-    g.throughput(Throughput::Elements(BATCH as u64));
-    for (fused, threads) in [(true, 1), (true, 2), (false, 1)] {
-        vae_core::ops::set_fused(fused);
-        let mut train = TrainConfig::preset(Preset::PytorchExample);
-        train.threads = threads;
-        let cfg = RunConfig {
-            model: Preset::PytorchExample.model(splits.train.shape),
-            data: vae_data::DataConfig::default(),
-            train,
+    for (preset, k) in [
+        (Preset::PytorchExample, 1),
+        (Preset::Conv, 1),
+        (Preset::Iwae, 5),
+    ] {
+        let name = if k > 1 {
+            format!("train step, {preset} K={k}, batch 128")
+        } else {
+            format!("train step, {preset}, batch 128")
         };
-        let mut t = Trainer::new(cfg, Device::Cpu).unwrap();
-        let mut buf = Vec::new();
-        let mut batches = order.chunks_exact(BATCH).cycle();
-        let name = format!(
-            "{} {threads} thread{}",
-            if fused { "fused" } else { "composite" },
-            if threads == 1 { "" } else { "s" }
-        );
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| {
-                let batch = batches.next().unwrap();
-                t.train_step(&splits.train, batch, 1.0, &mut buf).unwrap()
-            });
-        });
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(BATCH as u64));
+        if preset == Preset::Conv {
+            g.sample_size(20);
+        }
+        for (fused, threads) in [(true, 1), (true, 2), (false, 1)] {
+            step_of(&mut g, &splits, &order, preset, k, fused, threads);
+        }
+        vae_core::ops::set_fused(true);
+        g.finish();
     }
-    vae_core::ops::set_fused(true);
-    g.finish();
+}
+
+fn step_of(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    splits: &vae_data::Splits,
+    order: &[usize],
+    preset: Preset,
+    k: usize,
+    fused: bool,
+    threads: usize,
+) {
+    vae_core::ops::set_fused(fused);
+    let mut train = TrainConfig::preset(preset);
+    train.threads = threads;
+    train.objective.iwae_k = k;
+    let mut data = vae_data::DataConfig::default();
+    if preset == Preset::Iwae {
+        data.binarize = vae_data::Binarize::Dynamic;
+    }
+    let cfg = RunConfig {
+        model: preset.model(splits.train.shape),
+        data,
+        train,
+    };
+    let mut t = Trainer::new(cfg, Device::Cpu).unwrap();
+    let mut buf = Vec::new();
+    let mut batches = order.chunks_exact(BATCH).cycle();
+    let name = format!(
+        "{} {threads} thread{}",
+        if fused { "fused" } else { "composite" },
+        if threads == 1 { "" } else { "s" }
+    );
+    g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.iter(|| {
+            let batch = batches.next().unwrap();
+            t.train_step(&splits.train, batch, 1.0, &mut buf).unwrap()
+        });
+    });
 }
 
 criterion_group!(benches, step);

@@ -11,11 +11,11 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{with_labels, Activation, Conv, Linear, Up, Upsampling};
+use super::layers::{stack_layouts, with_labels, Activation, Conv, Linear, Up, Upsampling};
 use super::single::{Decoder, EncoderBody, GaussianLatent};
 use super::{ArchConfig, Net};
 use crate::config::ModelConfig;
-use crate::ops::Act;
+use crate::ops::{Act, MapLayout};
 use crate::{Error, Result};
 
 /// The settings of the `conv` architecture.
@@ -127,8 +127,10 @@ impl EncoderBody for ConvEncoder {
         let b = x.dim(0)?;
         let (c, h, w) = self.shape;
         let mut t = x.reshape((b, c, h, w))?;
-        for conv in &self.convs {
-            t = self.activation.apply(&conv.forward(&t)?)?;
+        let n = self.convs.len();
+        for (i, conv) in self.convs.iter().enumerate() {
+            let layouts = stack_layouts(i, n, MapLayout::Nhwc);
+            t = conv.forward_act(&t, Some(self.activation), layouts)?;
         }
         let t = with_labels(&t.flatten_from(1)?, labels)?;
         Ok(self.fc.forward_act(&t, self.activation)?)
@@ -156,10 +158,8 @@ impl Decoder for ConvDecoder {
         let mut h = h.reshape((b, c, hh, ww))?;
         let last = self.ups.len().saturating_sub(1);
         for (i, up) in self.ups.iter().enumerate() {
-            h = up.forward(&h)?;
-            if i < last {
-                h = self.activation.apply(&h)?;
-            }
+            let layouts = stack_layouts(i, self.ups.len(), up.inner_layout());
+            h = up.forward_act(&h, (i < last).then_some(self.activation), layouts)?;
         }
         let out = h.flatten_from(1)?;
         Ok(match out_act {

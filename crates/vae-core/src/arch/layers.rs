@@ -7,7 +7,7 @@ use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{self, Act};
+use crate::ops::{self, Act, ConvOpts, MapLayout};
 
 /// The non-linearity between hidden layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -132,9 +132,31 @@ impl Conv {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::conv2d(x, &self.weight, &self.bias, self.stride, self.padding)
+    /// The convolution followed by `activation` (fused when possible; none for `None`), reading
+    /// and writing the memory orders given.
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        activation: Option<Activation>,
+        (input, output): (MapLayout, MapLayout),
+    ) -> candle_core::Result<Tensor> {
+        let o = ConvOpts::new(self.stride, self.padding).layouts(input, output);
+        let (w, b) = (&self.weight, &self.bias);
+        match activation.map(|a| (a, a.fused())) {
+            None => ops::conv2d_with(x, w, b, o),
+            Some((_, Some(act))) => ops::conv2d_with(x, w, b, o.act(act)),
+            Some((a, None)) => a.apply(&ops::conv2d_with(x, w, b, o)?),
+        }
     }
+}
+
+/// The memory orders of layer `i` of a stack of `n` convolutions: NCHW at the ends of the
+/// stack, `inner` between its layers (channels-last spares the fused kernels a transpose on
+/// each side of every layer; the maps are the same values either way).
+pub(crate) fn stack_layouts(i: usize, n: usize, inner: MapLayout) -> (MapLayout, MapLayout) {
+    let input = if i == 0 { MapLayout::Nchw } else { inner };
+    let output = if i + 1 == n { MapLayout::Nchw } else { inner };
+    (input, output)
 }
 
 /// How a decoder doubles the height and width of its feature maps.
@@ -173,12 +195,34 @@ impl Up {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The memory order between two layers of this kind (nearest upsampling reads NCHW).
+    pub(crate) fn inner_layout(&self) -> MapLayout {
         match self {
-            Up::Transposed { weight, bias } => ops::conv_transpose2d(x, weight, bias, 2, 1),
+            Up::Transposed { .. } => MapLayout::Nhwc,
+            Up::Nearest(_) => MapLayout::Nchw,
+        }
+    }
+
+    /// The layer followed by `activation` (fused when possible; none for `None`), reading and
+    /// writing the memory orders given.
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        activation: Option<Activation>,
+        layouts: (MapLayout, MapLayout),
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Up::Transposed { weight, bias } => {
+                let o = ConvOpts::new(2, 1).layouts(layouts.0, layouts.1);
+                match activation.map(|a| (a, a.fused())) {
+                    None => ops::conv_transpose2d_with(x, weight, bias, o),
+                    Some((_, Some(act))) => ops::conv_transpose2d_with(x, weight, bias, o.act(act)),
+                    Some((a, None)) => a.apply(&ops::conv_transpose2d_with(x, weight, bias, o)?),
+                }
+            }
             Up::Nearest(conv) => {
                 let (_, _, h, w) = x.dims4()?;
-                conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+                conv.forward_act(&x.upsample_nearest2d(2 * h, 2 * w)?, activation, layouts)
             }
         }
     }

@@ -41,8 +41,20 @@ struct Linear {
 }
 
 multiversion! {
+    /// Applies the activation in place.
+    pub(super) fn activate(y: &mut [f32], act: Act) {
+        match act {
+            Act::Identity => {}
+            Act::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Act::Tanh => y.iter_mut().for_each(|v| *v = fastmath::tanh(*v)),
+            Act::Sigmoid => y.iter_mut().for_each(|v| *v = fastmath::sigmoid(*v)),
+        }
+    }
+}
+
+multiversion! {
     /// Adds the bias to every row and applies the activation, in one pass.
-    fn bias_activate(y: &mut [f32], b: &[f32], act: Act) {
+    pub(super) fn bias_activate(y: &mut [f32], b: &[f32], act: Act) {
         for row in y.chunks_exact_mut(b.len()) {
             match act {
                 Act::Identity => {

@@ -26,7 +26,7 @@ pub use betabinom::{
     beta_binomial_pixel_pmf, beta_binomial_sample, BETA_BINOMIAL_LOG_MAX, BETA_BINOMIAL_LOG_MIN,
 };
 pub use cb::{cb_log_norm, cb_mean};
-pub use conv::{conv2d, conv_transpose2d};
+pub use conv::{conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with, ConvOpts, MapLayout};
 pub use discrete::{cdf, inverse_cdf, LEVELS};
 pub use dlogistic::{
     discretized_logistic_log_prob, discretized_logistic_mean, discretized_logistic_params_per_dim,
@@ -61,7 +61,7 @@ pub(crate) fn use_fused(ts: &[&Tensor]) -> bool {
 pub mod composite {
     use candle_core::{Tensor, D};
 
-    use super::Act;
+    use super::{Act, ConvOpts, MapLayout};
 
     pub use super::betabinom::composite_log_prob as beta_binomial_log_prob;
     pub use super::dlogistic::composite_log_prob as discretized_logistic_log_prob;
@@ -76,11 +76,6 @@ pub mod composite {
         ((x * logits)? - softplus(logits)?)?.sum(D::Minus1)
     }
 
-    /// See [`super::linear`].
-    pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-        activate(&x.matmul(&w.t()?)?.broadcast_add(b)?, act)
-    }
-
     /// `act(y)`.
     pub fn activate(y: &Tensor, act: Act) -> candle_core::Result<Tensor> {
         match act {
@@ -89,5 +84,43 @@ pub mod composite {
             Act::Tanh => y.tanh(),
             Act::Sigmoid => candle_nn::ops::sigmoid(y),
         }
+    }
+
+    /// See [`super::linear`].
+    pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+        activate(&x.matmul(&w.t()?)?.broadcast_add(b)?, act)
+    }
+
+    fn to_nchw(x: &Tensor, m: MapLayout) -> candle_core::Result<Tensor> {
+        match m {
+            MapLayout::Nchw => Ok(x.clone()),
+            MapLayout::Nhwc => x.permute((0, 3, 1, 2))?.contiguous(),
+        }
+    }
+
+    /// `act(y + b)` for `y` `[B, C, H, W]`, in the memory order `m`.
+    fn finish(y: Tensor, b: &Tensor, act: Act, m: MapLayout) -> candle_core::Result<Tensor> {
+        let y = activate(&y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?, act)?;
+        match m {
+            MapLayout::Nchw => Ok(y),
+            MapLayout::Nhwc => y.permute((0, 2, 3, 1))?.contiguous(),
+        }
+    }
+
+    /// See [`super::conv2d_with`].
+    pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, o: ConvOpts) -> candle_core::Result<Tensor> {
+        let y = to_nchw(x, o.input)?.conv2d(w, o.pad, o.stride, 1, 1)?;
+        finish(y, b, o.act, o.output)
+    }
+
+    /// See [`super::conv_transpose2d_with`].
+    pub fn conv_transpose2d(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        o: ConvOpts,
+    ) -> candle_core::Result<Tensor> {
+        let y = to_nchw(x, o.input)?.conv_transpose2d(w, o.pad, 0, o.stride, 1)?;
+        finish(y, b, o.act, o.output)
     }
 }

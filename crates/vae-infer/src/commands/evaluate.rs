@@ -9,6 +9,8 @@
 //! on one fixed binarisation of the split); for a Bernoulli on grey levels, a cross-entropy
 //! with no bits/dim.
 
+use std::io::IsTerminal;
+
 use serde::Serialize;
 use vae_data::{Binarize, Dataset};
 use vae_run::eval::{self, Bound, ElboStats, Scoring};
@@ -31,10 +33,17 @@ pub struct Args {
     /// Examples per forward pass.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
-    /// Importance samples per example for the log-likelihood estimate (0 skips it).
-    #[arg(long, default_value_t = 5000)]
+    /// Importance samples per example for the log-likelihood estimate (0 skips it). The
+    /// default answers in about a minute for 10,000 images on 2 cores; more samples give a
+    /// tighter estimate (5000 is the figure published work reports).
+    #[arg(long, default_value_t = DEFAULT_IW_SAMPLES)]
     pub iw_samples: usize,
 }
+
+/// `--iw-samples` by default.
+pub const DEFAULT_IW_SAMPLES: usize = 500;
+/// The sample count that published results use, suggested for a tighter estimate.
+const TIGHT_IW_SAMPLES: usize = 5000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -81,6 +90,11 @@ impl super::Report for Report {
                 "\n  NLL ({} samples) {nll:.3} nats",
                 self.iw_samples
             ));
+            if self.iw_samples < TIGHT_IW_SAMPLES {
+                s.push_str(&format!(
+                    " (an upper bound; --iw-samples {TIGHT_IW_SAMPLES} gives a tighter one)"
+                ));
+            }
         }
         match (self.bits_per_dim, self.cross_entropy_bits_per_dim) {
             (Some(b), _) => s.push_str(&format!("\n  {b:.4} bits/dim")),
@@ -92,6 +106,22 @@ impl super::Report for Report {
         }
         s
     }
+}
+
+/// A bar on standard error for the importance-sampled estimate, drawn only on a terminal.
+fn progress_bar(examples: usize, k: usize) -> indicatif::ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(examples as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} examples, {elapsed} (about {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("NLL, {k} samples"));
+    bar
 }
 
 /// The split as it is scored: a run trained with dynamic binarisation is scored on one fixed
@@ -146,7 +176,8 @@ impl Command for Args {
         }
         let (elbo, scoring, data) = scored_elbo(&m, data, self.batch_size, a)?;
         let nll = if self.iw_samples > 0 {
-            let l = eval::nll(
+            let bar = progress_bar(data.len(), self.iw_samples);
+            let l = eval::nll_with_progress(
                 &m.model,
                 &data,
                 &m.device,
@@ -154,8 +185,10 @@ impl Command for Args {
                 a.seed(),
                 a.threads(),
                 scoring.prep,
-            )?;
-            Some(l.nll + scoring.offset)
+                &|n| bar.inc(n as u64),
+            );
+            bar.finish_and_clear();
+            Some(l?.nll + scoring.offset)
         } else {
             None
         };

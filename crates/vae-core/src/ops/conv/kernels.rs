@@ -1,0 +1,435 @@
+//! The custom operations: conv2d and conv_transpose2d forward passes, each with one backward
+//! operation that returns all three gradients packed in one buffer.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+
+use super::layout::{
+    col2im, fill_bias, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last,
+    to_first, to_last, with_scratch,
+};
+use super::{ConvOpts, Geom, MapLayout};
+use crate::ops::bernoulli::slice;
+use crate::ops::gemm::{matmul, matmul_new, MatRef};
+use crate::ops::linear::{activate, bias_activate};
+use crate::ops::Act;
+
+fn dims4(l: &Layout) -> candle_core::Result<[usize; 4]> {
+    match l.shape().dims() {
+        [a, b, c, d] => Ok([*a, *b, *c, *d]),
+        d => candle_core::bail!("conv: expected a 4-d tensor, got {d:?}"),
+    }
+}
+
+/// `(batch, channels, height, width)` of a map stored in `m` order.
+fn map_dims(l: &Layout, m: MapLayout) -> candle_core::Result<(usize, usize, usize, usize)> {
+    let [a, b, c, d] = dims4(l)?;
+    Ok(match m {
+        MapLayout::Nchw => (a, b, c, d),
+        MapLayout::Nhwc => (a, d, b, c),
+    })
+}
+
+fn map_shape(b: usize, c: usize, h: usize, w: usize, m: MapLayout) -> Shape {
+    match m {
+        MapLayout::Nchw => Shape::from((b, c, h, w)),
+        MapLayout::Nhwc => Shape::from((b, h, w, c)),
+    }
+}
+
+/// Whether a map of `c` channels in `m` order is already channels-last.
+fn is_last(m: MapLayout, c: usize) -> bool {
+    m == MapLayout::Nhwc || c == 1
+}
+
+/// Runs `f` on the channels-last form of the map `x` (`b` examples, `c` channels, `s` pixels):
+/// `x` itself, or a transposed copy.
+fn with_last<R>(
+    x: &[f32],
+    m: MapLayout,
+    (b, c, s): (usize, usize, usize),
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    if is_last(m, c) {
+        f(x)
+    } else {
+        with_scratch(x.len(), |t| {
+            to_last(x, b, c, s, t);
+            f(t)
+        })
+    }
+}
+
+/// A channels-last result `[b, s, c]` in the memory order `m`, with the bias added (if given) and
+/// the activation applied.
+fn finish(
+    mut y: Vec<f32>,
+    (b, c, s): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    act: Act,
+    m: MapLayout,
+) -> Vec<f32> {
+    if is_last(m, c) {
+        match bias {
+            Some(bias) => bias_activate(&mut y, bias, act),
+            None => activate(&mut y, act),
+        }
+        y
+    } else {
+        let mut out = vec![0f32; y.len()];
+        to_first(&y, b, c, s, bias, act, &mut out);
+        out
+    }
+}
+
+/// The output `y` of a forward pass, read by its backward pass.
+fn output_slice<'a>(y: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match y {
+        Storage::Cpu(s) => slice(s, l),
+        _ => candle_core::bail!("conv backward: the output is not on the CPU"),
+    }
+}
+
+/// Splits the packed gradients `[dx | dw | db]` of a backward operation.
+fn unpack(
+    packed: &Tensor,
+    x: Option<&Tensor>,
+    w: &Tensor,
+    b: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let nx = x.map_or(0, |x| x.elem_count());
+    let nw = w.elem_count();
+    let dx = x
+        .map(|x| packed.narrow(0, 0, nx)?.reshape(x.shape()))
+        .transpose()?;
+    let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+    let db = packed.narrow(0, nx + nw, b.elem_count())?;
+    Ok((dx, Some(dw), Some(db)))
+}
+
+/// `act(conv2d(x, w) + b)`.
+pub(super) struct Conv2d(pub ConvOpts);
+
+impl Conv2d {
+    fn geom(&self, xl: &Layout, wl: &Layout) -> candle_core::Result<(Geom, usize)> {
+        let (b, c, h, w) = map_dims(xl, self.0.input)?;
+        let [o, wc, k, k2] = dims4(wl)?;
+        let p = self.0.pad;
+        if wc != c || k != k2 || k == 0 || h + 2 * p < k || w + 2 * p < k || self.0.stride == 0 {
+            candle_core::bail!(
+                "conv2d: input {:?} ({:?}) and kernel {:?} do not fit",
+                xl.shape(),
+                self.0.input,
+                wl.shape()
+            );
+        }
+        let g = Geom {
+            b,
+            c,
+            h,
+            w,
+            k,
+            stride: self.0.stride,
+            pad: p,
+        };
+        Ok((g, o))
+    }
+}
+
+impl CustomOp3 for Conv2d {
+    fn name(&self) -> &'static str {
+        "conv2d-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, o) = self.geom(xl, wl)?;
+        if bl.shape().dims() != [o] {
+            candle_core::bail!("conv2d: bias {:?} for {o} channels", bl.shape());
+        }
+        let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
+        let (rows, ncol) = (g.rows(), g.cols());
+        let wt = kernel_to_last(w, o, g.c, g.k * g.k);
+        let y = with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
+            with_scratch(rows * ncol, |cols| {
+                im2col(xc, g, cols);
+                matmul_new(
+                    MatRef::row_major(cols, rows, ncol),
+                    MatRef::row_major(&wt, o, ncol).t(),
+                )
+            })
+        });
+        let s = g.ho() * g.wo();
+        let y = finish(y, (g.b, o, s), Some(bias), self.0.act, self.0.output);
+        Ok((
+            CpuStorage::F32(y),
+            map_shape(g.b, o, g.ho(), g.wo(), self.0.output),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_dx = x.track_op();
+        let op = Conv2dBackward {
+            o: self.0,
+            y: y.clone(),
+            need_dx,
+        };
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+        unpack(&packed, need_dx.then_some(x), w, b)
+    }
+}
+
+/// All gradients of [`Conv2d`] from `(x, w, dy)` and the forward output: `[dx | dw | db]`
+/// (`dx` only when `need_dx`).
+struct Conv2dBackward {
+    o: ConvOpts,
+    y: Tensor,
+    need_dx: bool,
+}
+
+impl CustomOp3 for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "conv2d-bias-act-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, o) = Conv2d(self.o).geom(xl, wl)?;
+        let (x, w, dy) = (slice(xs, xl)?, slice(ws, wl)?, slice(dys, dyl)?);
+        let (ys, yl) = self.y.storage_and_layout();
+        let y = output_slice(&ys, yl)?;
+        let (rows, ncol, kk) = (g.rows(), g.cols(), g.k * g.k);
+        if y.len() != rows * o || dy.len() != y.len() {
+            candle_core::bail!("conv2d backward: gradient {:?} does not fit", dyl.shape());
+        }
+        let nx = if self.need_dx { g.image() } else { 0 };
+        let mut out = vec![0f32; nx + o * ncol + o];
+        let (dx_out, rest) = out.split_at_mut(nx);
+        let (dw_out, db_out) = rest.split_at_mut(o * ncol);
+        let (s_in, s_out) = (g.h * g.w, g.ho() * g.wo());
+        with_scratch(rows * o, |gr| {
+            // The output gradient through the activation, channels-last: one row per pixel.
+            if is_last(self.o.output, o) {
+                grad_last(y, dy, self.o.act, gr, db_out);
+            } else {
+                grad_first_to_last(y, dy, self.o.act, g.b, s_out, gr, db_out);
+            }
+            let gm = MatRef::row_major(gr, rows, o);
+            let dwt = with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
+                with_scratch(rows * ncol, |cols| {
+                    im2col(xc, g, cols);
+                    matmul_new(gm.t(), MatRef::row_major(cols, rows, ncol))
+                })
+            });
+            kernel_to_first(&dwt, o, g.c, kk, dw_out);
+            if self.need_dx {
+                let wt = kernel_to_last(w, o, g.c, kk);
+                with_scratch(rows * ncol, |dcols| {
+                    matmul(dcols, gm, MatRef::row_major(&wt, o, ncol), false);
+                    if is_last(self.o.input, g.c) {
+                        col2im(dcols, g, dx_out);
+                    } else {
+                        with_scratch(g.image(), |t| {
+                            t.fill(0.0);
+                            col2im(dcols, g, t);
+                            to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);
+                        });
+                    }
+                });
+            }
+        });
+        let n = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+}
+
+/// `act(conv_transpose2d(x, w) + b)`.
+pub(super) struct ConvT2d(pub ConvOpts);
+
+impl ConvT2d {
+    /// The geometry of the conv2d whose input gradient this is (its image is the output), and
+    /// the number of input channels.
+    fn geom(&self, xl: &Layout, wl: &Layout) -> candle_core::Result<(Geom, usize)> {
+        let (b, cin, h, w) = map_dims(xl, self.0.input)?;
+        let [wcin, cout, k, k2] = dims4(wl)?;
+        let (s, p) = (self.0.stride, self.0.pad);
+        let fits = wcin == cin && k == k2 && k > 0 && s > 0 && h > 0 && w > 0;
+        let (ho, wo) = ((h.max(1) - 1) * s + k, (w.max(1) - 1) * s + k);
+        if !fits || ho < 2 * p + 1 || wo < 2 * p + 1 {
+            candle_core::bail!(
+                "conv-transpose2d: input {:?} ({:?}) and kernel {:?} do not fit",
+                xl.shape(),
+                self.0.input,
+                wl.shape()
+            );
+        }
+        let g = Geom {
+            b,
+            c: cout,
+            h: ho - 2 * p,
+            w: wo - 2 * p,
+            k,
+            stride: s,
+            pad: p,
+        };
+        if (g.ho(), g.wo()) != (h, w) {
+            candle_core::bail!(
+                "conv-transpose2d: input {:?} has no exact output",
+                xl.shape()
+            );
+        }
+        Ok((g, cin))
+    }
+}
+
+impl CustomOp3 for ConvT2d {
+    fn name(&self) -> &'static str {
+        "conv-transpose2d-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, cin) = self.geom(xl, wl)?;
+        if bl.shape().dims() != [g.c] {
+            candle_core::bail!(
+                "conv-transpose2d: bias {:?} for {} channels",
+                bl.shape(),
+                g.c
+            );
+        }
+        let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
+        let (rows, ncol, kk) = (g.rows(), g.cols(), g.k * g.k);
+        let wt = kernel_to_last(w, cin, g.c, kk);
+        let mut y = vec![0f32; g.image()];
+        fill_bias(&mut y, bias);
+        with_last(x, self.0.input, (g.b, cin, rows / g.b.max(1)), |xc| {
+            with_scratch(rows * ncol, |cols| {
+                matmul(
+                    cols,
+                    MatRef::row_major(xc, rows, cin),
+                    MatRef::row_major(&wt, cin, ncol),
+                    false,
+                );
+                col2im(cols, g, &mut y);
+            })
+        });
+        let y = finish(y, (g.b, g.c, g.h * g.w), None, self.0.act, self.0.output);
+        Ok((
+            CpuStorage::F32(y),
+            map_shape(g.b, g.c, g.h, g.w, self.0.output),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_dx = x.track_op();
+        let op = ConvT2dBackward {
+            o: self.0,
+            y: y.clone(),
+            need_dx,
+        };
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+        unpack(&packed, need_dx.then_some(x), w, b)
+    }
+}
+
+/// All gradients of [`ConvT2d`] from `(x, w, dy)` and the forward output: `[dx | dw | db]`.
+struct ConvT2dBackward {
+    o: ConvOpts,
+    y: Tensor,
+    need_dx: bool,
+}
+
+impl CustomOp3 for ConvT2dBackward {
+    fn name(&self) -> &'static str {
+        "conv-transpose2d-bias-act-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, cin) = ConvT2d(self.o).geom(xl, wl)?;
+        let (x, w, dy) = (slice(xs, xl)?, slice(ws, wl)?, slice(dys, dyl)?);
+        let (ys, yl) = self.y.storage_and_layout();
+        let y = output_slice(&ys, yl)?;
+        let (rows, ncol, kk) = (g.rows(), g.cols(), g.k * g.k);
+        if y.len() != g.image() || dy.len() != y.len() {
+            candle_core::bail!(
+                "conv-transpose2d backward: gradient {:?} does not fit",
+                dyl.shape()
+            );
+        }
+        let nx = if self.need_dx { rows * cin } else { 0 };
+        let mut out = vec![0f32; nx + cin * ncol + g.c];
+        let (dx_out, rest) = out.split_at_mut(nx);
+        let (dw_out, db_out) = rest.split_at_mut(cin * ncol);
+        let s_out = g.h * g.w;
+        let s_in = rows / g.b.max(1);
+        with_scratch(g.image(), |gm| {
+            if is_last(self.o.output, g.c) {
+                grad_last(y, dy, self.o.act, gm, db_out);
+            } else {
+                grad_first_to_last(y, dy, self.o.act, g.b, s_out, gm, db_out);
+            }
+            with_scratch(rows * ncol, |cols| {
+                im2col(gm, g, cols);
+                let cm = MatRef::row_major(cols, rows, ncol);
+                let dwt = with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
+                    matmul_new(MatRef::row_major(xc, rows, cin).t(), cm)
+                });
+                kernel_to_first(&dwt, cin, g.c, kk, dw_out);
+                if self.need_dx {
+                    let wt = kernel_to_last(w, cin, g.c, kk);
+                    let wm = MatRef::row_major(&wt, cin, ncol).t();
+                    if is_last(self.o.input, cin) {
+                        matmul(dx_out, cm, wm, false);
+                    } else {
+                        let dxr = matmul_new(cm, wm);
+                        to_first(&dxr, g.b, cin, s_in, None, Act::Identity, dx_out);
+                    }
+                }
+            });
+        });
+        let n = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+}

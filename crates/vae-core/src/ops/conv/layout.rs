@@ -1,0 +1,259 @@
+//! The memory passes around the matrix products of a convolution: im2col and its adjoint on
+//! channels-last maps, transposes between the two memory orders (with the bias, the activation
+//! or its derivative applied on the way), kernel permutations, and per-thread scratch buffers.
+
+use std::cell::RefCell;
+
+use super::Geom;
+use crate::multiversion;
+use crate::ops::Act;
+
+thread_local! {
+    /// Buffers of earlier operations on this thread, kept for the next ones.
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are freed after use rather than kept (inference on large batches
+/// would otherwise hold them for the life of the thread).
+const KEEP_FLOATS: usize = 8 << 20;
+
+/// Runs `f` on a scratch buffer of `n` floats from this thread's pool. Its contents are
+/// unspecified (whatever an earlier operation left): `f` must write every element it reads.
+/// The products, im2col and transposes of a training step reuse the same buffers step after
+/// step instead of allocating (and zeroing, and faulting in) tens of megabytes each time.
+pub(super) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH
+        .with(|s| {
+            let mut pool = s.borrow_mut();
+            // The smallest buffer that fits, else the largest (to be grown).
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].len() >= n)
+                .min_by_key(|&i| pool[i].len())
+                .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
+            best.map(|i| pool.swap_remove(i))
+        })
+        .unwrap_or_default();
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    let r = f(&mut buf[..n]);
+    if buf.len() <= KEEP_FLOATS {
+        SCRATCH.with(|s| s.borrow_mut().push(buf));
+    }
+    r
+}
+
+/// Copies `src` into `dst` (same length); runs of four (one kernel row of a one-channel map)
+/// are moved inline rather than by a call to `memcpy`.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    if let (Ok(d), Ok(s)) = (
+        <&mut [f32; 4]>::try_from(&mut *dst),
+        <&[f32; 4]>::try_from(src),
+    ) {
+        *d = *s;
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `x` `[b, h, w, c]` to the im2col matrix `[b * ho * wo, k * k * c]`, columns in `(ky, kx, c)`
+/// order, zeros where the window leaves the image. Writes every element of `out`.
+pub(super) fn im2col(x: &[f32], g: Geom, out: &mut [f32]) {
+    let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
+    let (run, line) = (k * c, g.w * c);
+    let ncol = k * run;
+    debug_assert_eq!(out.len(), g.rows() * ncol);
+    debug_assert_eq!(x.len(), g.image());
+    for (r, row) in out.chunks_exact_mut(ncol).enumerate() {
+        let (b, oy, ox) = (r / (ho * wo), r / wo % ho, r % wo);
+        let img = &x[b * g.h * line..][..g.h * line];
+        let x0 = (ox * g.stride) as isize - g.pad as isize;
+        let inside = x0 >= 0 && x0 as usize + k <= g.w;
+        for (ky, dst) in row.chunks_exact_mut(run).enumerate() {
+            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &img[iy as usize * line..][..line];
+            if inside {
+                copy(dst, &src[x0 as usize * c..][..run]);
+                continue;
+            }
+            for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
+                let ix = x0 + kx as isize;
+                if ix < 0 || ix >= g.w as isize {
+                    d.fill(0.0);
+                } else {
+                    d.copy_from_slice(&src[ix as usize * c..][..c]);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The adjoint of [`im2col`]: adds the rows of `cols` into the image `x` `[b, h, w, c]`
+    /// (which holds the values to add to).
+    pub(super) fn col2im(cols: &[f32], g: Geom, x: &mut [f32]) {
+        let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
+        let (run, line) = (k * c, g.w * c);
+        let ncol = k * run;
+        for (r, row) in cols.chunks_exact(ncol).enumerate() {
+            let (b, oy, ox) = (r / (ho * wo), r / wo % ho, r % wo);
+            let img = &mut x[b * g.h * line..][..g.h * line];
+            let x0 = (ox * g.stride) as isize - g.pad as isize;
+            let inside = x0 >= 0 && x0 as usize + k <= g.w;
+            for (ky, src) in row.chunks_exact(run).enumerate() {
+                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let dst = &mut img[iy as usize * line..][..line];
+                if inside {
+                    for (d, s) in dst[x0 as usize * c..][..run].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                    continue;
+                }
+                for (kx, s) in src.chunks_exact(c).enumerate() {
+                    let ix = x0 + kx as isize;
+                    if ix >= 0 && ix < g.w as isize {
+                        for (d, s) in dst[ix as usize * c..][..c].iter_mut().zip(s) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `[b, c, s]` (channels first) to `[b, s, c]` (channels last); `out` is fully written.
+pub(super) fn to_last(x: &[f32], b: usize, c: usize, s: usize, out: &mut [f32]) {
+    for (src, dst) in x
+        .chunks_exact(c * s)
+        .zip(out.chunks_exact_mut(c * s))
+        .take(b)
+    {
+        for (ci, plane) in src.chunks_exact(s).enumerate() {
+            for (si, v) in plane.iter().enumerate() {
+                dst[si * c + ci] = *v;
+            }
+        }
+    }
+}
+
+/// `[b, s, c]` to `[b, c, s]`, adding `bias[c]` when given and applying `act`.
+pub(super) fn to_first(
+    y: &[f32],
+    b: usize,
+    c: usize,
+    s: usize,
+    bias: Option<&[f32]>,
+    act: Act,
+    out: &mut [f32],
+) {
+    for (src, dst) in y
+        .chunks_exact(c * s)
+        .zip(out.chunks_exact_mut(c * s))
+        .take(b)
+    {
+        for (ci, plane) in dst.chunks_exact_mut(s).enumerate() {
+            let add = bias.map_or(0.0, |v| v[ci]);
+            for (si, d) in plane.iter_mut().enumerate() {
+                *d = src[si * c + ci] + add;
+            }
+            super::super::linear::activate(plane, act);
+        }
+    }
+}
+
+/// The derivative of `act` at the output `y`.
+#[inline(always)]
+fn act_grad(act: Act, y: f32, g: f32) -> f32 {
+    match act {
+        Act::Identity => g,
+        Act::Relu => {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        Act::Tanh => g * (1.0 - y * y),
+        Act::Sigmoid => g * (y * (1.0 - y)),
+    }
+}
+
+multiversion! {
+    /// The gradient through the activation of a channels-last output `y` `[rows, c]`, into `g`
+    /// (same order), and its column sums (the bias gradient) into `db`.
+    pub(super) fn grad_last(y: &[f32], dy: &[f32], act: Act, g: &mut [f32], db: &mut [f32]) {
+        let c = db.len();
+        db.fill(0.0);
+        for ((g, y), dy) in g.chunks_exact_mut(c).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+            match act {
+                Act::Identity => g.copy_from_slice(dy),
+                _ => {
+                    for ((g, &y), &dy) in g.iter_mut().zip(y).zip(dy) {
+                        *g = act_grad(act, y, dy);
+                    }
+                }
+            }
+            for (s, &v) in db.iter_mut().zip(g.iter()) {
+                *s += v;
+            }
+        }
+    }
+}
+
+/// The gradient through the activation of a channels-first output `y` `[b, c, s]`, written
+/// channels-last (`[b, s, c]`) into `g`, and its sums per channel into `db`.
+pub(super) fn grad_first_to_last(
+    y: &[f32],
+    dy: &[f32],
+    act: Act,
+    b: usize,
+    s: usize,
+    g: &mut [f32],
+    db: &mut [f32],
+) {
+    let c = db.len();
+    db.fill(0.0);
+    for bi in 0..b {
+        let dst = &mut g[bi * s * c..][..s * c];
+        for (ci, sum) in db.iter_mut().enumerate() {
+            let at = (bi * c + ci) * s;
+            let (yp, dp) = (&y[at..at + s], &dy[at..at + s]);
+            let mut acc = 0f32;
+            for (si, (&y, &dy)) in yp.iter().zip(dp).enumerate() {
+                let v = act_grad(act, y, dy);
+                dst[si * c + ci] = v;
+                acc += v;
+            }
+            *sum += acc;
+        }
+    }
+}
+
+/// A kernel `[a, c, kk]` (PyTorch's order, `kk = k * k`) to `[a, kk, c]`, the column order of
+/// channels-last im2col.
+pub(super) fn kernel_to_last(w: &[f32], a: usize, c: usize, kk: usize) -> Vec<f32> {
+    let mut out = vec![0f32; a * c * kk];
+    to_last(w, a, c, kk, &mut out);
+    out
+}
+
+/// The inverse of [`kernel_to_last`], into `out`.
+pub(super) fn kernel_to_first(w: &[f32], a: usize, c: usize, kk: usize, out: &mut [f32]) {
+    to_first(w, a, c, kk, None, Act::Identity, out);
+}
+
+/// Fills a channels-last map `[pixels, c]` with the bias of each channel.
+pub(super) fn fill_bias(x: &mut [f32], bias: &[f32]) {
+    for px in x.chunks_exact_mut(bias.len()) {
+        px.copy_from_slice(bias);
+    }
+}

@@ -1,0 +1,160 @@
+//! 2-D convolutions and transposed convolutions (square kernels) with their bias and activation,
+//! as im2col and one matrix product per pass over the whole batch, with hand-written backward
+//! passes.
+//!
+//! candle's CPU convolutions loop over examples and its transposed convolution is a direct loop;
+//! here, with `cols` the im2col matrix `[B * Ho * Wo, k * k * C]`:
+//! - conv2d: `Y = cols(x) W^T`; backward `dW = G^T cols(x)`, `dcols = G W` summed back into the
+//!   image (col2im), with `G` the output gradient through the activation;
+//! - conv_transpose2d is conv2d's input gradient: `cols = X W`, `y = col2im(cols)`; backward
+//!   `dW = X^T cols(G)`, `dX = cols(G) W^T`.
+//!
+//! Inside, feature maps are channels-last (`[B, H, W, C]`): a kernel row of an im2col row is then
+//! one contiguous run of `k * C` values of the image, and a product's rows are already the
+//! output's pixels. Each operation reads and writes either memory order ([`MapLayout`]); a stack
+//! of convolutions passes channels-last maps between its layers and so transposes only at its
+//! ends. The bias is added and the activation applied in the pass that writes the output; the
+//! backward pass takes the activation's derivative from the output and sums the bias gradient in
+//! the same pass, and skips the input gradient when the input is data.
+//!
+//! Values and gradients are checked against candle's `conv2d` / `conv_transpose2d` (the
+//! composite twins in [`super::composite`]) and against finite differences in the tests.
+
+mod kernels;
+mod layout;
+#[cfg(test)]
+mod tests;
+
+use candle_core::Tensor;
+
+use super::composite;
+use super::use_fused;
+use super::Act;
+
+/// The memory order of a batch of feature maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapLayout {
+    /// `[batch, channels, height, width]` (PyTorch's and candle's order).
+    Nchw,
+    /// `[batch, height, width, channels]`.
+    Nhwc,
+}
+
+/// A convolution's settings: stride, zero padding, the activation applied to its output, and
+/// the memory orders of its input and output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvOpts {
+    pub stride: usize,
+    pub pad: usize,
+    pub act: Act,
+    pub input: MapLayout,
+    pub output: MapLayout,
+}
+
+impl ConvOpts {
+    /// NCHW in and out, no activation.
+    pub fn new(stride: usize, pad: usize) -> Self {
+        Self {
+            stride,
+            pad,
+            act: Act::Identity,
+            input: MapLayout::Nchw,
+            output: MapLayout::Nchw,
+        }
+    }
+
+    pub fn act(self, act: Act) -> Self {
+        Self { act, ..self }
+    }
+
+    pub fn layouts(self, input: MapLayout, output: MapLayout) -> Self {
+        Self {
+            input,
+            output,
+            ..self
+        }
+    }
+}
+
+/// `conv2d(x, w) + b` for `x` `[B, C, H, W]`, `w` `[O, C, k, k]`, `b` `[O]`.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> candle_core::Result<Tensor> {
+    conv2d_with(x, w, b, ConvOpts::new(stride, pad))
+}
+
+/// `act(conv2d(x, w) + b)` for `w` `[O, C, k, k]`, `b` `[O]`, with `x` and the result in the
+/// memory orders `o` names (`[B, C, H, W]` or `[B, H, W, C]`).
+pub fn conv2d_with(x: &Tensor, w: &Tensor, b: &Tensor, o: ConvOpts) -> candle_core::Result<Tensor> {
+    if use_fused(&[x, w, b]) {
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::Conv2d(o))
+    } else {
+        composite::conv2d(x, w, b, o)
+    }
+}
+
+/// `conv_transpose2d(x, w) + b` for `x` `[B, Cin, H, W]`, `w` `[Cin, Cout, k, k]`, `b` `[Cout]`:
+/// the output is `[B, Cout, (H - 1) * stride - 2 * pad + k, ...]`.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> candle_core::Result<Tensor> {
+    conv_transpose2d_with(x, w, b, ConvOpts::new(stride, pad))
+}
+
+/// `act(conv_transpose2d(x, w) + b)` for `w` `[Cin, Cout, k, k]`, `b` `[Cout]`, with `x` and the
+/// result in the memory orders `o` names.
+pub fn conv_transpose2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    o: ConvOpts,
+) -> candle_core::Result<Tensor> {
+    if use_fused(&[x, w, b]) {
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::ConvT2d(o))
+    } else {
+        composite::conv_transpose2d(x, w, b, o)
+    }
+}
+
+/// The geometry of a convolution from an image of `c` channels, `h x w`, with a `k x k` kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geom {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geom {
+    fn ho(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    fn wo(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Rows of the im2col matrix (output pixels of the batch).
+    fn rows(&self) -> usize {
+        self.b * self.ho() * self.wo()
+    }
+    /// Columns of the im2col matrix.
+    fn cols(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    /// Values of the image.
+    fn image(&self) -> usize {
+        self.b * self.c * self.h * self.w
+    }
+}

@@ -1,0 +1,307 @@
+use candle_core::{Device, Tensor, Var};
+
+use super::*;
+use crate::Rng;
+
+fn rand(shape: &[usize], seed: u64) -> Var {
+    let n = shape.iter().product();
+    Var::from_vec(Rng::new(seed).normal_vec(n), shape, &Device::Cpu).unwrap()
+}
+
+fn noise(like: &Tensor, seed: u64) -> Tensor {
+    Tensor::from_vec(
+        Rng::new(seed).normal_vec(like.elem_count()),
+        like.shape(),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// An NCHW map in memory order `m`.
+fn in_layout(x: &Tensor, m: MapLayout) -> Tensor {
+    match m {
+        MapLayout::Nchw => x.clone(),
+        MapLayout::Nhwc => x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap(),
+    }
+}
+
+/// The conv preset's shapes and odd ones: (batch, in channels, side, out channels, k, stride,
+/// pad).
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 4] = [
+    (2, 1, 28, 3, 4, 2, 1),
+    (3, 4, 7, 5, 4, 2, 1),
+    (2, 3, 9, 2, 3, 1, 1),
+    (1, 2, 6, 3, 3, 2, 0),
+];
+
+const LAYOUTS: [MapLayout; 2] = [MapLayout::Nchw, MapLayout::Nhwc];
+const ACTS: [Act; 4] = [Act::Identity, Act::Relu, Act::Tanh, Act::Sigmoid];
+
+/// The NCHW wrappers against candle's own convolutions: values and all three gradients (the
+/// kernel gradient of the transposed convolution by finite differences, see below).
+#[test]
+fn convolutions_match_candle() -> candle_core::Result<()> {
+    for (b, c, h, o, k, s, p) in SHAPES {
+        let x = rand(&[b, c, h, h], 1);
+        let w = rand(&[o, c, k, k], 2);
+        let bias = rand(&[o], 3);
+        let ours = conv2d(x.as_tensor(), w.as_tensor(), bias.as_tensor(), s, p)?;
+        let theirs = x
+            .as_tensor()
+            .conv2d(w.as_tensor(), p, s, 1, 1)?
+            .broadcast_add(&bias.as_tensor().reshape((1, o, 1, 1))?)?;
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(max_diff(&ours, &theirs) < 1e-4);
+        let up = noise(&ours, 4);
+        let g1 = (ours * &up)?.sum_all()?.backward()?;
+        let g2 = (theirs * &up)?.sum_all()?.backward()?;
+        for v in [&x, &w, &bias] {
+            let d = max_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-3, "conv2d gradient differs by {d}");
+        }
+
+        // The transposed convolution with a kernel [o, c, k, k] maps o channels back to c.
+        let xt = rand(&[b, o, h, h], 5);
+        let bt = rand(&[c], 6);
+        let ours = conv_transpose2d(xt.as_tensor(), w.as_tensor(), bt.as_tensor(), s, p)?;
+        let theirs = xt
+            .as_tensor()
+            .conv_transpose2d(w.as_tensor(), p, 0, s, 1)?
+            .broadcast_add(&bt.as_tensor().reshape((1, c, 1, 1))?)?;
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(max_diff(&ours, &theirs) < 1e-4);
+        let up = noise(&ours, 7);
+        let g1 = (ours * &up)?.sum_all()?.backward()?;
+        let g2 = (theirs * &up)?.sum_all()?.backward()?;
+        for v in [&xt, &bt] {
+            let d = max_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-3, "conv-transpose2d gradient differs by {d}");
+        }
+        // candle's transposed convolution gives no trustworthy kernel gradient for every
+        // geometry: that one is checked by finite differences.
+        let gw = g1.get(w.as_tensor()).unwrap();
+        let f = |wt: &Tensor| {
+            let y = conv_transpose2d(xt.as_tensor(), wt, bt.as_tensor(), s, p).unwrap();
+            dot(&y, &up)
+        };
+        check_fd(w.as_tensor(), gw, f, 7, "conv-transpose2d dW");
+    }
+    Ok(())
+}
+
+/// `sum(a * b)` in f64.
+fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Central differences of `f` at `at`, every `step`-th coordinate, against the gradient `grad`.
+fn check_fd(at: &Tensor, grad: &Tensor, f: impl Fn(&Tensor) -> f64, step: usize, what: &str) {
+    let base = at.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let g = grad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(base.len(), g.len());
+    let h = 1e-2f32;
+    for i in (0..base.len()).step_by(step) {
+        let (mut pp, mut mm) = (base.clone(), base.clone());
+        pp[i] += h;
+        mm[i] -= h;
+        let t = |v: Vec<f32>| Tensor::from_vec(v, at.shape(), &Device::Cpu).unwrap();
+        let fd = (f(&t(pp)) - f(&t(mm))) / (2.0 * h as f64);
+        assert!(
+            (g[i] as f64 - fd).abs() < 2e-2 * fd.abs().max(1.0),
+            "{what}[{i}]: {} vs {fd}",
+            g[i]
+        );
+    }
+}
+
+/// The fused operations against their composite twins, in every combination of memory orders
+/// and activations: values, and the gradients of input, kernel and bias (the kernel of the
+/// transposed convolution by finite differences). A data input gets no gradient computed.
+#[test]
+fn fused_convolutions_match_composite_in_every_layout() -> candle_core::Result<()> {
+    for (i, (b, c, h, o, k, s, p)) in SHAPES.into_iter().enumerate() {
+        for (j, (input, output)) in LAYOUTS
+            .into_iter()
+            .flat_map(|a| LAYOUTS.map(|b| (a, b)))
+            .enumerate()
+        {
+            // Every activation for the conv preset's shape, one each for the others.
+            let acts: Vec<Act> = if i == 0 {
+                ACTS.to_vec()
+            } else {
+                vec![ACTS[(i + j) % 4]]
+            };
+            for act in acts {
+                let opts = ConvOpts::new(s, p).act(act).layouts(input, output);
+                let what = format!("{:?} {opts:?}", SHAPES[i]);
+                let x = Var::from_tensor(&in_layout(rand(&[b, c, h, h], 11).as_tensor(), input))?;
+                let w = rand(&[o, c, k, k], 12);
+                let bias = rand(&[o], 13);
+                let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+                let f = conv2d_with(xt, wt, bt, opts)?;
+                let r = composite::conv2d(xt, wt, bt, opts)?;
+                assert_eq!(f.dims(), r.dims(), "{what}");
+                assert!(max_diff(&f, &r) < 1e-4, "conv2d {what}: values");
+                let up = noise(&f, 14);
+                let gf = (&f * &up)?.sum_all()?.backward()?;
+                let gr = (&r * &up)?.sum_all()?.backward()?;
+                for v in [xt, wt, bt] {
+                    let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+                    assert!(d < 1e-3, "conv2d {what}: gradient differs by {d}");
+                }
+                let xd = xt.detach();
+                let g = conv2d_with(&xd, wt, bt, opts)?.sum_all()?.backward()?;
+                assert!(g.get(&xd).is_none() && g.get(wt).is_some());
+
+                // The transposed convolution from o channels back to c.
+                let biast = rand(&[c], 15);
+                let x = Var::from_tensor(&in_layout(rand(&[b, o, h, h], 16).as_tensor(), input))?;
+                let (xt, bt) = (x.as_tensor(), biast.as_tensor());
+                let f = conv_transpose2d_with(xt, wt, bt, opts)?;
+                let r = composite::conv_transpose2d(xt, wt, bt, opts)?;
+                assert_eq!(f.dims(), r.dims(), "{what}");
+                assert!(max_diff(&f, &r) < 1e-4, "conv-transpose2d {what}: values");
+                let up = noise(&f, 17);
+                let gf = (&f * &up)?.sum_all()?.backward()?;
+                let gr = (&r * &up)?.sum_all()?.backward()?;
+                for v in [xt, bt] {
+                    let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+                    assert!(d < 1e-3, "conv-transpose2d {what}: gradient differs by {d}");
+                }
+                let loss =
+                    |wv: &Tensor| dot(&conv_transpose2d_with(xt, wv, bt, opts).unwrap(), &up);
+                // (Not through the kink of the ReLU: the gradient through G is checked above.)
+                if act != Act::Relu {
+                    check_fd(
+                        wt,
+                        gf.get(wt).unwrap(),
+                        loss,
+                        11,
+                        &format!("convT dW {what}"),
+                    );
+                }
+                let xd = xt.detach();
+                let g = conv_transpose2d_with(&xd, wt, bt, opts)?
+                    .sum_all()?
+                    .backward()?;
+                assert!(g.get(&xd).is_none() && g.get(wt).is_some());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finite differences through the activation (tanh) for input, kernel and bias of both
+/// operations, with the input channels-last and the output channels-first.
+#[test]
+fn fused_gradients_match_finite_differences() -> candle_core::Result<()> {
+    let (b, c, h, o) = (2, 3, 6, 4);
+    let opts = ConvOpts::new(2, 1)
+        .act(Act::Tanh)
+        .layouts(MapLayout::Nhwc, MapLayout::Nchw);
+    let x = Var::from_tensor(&in_layout(
+        rand(&[b, c, h, h], 21).as_tensor(),
+        MapLayout::Nhwc,
+    ))?;
+    let w = rand(&[o, c, 4, 4], 22);
+    let bias = rand(&[o], 23);
+    let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+    let y = conv2d_with(xt, wt, bt, opts)?;
+    let up = noise(&y, 24);
+    let g = (&y * &up)?.sum_all()?.backward()?;
+    check_fd(
+        xt,
+        g.get(xt).unwrap(),
+        |v| dot(&conv2d_with(v, wt, bt, opts).unwrap(), &up),
+        3,
+        "conv dx",
+    );
+    check_fd(
+        wt,
+        g.get(wt).unwrap(),
+        |v| dot(&conv2d_with(xt, v, bt, opts).unwrap(), &up),
+        5,
+        "conv dW",
+    );
+    check_fd(
+        bt,
+        g.get(bt).unwrap(),
+        |v| dot(&conv2d_with(xt, wt, v, opts).unwrap(), &up),
+        1,
+        "conv db",
+    );
+
+    let x = Var::from_tensor(&in_layout(
+        rand(&[b, o, 3, 3], 25).as_tensor(),
+        MapLayout::Nhwc,
+    ))?;
+    let bias = rand(&[c], 26);
+    let (xt, bt) = (x.as_tensor(), bias.as_tensor());
+    let y = conv_transpose2d_with(xt, wt, bt, opts)?;
+    assert_eq!(y.dims(), [b, c, 6, 6]);
+    let up = noise(&y, 27);
+    let g = (&y * &up)?.sum_all()?.backward()?;
+    let f = |x: &Tensor, w: &Tensor, bb: &Tensor| {
+        dot(&conv_transpose2d_with(x, w, bb, opts).unwrap(), &up)
+    };
+    check_fd(xt, g.get(xt).unwrap(), |v| f(v, wt, bt), 3, "convT dx");
+    check_fd(wt, g.get(wt).unwrap(), |v| f(xt, v, bt), 5, "convT dW");
+    check_fd(bt, g.get(bt).unwrap(), |v| f(xt, wt, v), 1, "convT db");
+    Ok(())
+}
+
+/// The scratch buffers hold no state between operations: the same call twice, with other
+/// operations between them, gives the same bits.
+#[test]
+fn results_do_not_depend_on_earlier_calls() -> candle_core::Result<()> {
+    let x = rand(&[3, 4, 7, 7], 31);
+    let w = rand(&[5, 4, 4, 4], 32);
+    let bias = rand(&[5], 33);
+    let opts = ConvOpts::new(2, 1).act(Act::Relu);
+    let run = || -> candle_core::Result<Vec<f32>> {
+        let y = conv2d_with(x.as_tensor(), w.as_tensor(), bias.as_tensor(), opts)?;
+        let g = y.sqr()?.sum_all()?.backward()?;
+        let mut v = y.flatten_all()?.to_vec1::<f32>()?;
+        v.extend(
+            g.get(x.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+        v.extend(
+            g.get(w.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+        Ok(v)
+    };
+    let first = run()?;
+    let big = rand(&[4, 4, 16, 16], 34);
+    conv2d_with(big.as_tensor(), w.as_tensor(), bias.as_tensor(), opts)?
+        .sum_all()?
+        .backward()?;
+    assert_eq!(first, run()?);
+    Ok(())
+}
