@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::super::layers::{Activation, Conv};
 use crate::dist::LN_2PI;
+use crate::ops::MapLayout;
 
 /// log σ of every latent Gaussian is `L · tanh(raw / L)` (the identity to first order near 0,
 /// a nonzero gradient everywhere): σ stays in (e^-5, e^5) ≈ (0.0067, 148). A posterior that
@@ -17,6 +18,12 @@ pub const LOG_SCALE_BOUND: f64 = 5.0;
 /// The smooth bound of a raw log-scale (see [`LOG_SCALE_BOUND`]).
 pub(crate) fn bounded_log_scale(raw: &Tensor) -> candle_core::Result<Tensor> {
     (raw / LOG_SCALE_BOUND)?.tanh()? * LOG_SCALE_BOUND
+}
+
+/// A convolution over NCHW maps, its activation applied apart (the blocks apply it before each
+/// convolution, as VDVAE does).
+pub(crate) fn conv(layer: &Conv, x: &Tensor) -> candle_core::Result<Tensor> {
+    layer.forward_act(x, None, (MapLayout::Nchw, MapLayout::Nchw))
 }
 
 /// VDVAE's block: a 1x1 convolution down to `mid` channels, two 3x3 convolutions, a 1x1
@@ -56,10 +63,10 @@ impl Block {
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let a = |t: &Tensor| self.activation.apply(t);
-        let t = self.c1.forward(&a(x)?)?;
-        let t = self.c2.forward(&a(&t)?)?;
-        let t = self.c3.forward(&a(&t)?)?;
-        let t = self.c4.forward(&a(&t)?)?;
+        let t = conv(&self.c1, &a(x)?)?;
+        let t = conv(&self.c2, &a(&t)?)?;
+        let t = conv(&self.c3, &a(&t)?)?;
+        let t = conv(&self.c4, &a(&t)?)?;
         if self.residual {
             x + t
         } else {

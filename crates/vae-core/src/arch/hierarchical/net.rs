@@ -4,7 +4,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::VarMap;
 
-use super::blocks::{avg_pool2, repeat_first, up2, Block, Gauss, LOG_SCALE_BOUND};
+use super::blocks::{avg_pool2, conv, repeat_first, up2, Block, Gauss, LOG_SCALE_BOUND};
 use super::HierarchicalConfig;
 use crate::arch::layers::{Activation, Conv, Linear};
 use crate::arch::{LatentGroup, LatentLayout, Net, Pass};
@@ -125,9 +125,7 @@ impl Hierarchical {
     fn bottom_up(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let b = x.dim(0)?;
         let (c, h, w) = self.shape;
-        let mut t = self
-            .stem
-            .forward(&x.reshape((b, c, h, w))?.affine(2.0, -1.0)?)?;
+        let mut t = conv(&self.stem, &x.reshape((b, c, h, w))?.affine(2.0, -1.0)?)?;
         let mut acts = Vec::with_capacity(self.scales.len());
         for (level, blocks) in self.enc.iter().enumerate() {
             if level > 0 {
@@ -183,7 +181,7 @@ impl Hierarchical {
                 let prior = Gauss::from_raw(&raw, 0, self.z)?;
                 let xpp = raw.narrow(1, 2 * self.z, self.width)?;
                 let z = choose(g, si, &h, block, &prior)?;
-                h = ((h + xpp)? + block.zproj.forward(&z)?)?;
+                h = ((h + xpp)? + conv(&block.zproj, &z)?)?;
                 h = block.res.forward(&h)?;
                 g += 1;
             }
@@ -192,7 +190,7 @@ impl Hierarchical {
         for block in &self.out_blocks {
             h = block.forward(&h)?;
         }
-        let y = self.out.forward(&self.activation.apply(&h)?)?;
+        let y = conv(&self.out, &self.activation.apply(&h)?)?;
         Ok(y.flatten_from(1)?)
     }
 
