@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::arch::{Activation, Arch, ConvConfig, MlpConfig, Upsampling};
-use crate::likelihood::{Bernoulli, Gaussian, Likelihood};
+use crate::arch::{Activation, Arch, ConvConfig, HierarchicalConfig, MlpConfig, Upsampling};
+use crate::likelihood::{Bernoulli, DiscretizedLogistic, Gaussian, Likelihood};
 use crate::{Error, Result};
 
 /// The shape of one example: `channels x height x width`. Tabular data has height 1.
@@ -98,14 +98,19 @@ pub enum Preset {
     Iwae,
     /// A convolutional VAE with latent 32.
     Conv,
+    /// A hierarchical VAE (VDVAE-like): a top group of 32 and spatial groups at two
+    /// resolutions (three for sides divisible by 8 from 32 up), with a discretized logistic
+    /// mixture of 5 components.
+    Hvae,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 4] = [
+    pub const ALL: [Preset; 5] = [
         Preset::PytorchExample,
         Preset::Seed,
         Preset::Iwae,
         Preset::Conv,
+        Preset::Hvae,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -114,6 +119,7 @@ impl Preset {
             Self::Seed => "seed",
             Self::Iwae => "iwae",
             Self::Conv => "conv",
+            Self::Hvae => "hvae",
         }
     }
 
@@ -146,6 +152,23 @@ impl Preset {
                 }),
                 Likelihood::Bernoulli(Bernoulli {}),
             ),
+            Self::Hvae => {
+                let three = shape.height >= 32
+                    && shape.height.is_multiple_of(8)
+                    && shape.width.is_multiple_of(8);
+                (
+                    32,
+                    Arch::Hierarchical(HierarchicalConfig {
+                        width: 64,
+                        bottleneck: 32,
+                        z_channels: 8,
+                        groups: if three { vec![1, 2, 3] } else { vec![2, 4] },
+                        blocks: 1,
+                        activation: Activation::Gelu,
+                    }),
+                    Likelihood::DiscretizedLogistic(DiscretizedLogistic { mixtures: 5 }),
+                )
+            }
         };
         ModelConfig {
             shape,

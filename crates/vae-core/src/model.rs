@@ -53,6 +53,7 @@ impl Vae {
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let model = Self::new(vb, cfg)?;
         reset_parameters(&varmap, rng)?;
+        model.net.adjust_init(&varmap)?;
         Ok((varmap, model))
     }
 
@@ -90,10 +91,66 @@ impl Vae {
     /// The mean of p(x|z), `[batch, dim]`. A Bernoulli mean (a sigmoid) is fused into the
     /// decoder's output layer where the architecture can.
     pub fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.mean_of(|act| self.net.decode(z, labels, act))
+    }
+
+    /// The likelihood's mean of what `run` decodes, with the output activation fused where the
+    /// architecture can.
+    fn mean_of(&self, run: impl Fn(Act) -> Result<Tensor>) -> Result<Tensor> {
         if self.net.fuses_output() && self.cfg.likelihood.is_bernoulli() {
-            return self.net.decode(z, labels, Act::Sigmoid);
+            return run(Act::Sigmoid);
         }
-        Ok(self.cfg.likelihood.mean(&self.decode(z, labels)?)?)
+        Ok(self.cfg.likelihood.mean(&run(Act::Identity)?)?)
+    }
+
+    /// The mean of p(x|z) for top-group codes `z` `[batch, latent]`, each lower group drawn
+    /// from its prior with noise `eps` `[batch, noise_dim − latent]` at `temperatures` (see
+    /// [`Net::generate`]); for a single-latent model the same as [`Vae::decode_mean`].
+    pub fn generate_mean(
+        &self,
+        z: &Tensor,
+        eps: Option<&Tensor>,
+        temperatures: &[f64],
+        labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.mean_of(|act| self.net.generate(z, eps, temperatures, labels, act))
+    }
+
+    /// The mean of p(x|z) with every latent group at its posterior mean for `x`.
+    pub fn reconstruct_mean(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.mean_of(|act| self.net.reconstruct(x, labels, act))
+    }
+
+    /// q of every latent group (see [`Net::encode_groups`]).
+    pub fn encode_groups(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> Result<Vec<DiagonalGaussian>> {
+        self.net.encode_groups(x, labels)
+    }
+
+    /// The most rows one pass should take ([`Net::rows_per_pass`]).
+    pub fn rows_per_pass(&self) -> Option<usize> {
+        self.net.rows_per_pass()
+    }
+
+    /// The same model over detached copies of the weights in `varmap` (sharing their memory):
+    /// its passes record no graph for backpropagation, so a pass holds only the buffers it
+    /// is using (for evaluation and sampling, where no gradient is wanted).
+    pub fn detached(&self, varmap: &VarMap) -> Result<Self> {
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("poisoned variable map".into()))?;
+        let mut tensors = std::collections::HashMap::new();
+        let (mut dtype, mut device) = (DType::F32, Device::Cpu);
+        for (name, var) in vars.iter() {
+            dtype = var.dtype();
+            device = var.device().clone();
+            tensors.insert(name.clone(), var.as_tensor().detach());
+        }
+        Self::new(VarBuilder::from_tensors(tensors, dtype, &device), &self.cfg)
     }
 
     /// Encodes, samples with noise `eps` `[K, b, noise_dim]` and decodes (see [`Net::pass`]).

@@ -62,17 +62,36 @@ pub fn posterior(
     Ok(model.encode(&x, labels.as_ref())?)
 }
 
-/// Encodes a whole dataset, `batch_size` examples per forward pass.
+/// Encodes a whole dataset, `batch_size` examples per forward pass: q of the top latent group
+/// (the only one of a single-latent model).
 pub fn encode_dataset(
     model: &Vae,
     data: &Dataset,
     device: &Device,
     batch_size: usize,
 ) -> Result<Latents> {
+    encode_with(model, data, device, batch_size, false)
+}
+
+/// [`encode_dataset`] with, when `all_groups`, every latent group's q side by side in layout
+/// order (a hierarchical model's lower groups taken with the groups above at their posterior
+/// means): `dim` is then the sum of the groups' dimensions.
+pub fn encode_with(
+    model: &Vae,
+    data: &Dataset,
+    device: &Device,
+    batch_size: usize,
+    all_groups: bool,
+) -> Result<Latents> {
     if batch_size == 0 {
         return Err(InferError::Flag("--batch-size must be at least 1".into()));
     }
-    let dim = model.latent_dim();
+    let dim = if all_groups {
+        model.latent().noise_dim()
+    } else {
+        model.latent_dim()
+    };
+    let batch_size = batch_size.min(model.rows_per_pass().unwrap_or(usize::MAX));
     let n = data.len();
     let mut mu = Vec::with_capacity(n * dim);
     let mut logvar = Vec::with_capacity(n * dim);
@@ -80,9 +99,17 @@ pub fn encode_dataset(
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch_size) {
         let (x, labels) = batch(data, chunk, model, device, &mut buf)?;
-        let q = model.encode(&x, labels.as_ref())?;
-        mu.extend(q.mu.flatten_all()?.to_vec1::<f32>()?);
-        logvar.extend(q.logvar.flatten_all()?.to_vec1::<f32>()?);
+        let qs = if all_groups {
+            model.encode_groups(&x, labels.as_ref())?
+        } else {
+            vec![model.encode(&x, labels.as_ref())?]
+        };
+        let cat = |f: fn(&DiagonalGaussian) -> &Tensor| -> Result<Vec<f32>> {
+            let parts: Vec<&Tensor> = qs.iter().map(f).collect();
+            Ok(Tensor::cat(&parts, 1)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        mu.extend(cat(|q| &q.mu)?);
+        logvar.extend(cat(|q| &q.logvar)?);
     }
     Ok(Latents {
         dim,

@@ -43,6 +43,8 @@ pub fn load(weights_path: &Path, config: &Path, device: &Device) -> Result<Loade
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = Vae::new(vb, &rf.model)?;
     weights::load_varmap(&varmap, weights_path)?;
+    // Inference wants no gradient: passes over detached weights record no graph.
+    let model = model.detached(&varmap)?;
     Ok(Loaded {
         model,
         varmap,

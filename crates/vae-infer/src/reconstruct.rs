@@ -16,8 +16,8 @@ pub struct Reconstruction {
     pub mse: f64,
 }
 
-/// Reconstructs the examples at `indices`: decode_mean of the posterior mean (no sampling, so
-/// the picture is deterministic).
+/// Reconstructs the examples at `indices`: the likelihood's mean with every latent group at its
+/// posterior mean (no sampling, so the picture is deterministic).
 pub fn reconstruct(
     model: &Vae,
     data: &Dataset,
@@ -26,8 +26,7 @@ pub fn reconstruct(
 ) -> Result<Reconstruction> {
     let mut buf = Vec::new();
     let (x, labels) = batch(data, indices, model, device, &mut buf)?;
-    let q = model.encode(&x, labels.as_ref())?;
-    let r = model.decode_mean(&q.mu, labels.as_ref())?;
+    let r = model.reconstruct_mean(&x, labels.as_ref())?;
     let reconstructions = r.flatten_all()?.to_vec1::<f32>()?;
     let originals = buf;
     let se: f64 = originals

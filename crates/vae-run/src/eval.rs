@@ -196,6 +196,7 @@ pub fn elbo_stats(
     threads: usize,
     prep: Prep,
 ) -> Result<ElboStats> {
+    let batch_size = batch_size.min(model.rows_per_pass().unwrap_or(usize::MAX));
     let [recon, kl] = over_batches(data.len(), batch_size, threads, device, |_, rows| {
         let (x, labels) = prepared(data, rows, model, device, prep, seed)?;
         // One generator per example: the noise does not depend on the batch size or threads.
@@ -255,7 +256,8 @@ pub fn nll_with_progress(
     if k == 0 {
         return Err(RunError::Flag("--iw-samples must be at least 1".into()));
     }
-    let chunk = (ROWS_PER_CHUNK / NLL_BATCH).max(1);
+    let rows = ROWS_PER_CHUNK.min(model.rows_per_pass().unwrap_or(ROWS_PER_CHUNK));
+    let chunk = (rows / NLL_BATCH).max(1);
     let [total] = over_batches(data.len(), NLL_BATCH, threads, device, |b, rows| {
         let (x, labels) = prepared(data, rows, model, device, prep, seed)?;
         let mut rng = Rng::stream(seed, 0x111_0000 + b as u64);

@@ -96,19 +96,32 @@ pub fn aggregate_posterior(
     Ok(LatentGaussian { mean, std })
 }
 
-/// Decodes codes drawn from `source` (z = mean + temperature * std * eps) to the likelihood's
-/// mean, `[n, dim]`. A conditional model uses `label` for every sample, or cycles through the
+/// Decodes codes drawn from `source` (z = mean + t_0 * std * eps, t_0 = `temperatures[0]`) to
+/// the likelihood's mean, `[n, dim]`; a hierarchical model draws each lower group g from its
+/// prior at temperature `temperatures[g]` (the last value repeating), its noise drawn after
+/// the top codes. A conditional model uses `label` for every sample, or cycles through the
 /// classes when none is given.
 pub fn sample_from(
     model: &Vae,
     source: &LatentGaussian,
     n: usize,
-    temperature: f64,
+    temperatures: &[f64],
     label: Option<u32>,
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Tensor> {
-    let z = source.draw(n, temperature, rng, device)?;
+    let top = temperatures.first().copied().unwrap_or(1.0);
+    let z = source.draw(n, top, rng, device)?;
+    let below = model.latent().noise_dim() - model.latent_dim();
+    let eps = if below > 0 {
+        Some(Tensor::from_vec(
+            rng.normal_vec(n * below),
+            (n, below),
+            device,
+        )?)
+    } else {
+        None
+    };
     let labels = match (model.config().num_classes, label) {
         (Some(k), Some(y)) => Some(one_hot(&vec![y; n], k, device)?),
         (Some(k), None) => {
@@ -122,14 +135,14 @@ pub fn sample_from(
         }
         (None, None) => None,
     };
-    Ok(model.decode_mean(&z, labels.as_ref())?)
+    Ok(model.generate_mean(&z, eps.as_ref(), temperatures, labels.as_ref())?)
 }
 
-/// [`sample_from`] the prior N(0, temperature^2 I).
+/// [`sample_from`] the prior N(0, t_0^2 I) of the top group.
 pub fn sample(
     model: &Vae,
     n: usize,
-    temperature: f64,
+    temperatures: &[f64],
     label: Option<u32>,
     rng: &mut Rng,
     device: &Device,
@@ -138,7 +151,7 @@ pub fn sample(
         model,
         &LatentGaussian::prior(model),
         n,
-        temperature,
+        temperatures,
         label,
         rng,
         device,

@@ -38,6 +38,9 @@ pub struct TrainState {
     pub epoch_neg_elbo: f64,
     pub epoch_objective: f64,
     pub epoch_seconds: f64,
+    /// Updates of the epoch in progress skipped by `--skip-threshold`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch_skipped: u64,
     /// The metrics line of the last finished epoch (appended again on resume if the run
     /// stopped between the checkpoint and the line).
     pub last_metrics: Option<EpochMetrics>,
@@ -46,6 +49,10 @@ pub struct TrainState {
 }
 
 pub const STATE_VERSION: u32 = 1;
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
 
 fn io(path: &Path, e: std::io::Error) -> TrainError {
     TrainError::io(path, e)

@@ -13,6 +13,7 @@ use vae_core::{Activation, Arch, DataShape, Likelihood, LikelihoodKind, Preset, 
 use vae_data::DataConfig;
 use vae_run::flags::RuntimeFlags;
 
+use crate::arch_args::ArchArgs;
 use crate::config::{LrSchedule, RunConfig, TrainConfig};
 use crate::data_args::DataArgs;
 use crate::{Result, TrainError};
@@ -39,6 +40,9 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub arch: ArchArgs,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -55,6 +59,13 @@ pub struct Args {
     /// Clip the gradient to this Euclidean norm.
     #[arg(long, value_name = "NORM")]
     pub grad_clip: Option<f64>,
+    /// Ramp the learning rate linearly from lr/STEPS up to --lr over the first STEPS steps.
+    #[arg(long, value_name = "STEPS")]
+    pub lr_warmup: Option<u64>,
+    /// Skip the update of a step whose gradient norm (before clipping) exceeds NORM; the
+    /// skips are counted in metrics.jsonl (`skipped_updates`).
+    #[arg(long, value_name = "NORM")]
+    pub skip_threshold: Option<f64>,
     /// Stop after this many epochs without a better validation loss.
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
@@ -64,7 +75,7 @@ pub struct Args {
     /// Hidden layer sizes of the MLP, comma-separated (e.g. 400 or 200,200).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// The non-linearity between hidden layers.
+    /// The non-linearity between hidden layers (mlp, hierarchical).
     #[arg(long, value_enum)]
     pub activation: Option<Activation>,
     /// The observation model p(x|z).
@@ -82,7 +93,8 @@ pub struct Args {
     /// Epochs over which the KL weight ramps linearly from 0 to --beta.
     #[arg(long, value_name = "EPOCHS")]
     pub kl_warmup: Option<f64>,
-    /// Floor, in nats, of each latent dimension's batch-mean KL (free bits).
+    /// Floor, in nats, of each KL unit's batch-mean KL (free bits): a latent dimension of a
+    /// single-latent model, a whole latent group of a hierarchical one.
     #[arg(long, value_name = "NATS")]
     pub free_bits: Option<f64>,
     /// Importance samples of the training bound (IWAE); 1 is the ELBO.
@@ -204,6 +216,7 @@ impl Args {
         if let Some(l) = self.latent_dim {
             model.latent_dim = l;
         }
+        self.arch.apply(model)?;
         match &mut model.arch {
             Arch::Mlp(m) => {
                 if let Some(h) = &self.hidden {
@@ -211,6 +224,11 @@ impl Args {
                 }
                 if let Some(a) = self.activation {
                     m.activation = a;
+                }
+            }
+            Arch::Hierarchical(h) if self.hidden.is_none() => {
+                if let Some(a) = self.activation {
+                    h.activation = a;
                 }
             }
             _ if self.hidden.is_some() => {
@@ -280,6 +298,7 @@ impl Args {
             free_bits => objective.free_bits,
             iwae_k => objective.iwae_k,
             keep => keep,
+            lr_warmup => lr_warmup,
         );
         let r = &self.runtime;
         if let Some(v) = r.seed {
@@ -293,6 +312,9 @@ impl Args {
         }
         if self.grad_clip.is_some() {
             t.grad_clip = self.grad_clip;
+        }
+        if self.skip_threshold.is_some() {
+            t.skip_threshold = self.skip_threshold;
         }
         if self.early_stop.is_some() {
             t.early_stop = self.early_stop;

@@ -1,13 +1,14 @@
 //! vae-train: the training loop of vae, its optimizer and its run directory.
 //!
 //! - [`config`]: [`RunConfig`] (model, data, training), saved as `config.json`.
-//! - [`cli`], [`data_args`]: the command line and the `--config` TOML file.
+//! - [`cli`], [`data_args`], [`arch_args`]: the command line and the `--config` TOML file.
 //! - [`optim`]: Adam(W) with saveable state; the reduction of the shards' gradients.
 //! - [`step`]: one training step ([`step::Trainer`]): shard passes, reduction, update.
 //! - [`train`]: the loop ([`train::run`]), the [`train::Observer`] hooks.
 //! - [`metrics`]: the lines of `metrics.jsonl`.
 //! - [`checkpoint`]: atomic checkpoints and exact resume.
 
+pub mod arch_args;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -69,6 +69,10 @@ pub struct EpochMetrics {
     pub seconds: f64,
     #[serde(with = "finite_or_string")]
     pub examples_per_second: f64,
+    /// Updates of the epoch skipped because their gradient norm exceeded `--skip-threshold`
+    /// (present only when it is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_updates: Option<u64>,
 }
 
 pub(crate) fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {

@@ -61,8 +61,12 @@ pub struct Adam {
 pub struct StepInfo {
     /// Euclidean norm of the whole gradient, before clipping.
     pub grad_norm: f64,
-    /// False when the gradient was not finite: the weights were left unchanged.
+    /// False when the gradient was not finite or the update was skipped: the weights were
+    /// left unchanged.
     pub applied: bool,
+    /// The gradient norm exceeded the skip threshold: the update (and the moments' and the
+    /// step count's) was left out.
+    pub skipped: bool,
 }
 
 impl Adam {
@@ -137,6 +141,19 @@ impl Adam {
         threads: usize,
         max_norm: Option<f64>,
     ) -> candle_core::Result<StepInfo> {
+        self.step_or_skip(grads, threads, max_norm, None)
+    }
+
+    /// [`Adam::step`], leaving out the update entirely (weights, moments and step count) when
+    /// the gradient's norm is finite and above `skip_above` (VDVAE's skipping of outlier
+    /// updates); the returned [`StepInfo`] says so.
+    pub fn step_or_skip(
+        &mut self,
+        grads: &Gradients,
+        threads: usize,
+        max_norm: Option<f64>,
+        skip_above: Option<f64>,
+    ) -> candle_core::Result<StepInfo> {
         let groups = balanced_groups(self.slots.iter().collect(), threads);
         let sum_over = |f: &(dyn Fn(&Slot, &Tensor) -> candle_core::Result<f64> + Sync)|
          -> candle_core::Result<f64> {
@@ -169,23 +186,33 @@ impl Adam {
             scale: 1.0,
         };
         let composite = self.composite || !vae_core::ops::fused();
-        // Clipping needs the norm before the moments change: one read-only pass.
-        let clip_norm = match max_norm {
-            Some(max) => {
-                let sq = sum_over(&|_, g| sum_squares(g))?;
-                let norm = sq.sqrt();
+        // Clipping and skipping need the norm before the moments change: one read-only pass.
+        let clip_norm = if max_norm.is_some() || skip_above.is_some() {
+            let norm = sum_over(&|_, g| sum_squares(g))?.sqrt();
+            if let Some(max) = max_norm {
                 if norm.is_finite() && norm > max {
                     update.scale = (max / (norm + 1e-6)) as f32;
                 }
-                Some(norm)
             }
-            None => None,
+            Some(norm)
+        } else {
+            None
         };
         if clip_norm.is_some_and(|n| !n.is_finite()) {
             return Ok(StepInfo {
                 grad_norm: f64::NAN,
                 applied: false,
+                skipped: false,
             });
+        }
+        if let (Some(norm), Some(limit)) = (clip_norm, skip_above) {
+            if norm > limit {
+                return Ok(StepInfo {
+                    grad_norm: norm,
+                    applied: false,
+                    skipped: true,
+                });
+            }
         }
         let u = update;
         let sq = sum_over(&|slot, g| {
@@ -200,6 +227,7 @@ impl Adam {
             return Ok(StepInfo {
                 grad_norm,
                 applied: false,
+                skipped: false,
             });
         }
         sum_over(&|slot, _| {
@@ -214,6 +242,7 @@ impl Adam {
         Ok(StepInfo {
             grad_norm,
             applied: true,
+            skipped: false,
         })
     }
 
@@ -440,6 +469,43 @@ mod tests {
             let (_, ie) = run(&[vec![1.0, f32::INFINITY, 0.0, 0.0]], Some(1.0), composite)?;
             assert!(!ie.applied);
         }
+        Ok(())
+    }
+
+    /// An update whose gradient norm exceeds the skip threshold changes nothing (weights,
+    /// moments, step count); one below it is the plain update.
+    #[test]
+    fn updates_above_the_skip_threshold_are_left_out() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::new(&[1.0f32, -2.0], &dev)?;
+        let mut opt = Adam::new(vec![("w".into(), w.clone())], AdamConfig::default())?;
+        let grad = |g: [f32; 2]| -> candle_core::Result<GradStore> {
+            (w.as_tensor() * Tensor::new(&g, &dev)?)?
+                .sum_all()?
+                .backward()
+        };
+        let info = opt.step_shards(&[grad([3.0, 4.0])?], 1, None)?;
+        assert!(info.applied && !info.skipped);
+        let after_one = w.as_tensor().to_vec1::<f32>()?;
+        let (moments, _) = opt.state_tensors()?;
+        // Norm 50 against a threshold of 4 (clipping would have scaled it to 1): skipped.
+        let g = opt.reduce(&[grad([30.0, 40.0])?], 1)?;
+        let info = opt.step_or_skip(&g, 1, Some(1.0), Some(4.0))?;
+        assert!(info.skipped && !info.applied);
+        assert!((info.grad_norm - 50.0).abs() < 1e-4, "{info:?}");
+        assert_eq!(w.as_tensor().to_vec1::<f32>()?, after_one);
+        assert_eq!(opt.step_count(), 1);
+        let (same, _) = opt.state_tensors()?;
+        for ((_, a), (_, b)) in moments.iter().zip(&same) {
+            assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+        }
+        // Below the threshold the update happens; a non-finite gradient is not a skip.
+        let g = opt.reduce(&[grad([0.3, 0.4])?], 1)?;
+        let info = opt.step_or_skip(&g, 1, None, Some(4.0))?;
+        assert!(info.applied && !info.skipped && opt.step_count() == 2);
+        let g = opt.reduce(&[grad([f32::NAN, 0.0])?], 1)?;
+        let info = opt.step_or_skip(&g, 1, None, Some(4.0))?;
+        assert!(!info.applied && !info.skipped);
         Ok(())
     }
 

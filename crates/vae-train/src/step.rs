@@ -37,6 +37,8 @@ pub struct StepLoss {
     /// The objective minimised, per example.
     pub objective: f64,
     pub grad_norm: f64,
+    /// The update was skipped (its gradient norm exceeded `--skip-threshold`).
+    pub skipped: bool,
 }
 
 /// What the shards' passes of one batch computed (phase one).
@@ -99,8 +101,11 @@ impl Trainer {
         let passes = self.shard_passes(buf, labels.as_deref(), &eps, beta, threads)?;
         let neg_elbo = passes.recon + passes.kl_units.iter().sum::<f64>();
         let grads = self.opt.reduce(&passes.grads, threads)?;
-        let info = self.opt.step(&grads, threads, self.cfg.train.grad_clip)?;
-        if !info.applied {
+        let t = &self.cfg.train;
+        let info = self
+            .opt
+            .step_or_skip(&grads, threads, t.grad_clip, t.skip_threshold)?;
+        if !info.applied && !info.skipped {
             return Err(TrainError::NonFinite {
                 what: "gradient norm",
                 step: self.step + 1,
@@ -112,6 +117,7 @@ impl Trainer {
             neg_elbo,
             objective: passes.objective,
             grad_norm: info.grad_norm,
+            skipped: info.skipped,
         })
     }
 

@@ -146,6 +146,7 @@ pub fn run(
         epoch_neg_elbo: 0.0,
         epoch_objective: 0.0,
         epoch_seconds: 0.0,
+        epoch_skipped: 0,
         last_metrics: None,
         config_hash: hash.clone(),
     };
@@ -198,9 +199,7 @@ pub fn run(
             beta = t
                 .objective
                 .beta_at((epoch - 1) as f64 + b as f64 / batches as f64);
-            trainer
-                .opt
-                .set_lr(t.lr_schedule.lr(t.optimizer.lr, trainer.step, total_steps));
+            trainer.opt.set_lr(t.lr_at(trainer.step, total_steps));
             let loss = trainer
                 .train_step(train, chunk, beta, &mut buf)
                 .map_err(|e| match e {
@@ -214,6 +213,7 @@ pub fn run(
                 })?;
             state.epoch_neg_elbo += loss.neg_elbo;
             state.epoch_objective += loss.objective * chunk.len() as f64;
+            state.epoch_skipped += u64::from(loss.skipped);
             state.batch = b + 1;
             state.cursor = ((b + 1) * t.batch_size).min(train.len());
             state.step = trainer.step;
@@ -244,8 +244,10 @@ pub fn run(
             }
         }
         let seconds = state.epoch_seconds + started.elapsed().as_secs_f64();
+        // Validation and samples need no gradient: the same weights, detached.
+        let eval_model = trainer.model.detached(&trainer.varmap)?;
         let val = elbo_stats(
-            &trainer.model,
+            &eval_model,
             &splits.test,
             &trainer.device,
             VAL_BATCH,
@@ -265,6 +267,7 @@ pub fn run(
             lr: trainer.opt.config().lr,
             seconds,
             examples_per_second: train.len() as f64 / seconds.max(1e-9),
+            skipped_updates: t.skip_threshold.map(|_| state.epoch_skipped),
         };
         if !m.val_loss.is_finite() {
             return Err(TrainError::NonFiniteAt {
@@ -282,9 +285,9 @@ pub fn run(
         }
         if trainer.model.config().shape.is_image() {
             let samples = vae_run::sample::sample(
-                &trainer.model,
+                &eval_model,
                 64,
-                1.0,
+                &[1.0],
                 None,
                 &mut sample_rng.clone(),
                 &trainer.device,
@@ -304,6 +307,7 @@ pub fn run(
         state.epoch_neg_elbo = 0.0;
         state.epoch_objective = 0.0;
         state.epoch_seconds = 0.0;
+        state.epoch_skipped = 0;
         state.rng = trainer.noise.state();
         state.last_metrics = Some(m.clone());
         checkpoint::write(

@@ -6,17 +6,21 @@
 //!
 //! - [`mlp`]: dense layers; [`conv`]: strided convolutions and transposed convolutions. Both
 //!   have one latent group with a diagonal Gaussian posterior ([`single::GaussianLatent`]).
+//! - [`hierarchical`]: residual blocks bottom-up, latent groups at several resolutions
+//!   top-down (VDVAE-like), implementing [`Net`] itself.
 
 pub mod conv;
+pub mod hierarchical;
 mod layers;
 pub mod mlp;
 pub mod single;
 
 use candle_core::Tensor;
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 pub use conv::ConvConfig;
+pub use hierarchical::HierarchicalConfig;
 pub use layers::{Activation, Upsampling};
 pub use mlp::MlpConfig;
 
@@ -34,6 +38,9 @@ pub enum Arch {
     /// Strided 4x4 convolutions (stride 2) in the encoder, one dense layer to the latent
     /// parameters; the decoder mirrors it.
     Conv(ConvConfig),
+    /// Residual blocks bottom-up, a dense top group and spatial latent groups at several
+    /// resolutions top-down.
+    Hierarchical(HierarchicalConfig),
 }
 
 impl Arch {
@@ -42,6 +49,7 @@ impl Arch {
         match self {
             Arch::Mlp(c) => c,
             Arch::Conv(c) => c,
+            Arch::Hierarchical(c) => c,
         }
     }
 
@@ -154,4 +162,48 @@ pub trait Net: std::fmt::Debug + Send + Sync {
         eps: &Tensor,
         densities: bool,
     ) -> Result<Pass>;
+
+    /// Generation from top-group codes `z` `[n, latent_dim]`: each lower group drawn from its
+    /// prior as mu + t_g sigma eps_g, with `eps` `[n, noise_dim − latent_dim]` (the noise of
+    /// the groups below the top, in layout order) and t_g = `temperatures[g]` (the last value
+    /// repeating; index 0 is the top group, whose codes the caller draws); without `eps`, or
+    /// at temperature 0, a group is at its prior mean. A single-latent model decodes `z`.
+    fn generate(
+        &self,
+        z: &Tensor,
+        eps: Option<&Tensor>,
+        temperatures: &[f64],
+        labels: Option<&Tensor>,
+        out_act: Act,
+    ) -> Result<Tensor> {
+        let _ = (eps, temperatures);
+        self.decode(z, labels, out_act)
+    }
+
+    /// The likelihood's raw parameters for `x` with every latent group at its posterior mean
+    /// (a deterministic reconstruction).
+    fn reconstruct(&self, x: &Tensor, labels: Option<&Tensor>, out_act: Act) -> Result<Tensor> {
+        let q = self.encode(x, labels)?;
+        self.decode(&q.mu, labels, out_act)
+    }
+
+    /// q of every latent group, in layout order, `[b, group dim]` each; the groups below the
+    /// top are taken with the groups above them at their posterior means. A single-latent
+    /// model has one.
+    fn encode_groups(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Vec<DiagonalGaussian>> {
+        Ok(vec![self.encode(x, labels)?])
+    }
+
+    /// The most rows (examples times samples) one pass should take to keep its buffers small;
+    /// `None` when any batch fits.
+    fn rows_per_pass(&self) -> Option<usize> {
+        None
+    }
+
+    /// Changes the default initialisation (already drawn into `varmap`) where the
+    /// architecture needs another; draws nothing.
+    fn adjust_init(&self, varmap: &VarMap) -> Result<()> {
+        let _ = varmap;
+        Ok(())
+    }
 }

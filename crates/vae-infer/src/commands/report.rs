@@ -144,7 +144,7 @@ impl Command for Args {
         let mut sections = Vec::new();
         if shape.is_image() {
             let mut rng = vae_core::Rng::stream(a.seed(), SAMPLE_STREAM);
-            let x = vae_run::sample::sample(&m.model, 64, 1.0, None, &mut rng, &m.device)?;
+            let x = vae_run::sample::sample(&m.model, 64, &[1.0], None, &mut rng, &m.device)?;
             let samples =
                 vae_run::image::grid_png(&x.flatten_all()?.to_vec1::<f32>()?, shape, 8, 2)?;
             let n = 32.min(splits.test.len());

@@ -23,9 +23,11 @@ pub struct Args {
     /// Class of a conditional model.
     #[arg(long)]
     pub label: Option<u32>,
-    /// Scale of the prior's standard deviation.
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f64,
+    /// Scale of the prior's standard deviation; for a hierarchical model one value per latent
+    /// group, comma-separated, top group first (e.g. 1.0,0.8,0.6), the last value repeating
+    /// for the groups after it.
+    #[arg(long, value_delimiter = ',', default_value = "1.0")]
+    pub temperature: Vec<f64>,
     /// Where codes come from: `prior` (N(0, I)) or `posterior` (the aggregate posterior of the
     /// training split, of class --label if given: samples that stay where the data is).
     #[arg(long, value_enum, default_value_t = LatentSource::Prior)]
@@ -49,6 +51,8 @@ pub struct Report {
     pub n: usize,
     pub rows: usize,
     pub cols: usize,
+    /// The temperature of each latent group, top group first.
+    pub temperatures: Vec<f64>,
 }
 
 impl super::Report for Report {
@@ -74,13 +78,28 @@ impl Command for Args {
         if self.n == 0 {
             return Err(InferError::Flag("--n must be at least 1".into()));
         }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(InferError::Flag(format!(
-                "--temperature must be positive, got {}",
-                self.temperature
-            )));
+        if self.temperature.is_empty() {
+            return Err(InferError::Flag("--temperature needs a value".into()));
+        }
+        // The top group's temperature scales the prior's deviation; a lower group at 0 is at
+        // its prior mean.
+        for (g, &t) in self.temperature.iter().enumerate() {
+            let ok = t.is_finite() && (t > 0.0 || (g > 0 && t == 0.0));
+            if !ok {
+                return Err(InferError::Flag(format!(
+                    "--temperature must be positive (a group below the top may be 0), got {t}"
+                )));
+            }
         }
         let m = self.model.load()?;
+        let groups = m.model.latent().groups.len();
+        if self.temperature.len() > groups {
+            return Err(InferError::Flag(format!(
+                "--temperature: {} values for a model with {groups} latent group{}",
+                self.temperature.len(),
+                if groups == 1 { "" } else { "s" }
+            )));
+        }
         let mut rng = Rng::stream(self.model.seed(), SAMPLE_STREAM);
         let source = match self.latent {
             LatentSource::Prior => LatentGaussian::prior(&m.model),
@@ -93,7 +112,7 @@ impl Command for Args {
             &m.model,
             &source,
             self.n,
-            self.temperature,
+            &self.temperature,
             self.label,
             &mut rng,
             &m.device,
@@ -106,6 +125,12 @@ impl Command for Args {
             n: self.n,
             rows: self.n.div_ceil(cols),
             cols,
+            temperatures: (0..groups)
+                .map(|g| {
+                    let t = &self.temperature;
+                    t.get(g).or(t.last()).copied().unwrap_or(1.0)
+                })
+                .collect(),
         })
     }
 }

@@ -83,7 +83,7 @@ impl Command for Args {
         })?;
         let sample = time(self.samples, &|rows| {
             let mut rng = Rng::stream(self.model.seed(), rows.start as u64);
-            vae_run::sample::sample(&m.model, rows.len(), 1.0, None, &mut rng, &m.device)?;
+            vae_run::sample::sample(&m.model, rows.len(), &[1.0], None, &mut rng, &m.device)?;
             Ok(())
         })?;
         Ok(Report {

@@ -48,8 +48,12 @@ impl Observer for Progress {
 
     fn epoch(&mut self, m: &EpochMetrics) {
         if !self.quiet {
+            let skipped = match m.skipped_updates {
+                Some(n) => format!("  {n} updates skipped"),
+                None => String::new(),
+            };
             self.say(&format!(
-                "epoch {:>3}  train {:.2}  val {:.2} (recon {:.2} + kl {:.2})  {:.1}s  {:.0} ex/s",
+                "epoch {:>3}  train {:.2}  val {:.2} (recon {:.2} + kl {:.2})  {:.1}s  {:.0} ex/s{skipped}",
                 m.epoch,
                 m.train_loss,
                 m.val_loss,

@@ -1,0 +1,396 @@
+//! The hierarchical model's passes: bottom-up, top-down with inference or generation at each
+//! group, and the [`Net`] interface over them.
+
+use candle_core::{Tensor, D};
+use candle_nn::VarMap;
+
+use super::blocks::{avg_pool2, conv, repeat_first, up2, Block, Gauss, LOG_SCALE_BOUND};
+use super::HierarchicalConfig;
+use crate::arch::layers::{Activation, Conv, Linear};
+use crate::arch::{LatentGroup, LatentLayout, Net, Pass};
+use crate::config::ModelConfig;
+use crate::dist::{DiagonalGaussian, LN_2PI};
+use crate::ops::{composite, Act};
+use crate::{Error, Result};
+
+/// The blocks of one spatial latent group.
+#[derive(Debug)]
+pub(crate) struct GroupBlock {
+    /// h to the prior's means and raw log-scales (`z` channels each) and a term added to h.
+    pub prior: Block,
+    /// [h, bottom-up activation] to the posterior's means and raw log-scales.
+    pub post: Block,
+    /// z to a term added to h (1x1).
+    pub zproj: Conv,
+    /// The residual block after the group.
+    pub res: Block,
+}
+
+/// The groups at one latent resolution.
+#[derive(Debug)]
+pub(crate) struct Scale {
+    pub h: usize,
+    pub w: usize,
+    pub groups: Vec<GroupBlock>,
+}
+
+/// Floats a pass may hold in one buffer per row budget: rows per pass are chosen so that the
+/// largest buffer (the im2col matrix of a 3x3 convolution at the input's resolution) stays
+/// near 256 MiB.
+const FLOATS_PER_PASS: usize = 1 << 26;
+
+#[derive(Debug)]
+pub(crate) struct Hierarchical {
+    stem: Conv,
+    /// Residual blocks of the encoder at the input's resolution, then at each latent
+    /// resolution, finest first.
+    enc: Vec<Vec<Block>>,
+    head: Linear,
+    top: Linear,
+    /// Coarsest first.
+    scales: Vec<Scale>,
+    out_blocks: Vec<Block>,
+    out: Conv,
+    activation: Activation,
+    layout: LatentLayout,
+    /// Channels, height and width of an input image.
+    shape: (usize, usize, usize),
+    width: usize,
+    z: usize,
+    latent: usize,
+    /// Residual blocks in the whole model (for the scale of their initial last layers).
+    residual_blocks: usize,
+    rows_per_pass: usize,
+}
+
+/// The temperature of group `g` from a list whose last value repeats (1 when empty).
+pub(crate) fn temperature(temperatures: &[f64], g: usize) -> f64 {
+    temperatures
+        .get(g)
+        .or(temperatures.last())
+        .copied()
+        .unwrap_or(1.0)
+}
+
+impl Hierarchical {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: &HierarchicalConfig,
+        model: &ModelConfig,
+        stem: Conv,
+        enc: Vec<Vec<Block>>,
+        head: Linear,
+        top: Linear,
+        scales: Vec<Scale>,
+        out_blocks: Vec<Block>,
+        out: Conv,
+    ) -> Self {
+        let s = model.shape;
+        let mut groups = vec![LatentGroup {
+            dim: model.latent_dim,
+            kl_units: 1,
+        }];
+        for sc in &scales {
+            for _ in &sc.groups {
+                groups.push(LatentGroup {
+                    dim: cfg.z_channels * sc.h * sc.w,
+                    kl_units: 1,
+                });
+            }
+        }
+        let residual_blocks = enc.iter().map(Vec::len).sum::<usize>()
+            + scales.iter().map(|s| s.groups.len()).sum::<usize>()
+            + out_blocks.len();
+        let per_row = 9 * cfg.bottleneck.max(s.channels).max(cfg.width) * s.height * s.width;
+        Self {
+            stem,
+            enc,
+            head,
+            top,
+            scales,
+            out_blocks,
+            out,
+            activation: cfg.activation,
+            layout: LatentLayout { groups },
+            shape: (s.channels, s.height, s.width),
+            width: cfg.width,
+            z: cfg.z_channels,
+            latent: model.latent_dim,
+            residual_blocks,
+            rows_per_pass: (FLOATS_PER_PASS / per_row.max(1)).clamp(16, 16_384),
+        }
+    }
+
+    /// The bottom-up activations at each latent resolution, coarsest first.
+    fn bottom_up(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let b = x.dim(0)?;
+        let (c, h, w) = self.shape;
+        let mut t = conv(&self.stem, &x.reshape((b, c, h, w))?.affine(2.0, -1.0)?)?;
+        let mut acts = Vec::with_capacity(self.scales.len());
+        for (level, blocks) in self.enc.iter().enumerate() {
+            if level > 0 {
+                t = avg_pool2(&t)?;
+            }
+            for block in blocks {
+                t = block.forward(&t)?;
+            }
+            if level > 0 {
+                acts.push(t.clone());
+            }
+        }
+        acts.reverse();
+        Ok(acts)
+    }
+
+    /// q of the top group from the coarsest activation; log-variances bounded as the groups'
+    /// log-scales are (twice).
+    fn top_posterior(&self, coarsest: &Tensor) -> Result<DiagonalGaussian> {
+        let a = self.activation.apply(&coarsest.flatten_from(1)?)?;
+        let p = self.head.forward(&a, Act::Identity)?;
+        let l = self.latent;
+        let bound = 2.0 * LOG_SCALE_BOUND;
+        let logvar = ((p.narrow(1, l, l)? / bound)?.tanh()? * bound)?;
+        Ok(DiagonalGaussian::new(p.narrow(1, 0, l)?, logvar))
+    }
+
+    /// The top-down pass from top codes `z_top` `[n, latent]`: at each spatial group (index
+    /// `g` in the layout, from 1) `choose(g, scale, h, block, prior)` gives z. Returns the
+    /// likelihood's raw parameters `[n, P·D]`.
+    fn top_down(
+        &self,
+        z_top: &Tensor,
+        mut choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Gauss) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let n = z_top.dim(0)?;
+        let (hc, wc) = self
+            .scales
+            .first()
+            .map(|s| (s.h, s.w))
+            .ok_or_else(|| Error::Config("hierarchical: no latent resolution".into()))?;
+        let mut h = self
+            .top
+            .forward(z_top, Act::Identity)?
+            .reshape((n, self.width, hc, wc))?;
+        let mut g = 1;
+        for (si, scale) in self.scales.iter().enumerate() {
+            if si > 0 {
+                h = up2(&h)?;
+            }
+            for block in &scale.groups {
+                let raw = block.prior.forward(&h)?;
+                let prior = Gauss::from_raw(&raw, 0, self.z)?;
+                let xpp = raw.narrow(1, 2 * self.z, self.width)?;
+                let z = choose(g, si, &h, block, &prior)?;
+                h = ((h + xpp)? + conv(&block.zproj, &z)?)?;
+                h = block.res.forward(&h)?;
+                g += 1;
+            }
+        }
+        h = up2(&h)?;
+        for block in &self.out_blocks {
+            h = block.forward(&h)?;
+        }
+        let y = conv(&self.out, &self.activation.apply(&h)?)?;
+        Ok(y.flatten_from(1)?)
+    }
+
+    /// Offsets of each group's noise in a row of `[.., noise_dim]`.
+    fn offsets(&self) -> Vec<usize> {
+        let mut at = 0;
+        self.layout
+            .groups
+            .iter()
+            .map(|g| {
+                let o = at;
+                at += g.dim;
+                o
+            })
+            .collect()
+    }
+
+    /// The spatial shape of group `g` (from 1) for `n` rows: `[n, z, h, w]`.
+    fn group_shape(&self, si: usize, n: usize) -> (usize, usize, usize, usize) {
+        let s = &self.scales[si];
+        (n, self.z, s.h, s.w)
+    }
+
+    /// Posterior of a group from the state and the bottom-up activation.
+    fn posterior(&self, block: &GroupBlock, h: &Tensor, act: &Tensor) -> Result<Gauss> {
+        let raw = block.post.forward(&Tensor::cat(&[h, act], 1)?)?;
+        Ok(Gauss::from_raw(&raw, 0, self.z)?)
+    }
+
+    /// The top-down pass with every group at its posterior mean, collecting the posteriors.
+    fn posterior_means(&self, x: &Tensor) -> Result<(Tensor, Vec<DiagonalGaussian>)> {
+        let acts = self.bottom_up(x)?;
+        let q_top = self.top_posterior(&acts[0])?;
+        let mut qs = vec![q_top.clone()];
+        let params = self.top_down(&q_top.mu, |_, si, h, block, _| {
+            let q = self.posterior(block, h, &acts[si])?;
+            qs.push(DiagonalGaussian::new(
+                q.mu.flatten_from(1)?,
+                (q.log_sigma.flatten_from(1)? * 2.0)?,
+            ));
+            Ok(q.mu)
+        })?;
+        Ok((params, qs))
+    }
+}
+
+impl Net for Hierarchical {
+    fn latent(&self) -> &LatentLayout {
+        &self.layout
+    }
+
+    fn encode(&self, x: &Tensor, _labels: Option<&Tensor>) -> Result<DiagonalGaussian> {
+        let acts = self.bottom_up(x)?;
+        self.top_posterior(&acts[0])
+    }
+
+    /// Top codes decoded with every lower group at its prior mean.
+    fn decode(&self, z: &Tensor, _labels: Option<&Tensor>, out_act: Act) -> Result<Tensor> {
+        self.generate(z, None, &[0.0], None, out_act)
+    }
+
+    fn pass(
+        &self,
+        x: &Tensor,
+        _labels: Option<&Tensor>,
+        eps: &Tensor,
+        densities: bool,
+    ) -> Result<Pass> {
+        let eps = if eps.rank() == 2 {
+            eps.unsqueeze(0)?
+        } else {
+            eps.clone()
+        };
+        let (k, b, nd) = eps.dims3()?;
+        if nd != self.layout.noise_dim() {
+            return Err(Error::Config(format!(
+                "hierarchical: noise of {nd} values per sample for a model with {}",
+                self.layout.noise_dim()
+            )));
+        }
+        let eps = eps.reshape((k * b, nd))?;
+        let offsets = self.offsets();
+        let acts = self.bottom_up(x)?;
+        let q_top = self.top_posterior(&acts[0])?;
+        let acts: Vec<Tensor> = acts
+            .iter()
+            .map(|a| repeat_first(a, k))
+            .collect::<candle_core::Result<_>>()?;
+        let (mu, logvar) = (repeat_first(&q_top.mu, k)?, repeat_first(&q_top.logvar, k)?);
+        let e_top = eps.narrow(1, 0, self.latent)?;
+        let z_top = (&mu + ((&logvar * 0.5)?.exp()? * &e_top)?)?;
+        let mut kl = vec![q_top.kl_std_normal()?];
+        let (mut log_p, mut log_q) = (Vec::new(), Vec::new());
+        if densities {
+            let half = |t: Tensor| t * -0.5;
+            let l2pi = LN_2PI * self.latent as f64;
+            log_p.push(half((z_top.sqr()?.sum(D::Minus1)? + l2pi)?)?);
+            log_q.push(half(((e_top.sqr()? + &logvar)?.sum(D::Minus1)? + l2pi)?)?);
+        }
+        let params = self.top_down(&z_top, |g, si, h, block, prior| {
+            let q = self.posterior(block, h, &acts[si])?;
+            let shape = self.group_shape(si, k * b);
+            let e = eps
+                .narrow(1, offsets[g], self.layout.groups[g].dim)?
+                .reshape(shape)?;
+            let z = q.sample(&e, 1.0)?;
+            let kl_g = q.kl(prior)?;
+            kl.push(if k == 1 {
+                kl_g
+            } else {
+                kl_g.reshape((k, b))?.mean(0)?
+            });
+            if densities {
+                log_p.push(prior.log_prob(&z)?);
+                log_q.push(q.log_prob_from_eps(&e)?);
+            }
+            Ok(z)
+        })?;
+        let kl = Tensor::stack(&kl, 1)?;
+        let total = |parts: Vec<Tensor>| -> Result<Option<Tensor>> {
+            if parts.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Tensor::stack(&parts, 1)?.sum(1)?.reshape((k, b))?))
+        };
+        Ok(Pass {
+            params,
+            kl,
+            log_p: total(log_p)?,
+            log_q: total(log_q)?,
+        })
+    }
+
+    fn generate(
+        &self,
+        z: &Tensor,
+        eps: Option<&Tensor>,
+        temperatures: &[f64],
+        _labels: Option<&Tensor>,
+        out_act: Act,
+    ) -> Result<Tensor> {
+        let n = z.dim(0)?;
+        let below = self.layout.noise_dim() - self.latent;
+        if let Some(e) = eps {
+            if e.dims() != [n, below] {
+                return Err(Error::Config(format!(
+                    "hierarchical: noise of shape {:?} for {n} samples of {below} values below the top group",
+                    e.dims()
+                )));
+            }
+        }
+        let offsets = self.offsets();
+        let params = self.top_down(z, |g, si, _, _, prior| {
+            let t = temperature(temperatures, g);
+            match eps {
+                Some(e) if t > 0.0 => {
+                    let e = e
+                        .narrow(1, offsets[g] - self.latent, self.layout.groups[g].dim)?
+                        .reshape(self.group_shape(si, n))?;
+                    Ok(prior.sample(&e, t)?)
+                }
+                _ => Ok(prior.mu.clone()),
+            }
+        })?;
+        Ok(composite::activate(&params, out_act)?)
+    }
+
+    fn reconstruct(&self, x: &Tensor, _labels: Option<&Tensor>, out_act: Act) -> Result<Tensor> {
+        let (params, _) = self.posterior_means(x)?;
+        Ok(composite::activate(&params, out_act)?)
+    }
+
+    fn encode_groups(&self, x: &Tensor, _labels: Option<&Tensor>) -> Result<Vec<DiagonalGaussian>> {
+        Ok(self.posterior_means(x)?.1)
+    }
+
+    fn rows_per_pass(&self) -> Option<usize> {
+        Some(self.rows_per_pass)
+    }
+
+    /// VDVAE's initialisation on top of the default: every bias zero, the last layer of each
+    /// prior zero (priors start as N(0, I) and add nothing to h), and the last layer of each
+    /// residual block and each z projection scaled by 1/sqrt(residual blocks), so that the
+    /// residual stream does not grow with depth.
+    fn adjust_init(&self, varmap: &VarMap) -> Result<()> {
+        let scale = (1.0 / self.residual_blocks.max(1) as f64).sqrt();
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("poisoned variable map".into()))?;
+        for (name, var) in vars.iter() {
+            let t = var.as_tensor();
+            if name.ends_with(".bias") || name.ends_with(".prior.c4.weight") {
+                var.set(&t.zeros_like()?)?;
+            } else if name.ends_with(".zproj.weight")
+                || (name.ends_with(".c4.weight") && !name.contains(".post."))
+            {
+                var.set(&(t * scale)?)?;
+            }
+        }
+        Ok(())
+    }
+}
