@@ -20,6 +20,7 @@ fn config(preset: Preset, activation: Activation) -> ModelConfig {
     match &mut cfg.arch {
         Arch::Mlp(c) => c.activation = activation,
         Arch::Conv(c) => c.activation = activation,
+        Arch::Hierarchical(c) => c.activation = activation,
     }
     cfg
 }

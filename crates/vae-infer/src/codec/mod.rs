@@ -120,6 +120,7 @@ impl<'a> CodecModel<'a> {
         let activation = match &cfg.arch {
             Arch::Mlp(c) => c.activation,
             Arch::Conv(c) => c.activation,
+            Arch::Hierarchical(c) => c.activation,
         };
         if !activation.has_exact() {
             return Err(InferError::Unsupported(format!(
