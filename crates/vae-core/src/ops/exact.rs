@@ -13,6 +13,7 @@
 
 use candle_core::{CpuStorage, DType, Device, Tensor};
 
+use super::conv::Geom;
 use super::Act;
 use crate::fastmath;
 use crate::multiversion;
@@ -198,33 +199,6 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_cor
     }
     activate(&mut y, act);
     back(y, &[batch, out], x)
-}
-
-/// The geometry of a convolution over `[b, c, h, w]` with a `k x k` kernel.
-#[derive(Debug, Clone, Copy)]
-struct Geom {
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-}
-
-impl Geom {
-    fn ho(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
-    }
-    fn wo(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
-    }
-    /// The input position of output `o` and kernel offset `kk` along one axis, if inside.
-    fn at(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
-        (o * self.stride + kk)
-            .checked_sub(self.pad)
-            .filter(|&i| i < size)
-    }
 }
 
 /// `[b, c, h, w]` to rows `[b * ho * wo, c * k * k]` (zero padding).

@@ -132,24 +132,31 @@ pub fn conv_transpose2d_with(
     }
 }
 
-/// The geometry of a convolution from an image of `c` channels, `h x w`, with a `k x k` kernel.
+/// The geometry of a convolution from an image of `c` channels, `h x w`, with a `k x k` kernel
+/// (also the exact kernels' geometry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
+pub(super) struct Geom {
+    pub(super) b: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
 }
 
 impl Geom {
-    fn ho(&self) -> usize {
+    pub(super) fn ho(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
     }
-    fn wo(&self) -> usize {
+    pub(super) fn wo(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// The input position of output `o` and kernel offset `kk` along one axis, if inside.
+    pub(super) fn at(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+        (o * self.stride + kk)
+            .checked_sub(self.pad)
+            .filter(|&i| i < size)
     }
     /// Rows of the im2col matrix (output pixels of the batch).
     fn rows(&self) -> usize {
