@@ -95,6 +95,26 @@ unsafe fn raw(dst: *mut f32, lhs: MatRef, rhs: MatRef, accumulate: bool) {
     }
 }
 
+/// `dst = lhs * rhs` for a contiguous row-major `dst` of `lhs.rows x rhs.cols` that need not be
+/// initialised: the kernel writes every element without reading any (for blocks of a result
+/// written in a vector's spare capacity).
+pub(crate) fn matmul_uninit(dst: &mut [std::mem::MaybeUninit<f32>], lhs: MatRef, rhs: MatRef) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
+    assert_eq!(dst.len(), m * n, "matmul: destination size");
+    assert!(lhs.fits() && rhs.fits(), "matmul: view out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(std::mem::MaybeUninit::new(0.0));
+        return;
+    }
+    // SAFETY: the views were checked above; without accumulation the kernel only writes dst
+    // (k > 0), which is exclusively borrowed and distinct from lhs and rhs.
+    unsafe { raw(dst.as_mut_ptr().cast(), lhs, rhs, false) }
+}
+
 /// `lhs * rhs` into a new row-major `lhs.rows x rhs.cols` vector, on the calling thread. The
 /// destination is not initialised first: the kernel writes every element.
 pub(crate) fn matmul_new(lhs: MatRef, rhs: MatRef) -> Vec<f32> {

@@ -1,6 +1,8 @@
 //! The custom operations: conv2d and conv_transpose2d forward passes, each with one backward
 //! operation that returns all three gradients packed in one buffer.
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::layout::{
@@ -9,9 +11,28 @@ use super::layout::{
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::bernoulli::slice;
-use crate::ops::gemm::{matmul, matmul_new, MatRef};
+use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
 use crate::ops::Act;
+
+/// Floats of the im2col block that a pass fills and consumes at a time. The matrix of a whole
+/// batch is tens of megabytes; in blocks of rows this size (256 KiB) each block is still in
+/// the core's cache when the product (or col2im) reads it back.
+const BLOCK_FLOATS: usize = 1 << 16;
+
+/// Rows per block of an im2col matrix with `ncol` columns (at least 16, the product kernel's
+/// tile height).
+fn block_rows(ncol: usize) -> usize {
+    (BLOCK_FLOATS / ncol.max(1)).max(16)
+}
+
+/// The row blocks of an im2col matrix of `rows` rows and `ncol` columns, in order.
+fn row_blocks(rows: usize, ncol: usize) -> impl Iterator<Item = Range<usize>> {
+    let step = block_rows(ncol);
+    (0..rows)
+        .step_by(step)
+        .map(move |r| r..(r + step).min(rows))
+}
 
 fn dims4(l: &Layout) -> candle_core::Result<[usize; 4]> {
     match l.shape().dims() {
@@ -156,15 +177,21 @@ impl CustomOp3 for Conv2d {
         let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let (rows, ncol) = (g.rows(), g.cols());
         let wt = kernel_to_last(w, o, g.c, g.k * g.k);
-        let y = with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
-            with_scratch(rows * ncol, |cols| {
-                im2col(xc, g, cols);
-                matmul_new(
-                    MatRef::row_major(cols, rows, ncol),
-                    MatRef::row_major(&wt, o, ncol).t(),
-                )
+        let wm = MatRef::row_major(&wt, o, ncol).t();
+        let mut y: Vec<f32> = Vec::with_capacity(rows * o);
+        with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
+            with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+                let spare = &mut y.spare_capacity_mut()[..rows * o];
+                for r in row_blocks(rows, ncol) {
+                    let c = &mut cols[..r.len() * ncol];
+                    im2col(xc, g, r.start, c);
+                    let cm = MatRef::row_major(c, r.len(), ncol);
+                    matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
+                }
             })
         });
+        // SAFETY: the blocks cover rows 0..rows, and each product wrote all of its block.
+        unsafe { y.set_len(rows * o) };
         let s = g.ho() * g.wo();
         let y = finish(y, (g.b, o, s), Some(bias), self.0.act, self.0.output);
         Ok((
@@ -234,29 +261,45 @@ impl CustomOp3 for Conv2dBackward {
             } else {
                 grad_first_to_last(y, dy, self.o.act, g.b, s_out, gr, db_out);
             }
-            let gm = MatRef::row_major(gr, rows, o);
-            let dwt = with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
-                with_scratch(rows * ncol, |cols| {
-                    im2col(xc, g, cols);
-                    matmul_new(gm.t(), MatRef::row_major(cols, rows, ncol))
-                })
+            let gr: &[f32] = gr;
+            // Block by block: dW^T += G^T cols(x), and dcols = G W added back into the image
+            // (dx_out, or a channels-last copy transposed at the end).
+            let wt = self.need_dx.then(|| kernel_to_last(w, o, g.c, kk));
+            let mut dwt = vec![0f32; o * ncol];
+            let dx_last = is_last(self.o.input, g.c);
+            let bn = block_rows(ncol).min(rows);
+            let tmp = if self.need_dx && !dx_last {
+                g.image()
+            } else {
+                0
+            };
+            with_scratch(tmp, |t| {
+                t.fill(0.0);
+                let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
+                with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
+                    with_scratch(bn * ncol, |cols| {
+                        with_scratch(if self.need_dx { bn * ncol } else { 0 }, |dcols| {
+                            for r in row_blocks(rows, ncol) {
+                                let n = r.len();
+                                let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
+                                let c = &mut cols[..n * ncol];
+                                im2col(xc, g, r.start, c);
+                                let cm = MatRef::row_major(c, n, ncol);
+                                matmul(&mut dwt, gb.t(), cm, r.start > 0);
+                                if let Some(wt) = &wt {
+                                    let d = &mut dcols[..n * ncol];
+                                    matmul(d, gb, MatRef::row_major(wt, o, ncol), false);
+                                    col2im(d, g, r.start, dx);
+                                }
+                            }
+                        })
+                    })
+                });
+                if self.need_dx && !dx_last {
+                    to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);
+                }
             });
             kernel_to_first(&dwt, o, g.c, kk, dw_out);
-            if self.need_dx {
-                let wt = kernel_to_last(w, o, g.c, kk);
-                with_scratch(rows * ncol, |dcols| {
-                    matmul(dcols, gm, MatRef::row_major(&wt, o, ncol), false);
-                    if is_last(self.o.input, g.c) {
-                        col2im(dcols, g, dx_out);
-                    } else {
-                        with_scratch(g.image(), |t| {
-                            t.fill(0.0);
-                            col2im(dcols, g, t);
-                            to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);
-                        });
-                    }
-                });
-            }
         });
         let n = out.len();
         Ok((CpuStorage::F32(out), Shape::from(n)))
@@ -329,15 +372,16 @@ impl CustomOp3 for ConvT2d {
         let wt = kernel_to_last(w, cin, g.c, kk);
         let mut y = vec![0f32; g.image()];
         fill_bias(&mut y, bias);
+        let wm = MatRef::row_major(&wt, cin, ncol);
         with_last(x, self.0.input, (g.b, cin, rows / g.b.max(1)), |xc| {
-            with_scratch(rows * ncol, |cols| {
-                matmul(
-                    cols,
-                    MatRef::row_major(xc, rows, cin),
-                    MatRef::row_major(&wt, cin, ncol),
-                    false,
-                );
-                col2im(cols, g, &mut y);
+            with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+                for r in row_blocks(rows, ncol) {
+                    let n = r.len();
+                    let c = &mut cols[..n * ncol];
+                    let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
+                    matmul(c, xb, wm, false);
+                    col2im(c, g, r.start, &mut y);
+                }
             })
         });
         let y = finish(y, (g.b, g.c, g.h * g.w), None, self.0.act, self.0.output);
@@ -410,24 +454,40 @@ impl CustomOp3 for ConvT2dBackward {
             } else {
                 grad_first_to_last(y, dy, self.o.act, g.b, s_out, gm, db_out);
             }
-            with_scratch(rows * ncol, |cols| {
-                im2col(gm, g, cols);
-                let cm = MatRef::row_major(cols, rows, ncol);
-                let dwt = with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
-                    matmul_new(MatRef::row_major(xc, rows, cin).t(), cm)
+            let gm: &[f32] = gm;
+            // Block by block of cols(G): dW^T += X^T cols(G), and dX = cols(G) W^T (into dx_out,
+            // or a channels-last copy transposed at the end).
+            let wt = self.need_dx.then(|| kernel_to_last(w, cin, g.c, kk));
+            let mut dwt = vec![0f32; cin * ncol];
+            let dx_last = is_last(self.o.input, cin);
+            let tmp = if self.need_dx && !dx_last {
+                rows * cin
+            } else {
+                0
+            };
+            with_scratch(tmp, |t| {
+                let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
+                with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
+                    with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+                        for r in row_blocks(rows, ncol) {
+                            let n = r.len();
+                            let c = &mut cols[..n * ncol];
+                            im2col(gm, g, r.start, c);
+                            let cm = MatRef::row_major(c, n, ncol);
+                            let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
+                            matmul(&mut dwt, xb.t(), cm, r.start > 0);
+                            if let Some(wt) = &wt {
+                                let wm = MatRef::row_major(wt, cin, ncol).t();
+                                matmul(&mut dx[r.start * cin..r.end * cin], cm, wm, false);
+                            }
+                        }
+                    })
                 });
-                kernel_to_first(&dwt, cin, g.c, kk, dw_out);
-                if self.need_dx {
-                    let wt = kernel_to_last(w, cin, g.c, kk);
-                    let wm = MatRef::row_major(&wt, cin, ncol).t();
-                    if is_last(self.o.input, cin) {
-                        matmul(dx_out, cm, wm, false);
-                    } else {
-                        let dxr = matmul_new(cm, wm);
-                        to_first(&dxr, g.b, cin, s_in, None, Act::Identity, dx_out);
-                    }
+                if self.need_dx && !dx_last {
+                    to_first(t, g.b, cin, s_in, None, Act::Identity, dx_out);
                 }
             });
+            kernel_to_first(&dwt, cin, g.c, kk, dw_out);
         });
         let n = out.len();
         Ok((CpuStorage::F32(out), Shape::from(n)))

@@ -57,15 +57,17 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// `x` `[b, h, w, c]` to the im2col matrix `[b * ho * wo, k * k * c]`, columns in `(ky, kx, c)`
-/// order, zeros where the window leaves the image. Writes every element of `out`.
-pub(super) fn im2col(x: &[f32], g: Geom, out: &mut [f32]) {
+/// Rows `first..` of the im2col matrix `[b * ho * wo, k * k * c]` of `x` `[b, h, w, c]`, as
+/// many as `out` holds: columns in `(ky, kx, c)` order, zeros where the window leaves the
+/// image. Writes every element of `out`.
+pub(super) fn im2col(x: &[f32], g: Geom, first: usize, out: &mut [f32]) {
     let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
     let (run, line) = (k * c, g.w * c);
     let ncol = k * run;
-    debug_assert_eq!(out.len(), g.rows() * ncol);
+    debug_assert!(out.len().is_multiple_of(ncol) && first + out.len() / ncol <= g.rows());
     debug_assert_eq!(x.len(), g.image());
-    for (r, row) in out.chunks_exact_mut(ncol).enumerate() {
+    for (i, row) in out.chunks_exact_mut(ncol).enumerate() {
+        let r = first + i;
         let (b, oy, ox) = (r / (ho * wo), r / wo % ho, r % wo);
         let img = &x[b * g.h * line..][..g.h * line];
         let x0 = (ox * g.stride) as isize - g.pad as isize;
@@ -94,13 +96,14 @@ pub(super) fn im2col(x: &[f32], g: Geom, out: &mut [f32]) {
 }
 
 multiversion! {
-    /// The adjoint of [`im2col`]: adds the rows of `cols` into the image `x` `[b, h, w, c]`
-    /// (which holds the values to add to).
-    pub(super) fn col2im(cols: &[f32], g: Geom, x: &mut [f32]) {
+    /// The adjoint of [`im2col`]: adds `cols`, rows `first..` of an im2col matrix, into the
+    /// image `x` `[b, h, w, c]` (which holds the values to add to).
+    pub(super) fn col2im(cols: &[f32], g: Geom, first: usize, x: &mut [f32]) {
         let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
         let (run, line) = (k * c, g.w * c);
         let ncol = k * run;
-        for (r, row) in cols.chunks_exact(ncol).enumerate() {
+        for (i, row) in cols.chunks_exact(ncol).enumerate() {
+            let r = first + i;
             let (b, oy, ox) = (r / (ho * wo), r / wo % ho, r % wo);
             let img = &mut x[b * g.h * line..][..g.h * line];
             let x0 = (ox * g.stride) as isize - g.pad as isize;

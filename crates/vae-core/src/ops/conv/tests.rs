@@ -39,12 +39,14 @@ fn in_layout(x: &Tensor, m: MapLayout) -> Tensor {
 }
 
 /// The conv preset's shapes and odd ones: (batch, in channels, side, out channels, k, stride,
-/// pad).
-const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 4] = [
+/// pad). The last one's im2col matrices span several row blocks, the last one partial (2 blocks
+/// of 256 columns for the convolution, 8 for the transposed one).
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
     (2, 1, 28, 3, 4, 2, 1),
     (3, 4, 7, 5, 4, 2, 1),
     (2, 3, 9, 2, 3, 1, 1),
     (1, 2, 6, 3, 3, 2, 0),
+    (5, 16, 20, 4, 4, 2, 1),
 ];
 
 const LAYOUTS: [MapLayout; 2] = [MapLayout::Nchw, MapLayout::Nhwc];
