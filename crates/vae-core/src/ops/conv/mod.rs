@@ -1,5 +1,5 @@
 //! 2-D convolutions and transposed convolutions (square kernels) with their bias and activation,
-//! as im2col and one matrix product per pass over the whole batch, with hand-written backward
+//! as im2col and matrix products over blocks of output pixels, with hand-written backward
 //! passes.
 //!
 //! candle's CPU convolutions loop over examples and its transposed convolution is a direct loop;
