@@ -6,13 +6,13 @@
 //! ln P(k) = ln C(n, k) + ln_poch(α, k) + ln_poch(β, n - k) - ln_poch(α + β, n),
 //! ∂/∂α = ψ(k + α) - ψ(α) - [ψ(n + α + β) - ψ(α + β)], ∂/∂β likewise with n - k and β.
 //! Both are computed in f64 from the cancellation-free differences: ln Γ of arguments near 1e5
-//! is about 1e6, so differences of separate ln Γ values would keep no digit in f32 and only
-//! ten in f64.
+//! is about 1e6, so differences of separate ln Γ values would be off by about 0.1 nats in f32
+//! and 1e-10 in f64.
 //!
 //! Parameters: `[batch, 2·dim]` block-major, [raw α, raw β] (block p in columns
 //! p·dim..(p+1)·dim), each mapped to ln α = bound(raw) in ([`BETA_BINOMIAL_LOG_MIN`],
-//! [`BETA_BINOMIAL_LOG_MAX`]) (the identity to first order near raw = 0, where α = β ≈ 1 is
-//! the uniform distribution).
+//! [`BETA_BINOMIAL_LOG_MAX`]) (close to the identity for raw outputs of moderate size; raw
+//! outputs of 0 give α = β ≈ 1, nearly the uniform distribution).
 
 use std::sync::OnceLock;
 
@@ -52,8 +52,9 @@ fn ln_choose() -> &'static [f64; LEVELS] {
 
 /// Per-example log-probability of 8-bit data under independent beta-binomials, summed over
 /// dimensions, in nats: `params` `[batch, 2·dim]` ([raw α, raw β] blocks), `x` `[batch, dim]`
-/// holding v/255 (see [`discrete`] for other values); returns `[batch]`. Differentiable with
-/// respect to `params`.
+/// holding v/255 for levels v in 0..=255 (any other value is read as the nearest level,
+/// round(255 · clamp(x, 0, 1))); returns `[batch]`. Differentiable with respect to `params`
+/// (`x`, discrete, gets no gradient).
 pub fn beta_binomial_log_prob(params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
     discrete::check_shapes("beta-binomial", params, x, 2)?;
     if super::use_fused(&[params, x]) {

@@ -139,7 +139,7 @@ pub(crate) fn check_uniforms(
     Ok(())
 }
 
-/// The cumulative distribution `C[v] = P(V ≤ v)` of a probability table.
+/// The cumulative distribution `C(v) = P(V ≤ v)` of a probability table.
 pub fn cdf(pmf: &[f64; LEVELS]) -> [f64; LEVELS] {
     let mut c = [0f64; LEVELS];
     let mut acc = 0.0;
@@ -150,8 +150,8 @@ pub fn cdf(pmf: &[f64; LEVELS]) -> [f64; LEVELS] {
     c
 }
 
-/// The inverse-CDF draw for a uniform u in [0, 1): the smallest level v with u < C[v], or 255
-/// when rounding leaves the last C[v] at or below u.
+/// The inverse-CDF draw for a uniform u in [0, 1): the smallest level v with u < C(v), or 255
+/// when rounding leaves the last C(v) at or below u.
 pub fn inverse_cdf(cdf: &[f64; LEVELS], u: f64) -> usize {
     cdf[..LEVELS - 1].partition_point(|&c| c <= u)
 }

@@ -37,11 +37,11 @@ use crate::multiversion;
 /// floor would add less than 0.006 nats per pixel at the cost of steeper gradients. The
 /// ceiling, σ = e^2 ≈ 7.4, is several times the data range: flatter than any image needs, and
 /// δ ≥ 2.6e-4 keeps expm1(-2δ) well resolved.
-pub const LOG_SCALE_MIN: f32 = -8.0;
-/// See [`LOG_SCALE_MIN`].
-pub const LOG_SCALE_MAX: f32 = 2.0;
+pub const DLOGISTIC_LOG_SCALE_MIN: f32 = -8.0;
+/// See [`DLOGISTIC_LOG_SCALE_MIN`].
+pub const DLOGISTIC_LOG_SCALE_MAX: f32 = 2.0;
 
-const LOG_SCALE: Bound = Bound::new(LOG_SCALE_MIN, LOG_SCALE_MAX);
+const LOG_SCALE: Bound = Bound::new(DLOGISTIC_LOG_SCALE_MIN, DLOGISTIC_LOG_SCALE_MAX);
 /// Half the width of a level's bin in data units.
 const H: f32 = 0.5 / TOP;
 
@@ -63,8 +63,10 @@ fn check_k(mixtures: usize) -> candle_core::Result<usize> {
 
 /// Per-example log-probability of 8-bit data under a discretized logistic mixture of
 /// `mixtures` components, summed over dimensions, in nats: `params` `[batch, P·dim]` (layout in
-/// the module documentation), `x` `[batch, dim]` holding v/255 (see [`discrete`] for other
-/// values); returns `[batch]`. Differentiable with respect to `params`.
+/// the module documentation; P from [`discretized_logistic_params_per_dim`]), `x`
+/// `[batch, dim]` holding v/255 for levels v in 0..=255 (any other value is read as the nearest
+/// level, round(255 · clamp(x, 0, 1))); returns `[batch]`. Differentiable with respect to
+/// `params` (`x`, discrete, gets no gradient).
 pub fn discretized_logistic_log_prob(
     params: &Tensor,
     x: &Tensor,

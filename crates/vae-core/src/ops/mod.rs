@@ -32,8 +32,7 @@ pub use discrete::{cdf, inverse_cdf, LEVELS};
 pub use dlogistic::{
     discretized_logistic_log_prob, discretized_logistic_mean, discretized_logistic_params_per_dim,
     discretized_logistic_pixel_log_pmf, discretized_logistic_pixel_pmf,
-    discretized_logistic_sample, LOG_SCALE_MAX as DLOGISTIC_LOG_SCALE_MAX,
-    LOG_SCALE_MIN as DLOGISTIC_LOG_SCALE_MIN,
+    discretized_logistic_sample, DLOGISTIC_LOG_SCALE_MAX, DLOGISTIC_LOG_SCALE_MIN,
 };
 pub use linear::{linear, Act};
 

@@ -73,7 +73,7 @@ pub fn composite_log_prob(params: &Tensor, x: &Tensor) -> candle_core::Result<Te
     lp?.sum(D::Minus1)
 }
 
-/// The mean E[v]/255 = α/(α+β) = sigmoid(ln α - ln β) of every pixel, `[batch, dim]`, on the
+/// The mean E(v)/255 = α/(α+β) = sigmoid(ln α - ln β) of every pixel, `[batch, dim]`, on the
 /// device of `params`, differentiable.
 pub fn beta_binomial_mean(params: &Tensor) -> candle_core::Result<Tensor> {
     let (_, d) = discrete::dims_of("beta-binomial mean", params, 2)?;
@@ -112,7 +112,8 @@ pub fn beta_binomial_pixel_pmf(raw_alpha: f64, raw_beta: f64) -> [f64; LEVELS] {
 }
 
 /// A draw v/255 for every pixel, `[batch, dim]`, by inverse CDF from one uniform in [0, 1) per
-/// pixel (`uniforms`, row-major like the output): the smallest level whose CDF exceeds u.
+/// pixel (`uniforms`, row-major like the output): the smallest level whose CDF exceeds u
+/// (uniforms outside [0, 1) give the end levels).
 /// Computed on the host, returned on the device of `params`; deterministic given the uniforms.
 pub fn beta_binomial_sample(params: &Tensor, uniforms: &[f32]) -> candle_core::Result<Tensor> {
     let (p, b, d) = discrete::host_params("beta-binomial sample", params, 2)?;

@@ -3,7 +3,7 @@
 
 use candle_core::{Tensor, D};
 
-use super::{check_k, H, LOG_SCALE};
+use super::{check_k, LOG_SCALE};
 use crate::fastmath;
 use crate::multiversion;
 use crate::ops::composite::softplus;
@@ -34,7 +34,8 @@ pub fn composite_log_prob(
     let inv = LOG_SCALE.apply_tensor(&raw)?.neg()?.exp()?;
     let c = (&v / f64::from(TOP))?.unsqueeze(1)?;
     let centred = c.broadcast_sub(&m)?;
-    let h = f64::from(H);
+    // Rounded to the tensors' type by the operations below.
+    let h = 0.5 / f64::from(TOP);
     let a = ((&centred + h)? * &inv)?;
     let bb = ((&centred - h)? * &inv)?;
     let delta = (&inv * h)?;
@@ -160,7 +161,7 @@ fn edges() -> [f32; LEVELS] {
 }
 
 multiversion! {
-    /// Σ over levels v ≥ 1 of P(V ≥ v) = σ((m - edge_v)/σ): E[v] of one component.
+    /// Σ over levels v ≥ 1 of P(V ≥ v) = σ((m - edge_v)/σ): E(v) of one component.
     fn tail_sum(m: f32, inv: f32, edges: &[f32; LEVELS]) -> f32 {
         let mut acc = [0f32; 16];
         for chunk in edges.chunks_exact(16) {
@@ -179,8 +180,8 @@ multiversion! {
     }
 }
 
-/// The mean E[v]/255 of every pixel, `[batch, dim]` in [0, 1], exact for the discrete
-/// distribution (E[v] = Σ_{v≥1} P(V ≥ v), summed over the 255 bin edges in f32). Computed on the
+/// The mean E(v)/255 of every pixel, `[batch, dim]` in [0, 1], exact for the discrete
+/// distribution (E(v) = Σ_{v≥1} P(V ≥ v), summed over the 255 bin edges in f32). Computed on the
 /// host (for pictures), returned on the device of `params`; not differentiable.
 pub fn discretized_logistic_mean(params: &Tensor, mixtures: usize) -> candle_core::Result<Tensor> {
     let pp = check_k(mixtures)?;
@@ -207,7 +208,8 @@ pub fn discretized_logistic_mean(params: &Tensor, mixtures: usize) -> candle_cor
 
 /// A draw v/255 for every pixel, `[batch, dim]`, by inverse CDF from one uniform in [0, 1) per
 /// pixel (`uniforms`, row-major like the output): the smallest level v whose CDF exceeds u,
-/// found by bisection on the mixture's CDF at the bin edges. Deterministic given the uniforms.
+/// found by bisection on the mixture's CDF at the bin edges (uniforms outside [0, 1) give the
+/// end levels). Deterministic given the uniforms.
 pub fn discretized_logistic_sample(
     params: &Tensor,
     mixtures: usize,
