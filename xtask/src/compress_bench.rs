@@ -122,6 +122,66 @@ fn build_baselines(bin_dir: &Path) -> Result<PathBuf> {
     Ok(bin_dir.join("examples/baselines"))
 }
 
+/// The rates of the classical codecs on the images of the IDX file `test_file`: one JSON object
+/// per codec and mode (`codec`, `mode`, `images`, `bytes`, `bits_per_dim`, `encode_seconds`,
+/// `decode_seconds`) from vae-codec's `baselines` example, built in the profile of `bin_dir`.
+/// The rows of an earlier run of the same command line are kept in `cache` and reused (WebP's
+/// method 6 takes long). Also returns the command line as a report shows it, and whether the
+/// rows were reused.
+pub(crate) fn classical_rates(
+    test_file: &Path,
+    bin_dir: &Path,
+    codecs: Option<&str>,
+    cache: &Path,
+) -> Result<(Vec<Value>, String, bool)> {
+    let baselines = build_baselines(bin_dir)?;
+    let mut b = s(&[&path_s(test_file), "--json"]);
+    if let Some(c) = codecs {
+        b.extend(s(&["--codecs", c]));
+    }
+    let shown = Runner::shown(&baselines, &b);
+    let key = format!("# {}", b.join(" "));
+    let cached = std::fs::read_to_string(cache)
+        .ok()
+        .filter(|text| text.lines().next() == Some(key.as_str()));
+    let reused = cached.is_some();
+    let out = match cached {
+        Some(text) => {
+            eprintln!("$ {shown}   # already run: reused");
+            text
+        }
+        None => {
+            let mut r = Runner { log: Vec::new() };
+            let out = r.run(&baselines, &b)?;
+            if let Some(p) = cache.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            std::fs::write(cache, format!("{key}\n{out}"))
+                .with_context(|| format!("writing {}", cache.display()))?;
+            out
+        }
+    };
+    let classical: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if classical.is_empty() {
+        bail!("the baselines example printed no rows:\n{out}");
+    }
+    let want_images = read_maybe_gz(test_file)?.len().saturating_sub(16) / 784;
+    if let Some(c) = classical
+        .iter()
+        .find(|c| num(c, "images") != want_images as f64)
+    {
+        bail!(
+            "{}: a row of {} images, not {want_images}: {c}",
+            cache.display(),
+            num(c, "images")
+        );
+    }
+    Ok((classical, shown, reused))
+}
+
 /// The 1-, 5- and 15-minute load averages.
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -225,7 +285,6 @@ pub fn run(args: &[String]) -> Result<()> {
             .with_context(|| format!("--bin-dir {d}"))?,
         None => build_release()?,
     };
-    let baselines = build_baselines(&bins)?;
     let (train, infer) = (bins.join("vae-train"), bins.join("vae-infer"));
     std::fs::create_dir_all(&runs)?;
     let load_before = load();
@@ -365,46 +424,17 @@ pub fn run(args: &[String]) -> Result<()> {
         });
     }
 
-    let mut b = s(&[&path_s(&test_file), "--json"]);
-    if let Some(c) = &codecs {
-        b.extend(s(&["--codecs", c]));
-    }
-    // The classical rows of an earlier run of the same command line are kept in
-    // DIR/baselines.jsonl and reused (WebP's method 6 takes long).
-    let cache = runs.join("baselines.jsonl");
-    let cached = std::fs::read_to_string(&cache)
-        .ok()
-        .filter(|text| text.lines().next() == Some(format!("# {}", b.join(" ")).as_str()));
-    let out = match cached {
-        Some(text) => {
-            r.note(&baselines, &b, "already run: reused");
-            text
-        }
-        None => {
-            let out = r.run(&baselines, &b)?;
-            std::fs::write(&cache, format!("# {}\n{out}", b.join(" ")))
-                .with_context(|| format!("writing {}", cache.display()))?;
-            out
-        }
-    };
-    let classical: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    if classical.is_empty() {
-        bail!("the baselines example printed no rows:\n{out}");
-    }
-    let want_images = test_bytes.len().saturating_sub(16) / 784;
-    if let Some(c) = classical
-        .iter()
-        .find(|c| num(c, "images") != want_images as f64)
-    {
-        bail!(
-            "{}: a row of {} images, not {want_images}: {c}",
-            cache.display(),
-            num(c, "images")
-        );
-    }
+    let (classical, shown, reused) = classical_rates(
+        &test_file,
+        &bins,
+        codecs.as_deref(),
+        &runs.join("baselines.jsonl"),
+    )?;
+    r.log.push(if reused {
+        format!("{shown}   # already run: reused")
+    } else {
+        shown
+    });
     let md = render(
         &args.join(" "),
         &measured,
