@@ -40,13 +40,20 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// `(m, k, n)` of `lhs * rhs` into a destination of `dst_len` elements, after checking that
+/// the shapes agree and the views fit their slices (panics otherwise).
+fn checked(dst_len: usize, lhs: &MatRef, rhs: &MatRef) -> (usize, usize, usize) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
+    assert_eq!(dst_len, m * n, "matmul: destination size");
+    assert!(lhs.fits() && rhs.fits(), "matmul: view out of bounds");
+    (m, k, n)
+}
+
 /// `dst = (accumulate ? dst : 0) + lhs * rhs` for a contiguous row-major `dst` of
 /// `lhs.rows x rhs.cols`, on the calling thread.
 pub(crate) fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
-    assert_eq!(dst.len(), m * n, "matmul: destination size");
-    assert!(lhs.fits() && rhs.fits(), "matmul: view out of bounds");
+    let (m, k, n) = checked(dst.len(), &lhs, &rhs);
     if m == 0 || n == 0 {
         return;
     }
@@ -99,10 +106,7 @@ unsafe fn raw(dst: *mut f32, lhs: MatRef, rhs: MatRef, accumulate: bool) {
 /// initialised: the kernel writes every element without reading any (for blocks of a result
 /// written in a vector's spare capacity).
 pub(crate) fn matmul_uninit(dst: &mut [std::mem::MaybeUninit<f32>], lhs: MatRef, rhs: MatRef) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
-    assert_eq!(dst.len(), m * n, "matmul: destination size");
-    assert!(lhs.fits() && rhs.fits(), "matmul: view out of bounds");
+    let (m, k, n) = checked(dst.len(), &lhs, &rhs);
     if m == 0 || n == 0 {
         return;
     }
