@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{build_release, find, flag, read_maybe_gz, root};
+use crate::{build_release, find, flag, read_maybe_gz, root, run_shown, shown};
 
 /// One model of the table.
 struct Model {
@@ -36,40 +36,17 @@ struct Runner {
 }
 
 impl Runner {
-    /// The command line as the report shows it (paths relative to the repository).
-    fn shown(bin: &Path, args: &[String]) -> String {
-        let prefix = format!("{}/", root().display());
-        format!(
-            "{} {}",
-            bin.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
-            args.join(" ").replace(&prefix, "")
-        )
-    }
-
     /// Records a command that was not run now, with why.
     fn note(&mut self, bin: &Path, args: &[String], why: &str) {
-        let shown = Self::shown(bin, args);
+        let shown = shown(bin, args);
         eprintln!("$ {shown}   # {why}");
         self.log.push(format!("{shown}   # {why}"));
     }
 
     fn run(&mut self, bin: &Path, args: &[String]) -> Result<String> {
-        let shown = Self::shown(bin, args);
-        eprintln!("$ {shown}");
-        let out = Command::new(bin)
-            .args(args)
-            .current_dir(root())
-            .env("RUST_LOG", "warn")
-            .output()
-            .with_context(|| format!("running {shown}"))?;
-        if !out.status.success() {
-            bail!(
-                "`{shown}` failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.log.push(shown);
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let (line, out) = run_shown(bin, args)?;
+        self.log.push(line);
+        Ok(out)
     }
 
     fn json(&mut self, bin: &Path, args: &[String]) -> Result<Value> {
@@ -139,7 +116,7 @@ pub(crate) fn classical_rates(
     if let Some(c) = codecs {
         b.extend(s(&["--codecs", c]));
     }
-    let shown = Runner::shown(&baselines, &b);
+    let shown = shown(&baselines, &b);
     let key = format!("# {}", b.join(" "));
     let cached = std::fs::read_to_string(cache)
         .ok()

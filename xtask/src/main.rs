@@ -112,6 +112,34 @@ pub(crate) fn build_release() -> Result<PathBuf> {
     Ok(target.join("release"))
 }
 
+/// A command line as the reports show it: the binary's name, and paths inside the repository
+/// relative to it.
+pub(crate) fn shown(bin: &Path, args: &[String]) -> String {
+    let prefix = format!("{}/", root().display());
+    format!(
+        "{} {}",
+        bin.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+        args.join(" ").replace(&prefix, "")
+    )
+}
+
+/// Runs `bin args` from the repository root with `RUST_LOG=warn`, echoing the command line to
+/// stderr; returns that line ([`shown`]) and the command's stdout. Fails with its stderr.
+pub(crate) fn run_shown(bin: &Path, args: &[String]) -> Result<(String, String)> {
+    let line = shown(bin, args);
+    eprintln!("$ {line}");
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .with_context(|| format!("running {line}"))?;
+    if !out.status.success() {
+        bail!("`{line}` failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((line, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
 pub(crate) fn root() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     dir.canonicalize().unwrap_or(dir)

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -118,28 +117,9 @@ struct Runner {
 impl Runner {
     /// Runs a binary, records the command line, returns stdout.
     fn run(&mut self, bin: &Path, args: &[String]) -> Result<String> {
-        // Paths inside the repository are shown relative to it.
-        let prefix = format!("{}/", root().display());
-        let shown = format!(
-            "{} {}",
-            bin.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
-            args.join(" ").replace(&prefix, "")
-        );
-        eprintln!("$ {shown}");
-        let out = Command::new(bin)
-            .args(args)
-            .current_dir(root())
-            .env("RUST_LOG", "warn")
-            .output()
-            .with_context(|| format!("running {shown}"))?;
-        if !out.status.success() {
-            bail!(
-                "`{shown}` failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        writeln!(self.log, "{shown}")?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let (line, out) = crate::run_shown(bin, args)?;
+        writeln!(self.log, "{line}")?;
+        Ok(out)
     }
 
     /// Trains and evaluates the PyTorch reference (`bench/torch_vae.py --evaluate`) with as many
