@@ -164,7 +164,7 @@ impl Preset {
                         z_channels: 8,
                         groups: if three { vec![1, 2, 3] } else { vec![2, 4] },
                         blocks: 1,
-                        activation: Activation::Gelu,
+                        activation: Activation::Relu,
                     }),
                     Likelihood::DiscretizedLogistic(DiscretizedLogistic { mixtures: 5 }),
                 )

@@ -5,7 +5,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::super::layers::{Activation, Conv};
+use super::super::layers::{stack_layouts, Activation, Conv};
 use crate::dist::LN_2PI;
 use crate::ops::MapLayout;
 
@@ -61,12 +61,16 @@ impl Block {
         })
     }
 
+    /// The activation before each convolution is, for `c2`..`c4`, the one after the
+    /// convolution before (fused into it where the activation allows); the maps between the
+    /// four convolutions are channels-last, so the block transposes only at its ends.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let a = |t: &Tensor| self.activation.apply(t);
-        let t = conv(&self.c1, &a(x)?)?;
-        let t = conv(&self.c2, &a(&t)?)?;
-        let t = conv(&self.c3, &a(&t)?)?;
-        let t = conv(&self.c4, &a(&t)?)?;
+        let mut t = self.activation.apply(x)?;
+        let layers = [&self.c1, &self.c2, &self.c3, &self.c4];
+        for (i, layer) in layers.into_iter().enumerate() {
+            let act = (i + 1 < layers.len()).then_some(self.activation);
+            t = layer.forward_act(&t, act, stack_layouts(i, layers.len(), MapLayout::Nhwc))?;
+        }
         if self.residual {
             x + t
         } else {
