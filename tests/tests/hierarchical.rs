@@ -93,6 +93,14 @@ fn tiny_hvae_trains_evaluates_samples_and_resumes_exactly() -> anyhow::Result<()
     assert!(val[1] < val[0], "validation loss did not fall: {val:?}");
     // The preset sets a skip threshold: each epoch counts its skipped updates.
     assert!(m.iter().all(|l| l["skipped_updates"].as_u64().is_some()));
+    // Each epoch reports its gradient norms before clipping: a positive mean below the largest.
+    for l in &m {
+        let (mean, max) = (l["grad_norm_mean"].as_f64(), l["grad_norm_max"].as_f64());
+        assert!(
+            matches!((mean, max), (Some(a), Some(b)) if a > 0.0 && a <= b),
+            "{l}"
+        );
+    }
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(straight.join("config.json"))?)?;
     assert_eq!(cfg["model"]["arch"]["kind"], "hierarchical");
@@ -125,7 +133,15 @@ fn tiny_hvae_trains_evaluates_samples_and_resumes_exactly() -> anyhow::Result<()
             "{f} differs after resume"
         );
     }
-    assert_eq!(metrics(&killed).len(), 2);
+    // The resumed run's epochs report the same gradient norms (they are checkpointed with
+    // the epoch's other partial sums).
+    let resumed = metrics(&killed);
+    assert_eq!(resumed.len(), 2);
+    for (a, b) in m.iter().zip(&resumed) {
+        for key in ["grad_norm_mean", "grad_norm_max", "train_loss", "val_loss"] {
+            assert_eq!(a[key], b[key], "{key} differs after resume");
+        }
+    }
 
     let e = json(&ok(infer(&[
         "evaluate",

@@ -18,7 +18,7 @@
 //! (pop z_1, push x, pop z_2, push z_1, ...) so that fewer initial bits are needed; it uses the
 //! same blocks in another order.
 //!
-//! [`crate::driver`] runs these blocks over many images for a model with one latent group.
+//! [`crate::driver`] runs these blocks over many images, in the first of these orders.
 
 use constriction::stream::{Decode, Encode};
 

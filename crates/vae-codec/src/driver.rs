@@ -1,7 +1,16 @@
-//! The single-latent driver: images split into chunks, each chunk one independent stack.
+//! The driver: images split into chunks, each chunk one independent stack, for a model with
+//! any number of latent groups ([`LatentModel`]; a single-latent model is one through
+//! [`SingleLatentModel`]).
+//!
+//! Encoding an image x with groups z_1 (the top) .. z_L: pop z_1 with q(z_1|x), then each z_l
+//! with q(z_l | z_<l, x) (its bins follow the prior p(z_l | z_<l), so they depend on the values
+//! popped above); push x with p(x|z); push z_L .. z_1 with their priors. Decoding pops z_1 ..
+//! z_L with the priors (each group's values give the next group's prior), pops x, and pushes
+//! the groups back with their posteriors, z_L first. The net cost is
+//! -log2 p(x|z) - Σ log2 p(z_l | z_<l) + Σ log2 q(z_l | z_<l, x).
 //!
 //! A chunk's images are coded one after the other on its own stack (BB-ANS is sequential:
-//! each image's latent is popped from what the previous image pushed). Chunks are
+//! each image's latents are popped from what the previous image pushed). Chunks are
 //! independent: the threads take contiguous groups of chunks and advance the chunks of a group
 //! in lockstep, so that every model call covers one image of each chunk of the group (a batch
 //! instead of single images). The bytes of a chunk depend only on its images, provided the
@@ -9,7 +18,7 @@
 //! guarantees this).
 //!
 //! Each stack starts from fixed pseudo-random seed words ([`seed_words`]), so that the first
-//! image's latent is popped from random-looking bits; seed words never touched by the coding
+//! image's latents are popped from random-looking bits; seed words never touched by the coding
 //! are not stored (see [`Chunk`]).
 
 use crate::bitsback::{
@@ -19,6 +28,30 @@ use crate::bitsback::{
 use crate::models::{Bins, Coder, Gaussian, PRECISION};
 use crate::pixels::PixelParams;
 use crate::{CodecError, Result};
+
+/// The callback of [`LatentModel::top_down`]: given group `g` (0 the top), each row's prior
+/// Gaussians of the group and (when the pass has images) its posterior Gaussians, it returns
+/// each row's latent values of the group.
+pub type Choose<'a> =
+    dyn FnMut(usize, &[Vec<Gaussian>], Option<&[Vec<Gaussian>]>) -> Result<Vec<Vec<f32>>> + 'a;
+
+/// A VAE with latent groups z_1 (the top) .. z_L as the coder sees it. It is called from
+/// several threads at once.
+pub trait LatentModel: Sync {
+    /// The dimensions of each latent group, the top first.
+    fn group_dims(&self) -> Vec<usize>;
+    /// One top-down pass over `rows` rows: for each group in order, `choose` gets the rows'
+    /// priors p(z_l | z_<l) and, with `images` (8-bit pixels, channel-major, one per row),
+    /// their posteriors q(z_l | z_<l, x), and returns the values the pass conditions on.
+    /// Returns p(x|z) per row when `pixels` is true (an empty list otherwise).
+    fn top_down(
+        &self,
+        images: Option<&[&[u8]]>,
+        rows: usize,
+        pixels: bool,
+        choose: &mut Choose,
+    ) -> Result<Vec<PixelParams>>;
+}
 
 /// A VAE with one latent group, prior N(0, I), as the coder sees it. It is called from
 /// several threads at once.
@@ -32,6 +65,35 @@ pub trait SingleLatentModel: Sync {
     /// p(x|z) for several latent values (one batched pass where the model can).
     fn pixel_params_batch(&self, zs: &[Vec<f32>]) -> Result<Vec<PixelParams>> {
         zs.iter().map(|z| self.pixel_params(z)).collect()
+    }
+}
+
+impl<M: SingleLatentModel> LatentModel for M {
+    fn group_dims(&self) -> Vec<usize> {
+        vec![self.latent_dim()]
+    }
+
+    fn top_down(
+        &self,
+        images: Option<&[&[u8]]>,
+        rows: usize,
+        pixels: bool,
+        choose: &mut Choose,
+    ) -> Result<Vec<PixelParams>> {
+        let latent = self.latent_dim();
+        let posts = images.map(|im| self.posteriors(im)).transpose()?;
+        if let Some(p) = &posts {
+            if p.len() != rows || p.iter().any(|q| q.len() != latent) {
+                return Err(shape_err("posteriors"));
+            }
+        }
+        let priors = vec![vec![Gaussian::STANDARD; latent]; rows];
+        let zs = choose(0, &priors, posts.as_deref())?;
+        if pixels {
+            self.pixel_params_batch(&zs)
+        } else {
+            Ok(Vec::new())
+        }
     }
 }
 
@@ -183,12 +245,20 @@ fn par_groups<T: Send>(
     Ok(all)
 }
 
-fn setup<M: SingleLatentModel>(
+/// What a coding pass needs of a model: the images, the bins, the seed and the groups' sizes.
+struct Setup {
+    count: usize,
+    bins: &'static Bins,
+    seed: Vec<u32>,
+    dims: Vec<usize>,
+}
+
+fn setup<M: LatentModel>(
     model: &M,
     bytes: usize,
     pixels: usize,
     params: CodecParams,
-) -> Result<(usize, &'static Bins, Vec<u32>, usize)> {
+) -> Result<Setup> {
     if pixels == 0 || !bytes.is_multiple_of(pixels) {
         return Err(CodecError::BadParameter(format!(
             "{bytes} bytes are not a whole number of {pixels}-pixel images"
@@ -197,44 +267,51 @@ fn setup<M: SingleLatentModel>(
     if params.chunk_images == 0 {
         return Err(CodecError::BadParameter("chunks of 0 images".into()));
     }
-    let latent = model.latent_dim();
-    if latent == 0 {
-        return Err(CodecError::BadParameter("a model with no latent".into()));
+    let dims = model.group_dims();
+    if dims.is_empty() || dims.contains(&0) {
+        return Err(CodecError::BadParameter(format!(
+            "a model with latent groups of {dims:?} dimensions"
+        )));
     }
-    let bins = Bins::get(params.latent_bits)?;
-    Ok((bytes / pixels, bins, seed_words(latent), latent))
+    Ok(Setup {
+        count: bytes / pixels,
+        bins: Bins::get(params.latent_bits)?,
+        seed: seed_words(dims.iter().sum()),
+        dims,
+    })
 }
 
 fn shape_err(what: &str) -> CodecError {
     CodecError::BadParameter(format!("the model gave {what} of the wrong shape"))
 }
 
+/// Checks what a model gave for group `g`: `rows` rows of `dim` values each.
+fn check_rows<T>(rows: &[Vec<T>], n: usize, dim: usize, what: &str) -> Result<()> {
+    if rows.len() != n || rows.iter().any(|r| r.len() != dim) {
+        return Err(shape_err(what));
+    }
+    Ok(())
+}
+
 /// Compresses `images` (`count * pixels` bytes, image after image) with `model` on
 /// `threads` threads. The result does not depend on `threads`.
-#[allow(clippy::needless_range_loop)] // `step` indexes the images of every chunk of a group
-pub fn encode<M: SingleLatentModel>(
+pub fn encode<M: LatentModel>(
     model: &M,
     images: &[u8],
     pixels: usize,
     params: CodecParams,
     threads: usize,
 ) -> Result<Encoded> {
-    let (count, bins, seed, latent) = setup(model, images.len(), pixels, params)?;
+    let Setup {
+        count,
+        bins,
+        seed,
+        dims,
+    } = setup(model, images.len(), pixels, params)?;
     let ranges = chunk_ranges(count, params.chunk_images as usize);
-    let priors = vec![Gaussian::STANDARD; latent];
     let image = |i: usize| &images[i * pixels..][..pixels];
     let coded = par_groups(ranges.len(), threads, |group| {
         let ranges = &ranges[group];
-        // The posteriors of all the group's images, one batch per chunk.
-        let mut posts = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            let imgs: Vec<&[u8]> = r.clone().map(image).collect();
-            let p = model.posteriors(&imgs)?;
-            if p.len() != imgs.len() || p.iter().any(|q| q.len() != latent) {
-                return Err(shape_err("posteriors"));
-            }
-            posts.push(p);
-        }
         let mut coders = ranges
             .iter()
             .map(|_| seeded(&seed))
@@ -245,24 +322,41 @@ pub fn encode<M: SingleLatentModel>(
             let active: Vec<usize> = (0..ranges.len())
                 .filter(|&c| step < ranges[c].len())
                 .collect();
-            let mut idx = Vec::with_capacity(active.len());
-            let mut zs = Vec::with_capacity(active.len());
-            for &c in &active {
-                let (i, bits) = pop_latents(&mut coders[c], bins, &priors, &posts[c][step])?;
-                zs.push(bin_values(bins, &priors, &i));
-                idx.push((i, bits));
+            let imgs: Vec<&[u8]> = active
+                .iter()
+                .map(|&c| image(ranges[c].start + step))
+                .collect();
+            let n = active.len();
+            // Per row: the bins popped for each group, and the bits they took.
+            let mut popped: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(dims.len()); n];
+            let mut posterior_bits = vec![0.0; n];
+            let px = model.top_down(Some(&imgs), n, true, &mut |g, priors, posts| {
+                let posts = posts.ok_or_else(|| shape_err("no posteriors"))?;
+                let dim = *dims.get(g).ok_or_else(|| shape_err("too many groups"))?;
+                check_rows(priors, n, dim, "priors")?;
+                check_rows(posts, n, dim, "posteriors")?;
+                let mut values = Vec::with_capacity(n);
+                for (r, &c) in active.iter().enumerate() {
+                    let (i, bits) = pop_latents(&mut coders[c], bins, &priors[r], &posts[r])?;
+                    values.push(bin_values(bins, &priors[r], &i));
+                    popped[r].push(i);
+                    posterior_bits[r] += bits;
+                }
+                Ok(values)
+            })?;
+            if px.len() != n || popped.iter().any(|p| p.len() != dims.len()) {
+                return Err(shape_err("pixel parameters or groups"));
             }
-            let px = model.pixel_params_batch(&zs)?;
-            if px.len() != active.len() {
-                return Err(shape_err("pixel parameters"));
-            }
-            for ((&c, (i, posterior_bits)), p) in active.iter().zip(idx).zip(&px) {
-                let pixel_bits = push_pixels(&mut coders[c], p, image(ranges[c].start + step))?;
-                let prior_bits = push_latents_prior(&mut coders[c], bins, &i)?;
+            for (r, &c) in active.iter().enumerate() {
+                let pixel_bits = push_pixels(&mut coders[c], &px[r], imgs[r])?;
+                let mut prior_bits = 0.0;
+                for i in popped[r].iter().rev() {
+                    prior_bits += push_latents_prior(&mut coders[c], bins, i)?;
+                }
                 rates[c].push(ImageRate {
                     pixel_bits,
                     prior_bits,
-                    posterior_bits,
+                    posterior_bits: posterior_bits[r],
                 });
             }
         }
@@ -290,7 +384,7 @@ pub fn encode<M: SingleLatentModel>(
 }
 
 /// Decompresses `count` images of `pixels` pixels from `chunks` (the inverse of [`encode`]).
-pub fn decode<M: SingleLatentModel>(
+pub fn decode<M: LatentModel>(
     model: &M,
     chunks: &[Chunk],
     count: usize,
@@ -301,7 +395,9 @@ pub fn decode<M: SingleLatentModel>(
     let bytes = count
         .checked_mul(pixels)
         .ok_or_else(|| CodecError::BadParameter(format!("{count} images of {pixels} pixels")))?;
-    let (_, bins, seed, latent) = setup(model, bytes, pixels, params)?;
+    let Setup {
+        bins, seed, dims, ..
+    } = setup(model, bytes, pixels, params)?;
     let ranges = chunk_ranges(count, params.chunk_images as usize);
     if ranges.len() != chunks.len() {
         return Err(CodecError::Corrupt(format!(
@@ -310,7 +406,6 @@ pub fn decode<M: SingleLatentModel>(
             params.chunk_images
         )));
     }
-    let priors = vec![Gaussian::STANDARD; latent];
     let parts = par_groups(ranges.len(), threads, |group| {
         let first = group.start;
         let ranges = &ranges[group];
@@ -337,30 +432,52 @@ pub fn decode<M: SingleLatentModel>(
             let active: Vec<usize> = (0..ranges.len())
                 .filter(|&c| step < ranges[c].len())
                 .collect();
-            let mut idx = Vec::with_capacity(active.len());
-            let mut zs = Vec::with_capacity(active.len());
-            for &c in &active {
-                let i = pop_latents_prior(&mut coders[c], bins, latent)?;
-                zs.push(bin_values(bins, &priors, &i));
-                idx.push(i);
+            let n = active.len();
+            // The groups top first, each group's bins with its prior.
+            let mut idx: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(dims.len()); n];
+            let px = model.top_down(None, n, true, &mut |g, priors, _| {
+                let dim = *dims.get(g).ok_or_else(|| shape_err("too many groups"))?;
+                check_rows(priors, n, dim, "priors")?;
+                let mut values = Vec::with_capacity(n);
+                for (r, &c) in active.iter().enumerate() {
+                    let i = pop_latents_prior(&mut coders[c], bins, dim)?;
+                    values.push(bin_values(bins, &priors[r], &i));
+                    idx[r].push(i);
+                }
+                Ok(values)
+            })?;
+            if px.len() != n || idx.iter().any(|i| i.len() != dims.len()) {
+                return Err(shape_err("pixel parameters or groups"));
             }
-            let px = model.pixel_params_batch(&zs)?;
-            if px.len() != active.len() {
-                return Err(shape_err("pixel parameters"));
-            }
-            let mut imgs = Vec::with_capacity(active.len());
+            let mut imgs = Vec::with_capacity(n);
             for (&c, p) in active.iter().zip(&px) {
                 imgs.push(pop_pixels(&mut coders[c], p, pixels)?);
             }
+            // The posteriors given the images and the same values, to push the bins back.
             let refs: Vec<&[u8]> = imgs.iter().map(|v| &v[..]).collect();
-            let posts = model.posteriors(&refs)?;
-            if posts.len() != active.len() || posts.iter().any(|q| q.len() != latent) {
-                return Err(shape_err("posteriors"));
-            }
-            for (((&c, i), q), img) in active.iter().zip(&idx).zip(&posts).zip(&imgs) {
-                push_latents_posterior(&mut coders[c], bins, &priors, q, i)?;
+            let mut models: Vec<Vec<(Vec<Gaussian>, Vec<Gaussian>)>> =
+                vec![Vec::with_capacity(dims.len()); n];
+            model.top_down(Some(&refs), n, false, &mut |g, priors, posts| {
+                let posts = posts.ok_or_else(|| shape_err("no posteriors"))?;
+                let dim = *dims.get(g).ok_or_else(|| shape_err("too many groups"))?;
+                check_rows(priors, n, dim, "priors")?;
+                check_rows(posts, n, dim, "posteriors")?;
+                let mut values = Vec::with_capacity(n);
+                for r in 0..n {
+                    values.push(bin_values(bins, &priors[r], &idx[r][g]));
+                    models[r].push((priors[r].clone(), posts[r].clone()));
+                }
+                Ok(values)
+            })?;
+            for (r, &c) in active.iter().enumerate() {
+                if models[r].len() != dims.len() {
+                    return Err(shape_err("groups"));
+                }
+                for ((p, q), i) in models[r].iter().zip(&idx[r]).rev() {
+                    push_latents_posterior(&mut coders[c], bins, p, q, i)?;
+                }
                 let at = ranges[c].len() - 1 - step;
-                outs[c][at * pixels..][..pixels].copy_from_slice(img);
+                outs[c][at * pixels..][..pixels].copy_from_slice(&imgs[r]);
             }
         }
         for (k, coder) in coders.into_iter().enumerate() {

@@ -4,12 +4,14 @@
 //! - [`models`]: integer entropy models for constriction's stack coder; the latent bins.
 //! - [`pixels`]: pixel models p(x|z) (Bernoulli, discretised logistic mixture, beta-binomial).
 //! - [`bitsback`]: the bits-back building blocks (any number of latent groups).
-//! - [`driver`]: compression of many images with a single-latent model, in parallel chunks.
+//! - [`driver`]: compression of many images, in parallel chunks, with a model of any number
+//!   of latent groups.
 //! - [`format`]: the compressed file (header, checksums, original container) and its parser.
 //! - [`classical`] (feature `classical`): gzip, bzip2, xz, PNG and WebP baselines.
 //!
-//! A model plugs in through [`driver::SingleLatentModel`]: q(z|x) as Gaussians per image and
-//! p(x|z) as [`pixels::PixelParams`]. For the stream to decode on another machine, the model's
+//! A model plugs in through [`driver::LatentModel`] (a top-down pass giving each group's prior
+//! and posterior Gaussians and p(x|z) as [`pixels::PixelParams`]) or, with one latent group of
+//! prior N(0, I), through [`driver::SingleLatentModel`] (q(z|x) per image and p(x|z)). For the stream to decode on another machine, the model's
 //! own arithmetic must be deterministic too (`vae_core::ops::set_exact`).
 
 pub mod bitsback;
@@ -22,7 +24,9 @@ pub mod io;
 pub mod models;
 pub mod pixels;
 
-pub use driver::{decode, encode, Chunk, CodecParams, Encoded, ImageRate, SingleLatentModel};
+pub use driver::{
+    decode, encode, Choose, Chunk, CodecParams, Encoded, ImageRate, LatentModel, SingleLatentModel,
+};
 pub use format::{Container, FormatError, Header};
 pub use models::Gaussian;
 pub use pixels::PixelParams;

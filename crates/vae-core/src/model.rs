@@ -130,6 +130,16 @@ impl Vae {
         self.net.encode_groups(x, labels)
     }
 
+    /// The top-down pass of a lossless coder through every latent group ([`Net::coding_pass`]).
+    pub fn coding_pass(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut crate::arch::ChooseLatent,
+    ) -> Result<Tensor> {
+        self.net.coding_pass(x, n, choose)
+    }
+
     /// The most rows one pass should take ([`Net::rows_per_pass`]).
     pub fn rows_per_pass(&self) -> Option<usize> {
         self.net.rows_per_pass()

@@ -41,6 +41,11 @@ pub struct TrainState {
     /// Updates of the epoch in progress skipped by `--skip-threshold`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch_skipped: u64,
+    /// Sum and largest of the gradient norms (before clipping) of the epoch in progress.
+    #[serde(default)]
+    pub epoch_grad_norm_sum: f64,
+    #[serde(default)]
+    pub epoch_grad_norm_max: f64,
     /// The metrics line of the last finished epoch (appended again on resume if the run
     /// stopped between the checkpoint and the line).
     pub last_metrics: Option<EpochMetrics>,

@@ -73,6 +73,12 @@ pub struct EpochMetrics {
     /// (present only when it is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_updates: Option<u64>,
+    /// Mean and largest gradient norm of the epoch's updates, before clipping (what
+    /// `--grad-clip` and `--skip-threshold` compare against).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_max: Option<f64>,
 }
 
 pub(crate) fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {

@@ -147,6 +147,8 @@ pub fn run(
         epoch_objective: 0.0,
         epoch_seconds: 0.0,
         epoch_skipped: 0,
+        epoch_grad_norm_sum: 0.0,
+        epoch_grad_norm_max: 0.0,
         last_metrics: None,
         config_hash: hash.clone(),
     };
@@ -214,6 +216,8 @@ pub fn run(
             state.epoch_neg_elbo += loss.neg_elbo;
             state.epoch_objective += loss.objective * chunk.len() as f64;
             state.epoch_skipped += u64::from(loss.skipped);
+            state.epoch_grad_norm_sum += loss.grad_norm;
+            state.epoch_grad_norm_max = state.epoch_grad_norm_max.max(loss.grad_norm);
             state.batch = b + 1;
             state.cursor = ((b + 1) * t.batch_size).min(train.len());
             state.step = trainer.step;
@@ -268,6 +272,8 @@ pub fn run(
             seconds,
             examples_per_second: train.len() as f64 / seconds.max(1e-9),
             skipped_updates: t.skip_threshold.map(|_| state.epoch_skipped),
+            grad_norm_mean: Some(state.epoch_grad_norm_sum / batches.max(1) as f64),
+            grad_norm_max: Some(state.epoch_grad_norm_max),
         };
         if !m.val_loss.is_finite() {
             return Err(TrainError::NonFiniteAt {
@@ -308,6 +314,8 @@ pub fn run(
         state.epoch_objective = 0.0;
         state.epoch_seconds = 0.0;
         state.epoch_skipped = 0;
+        state.epoch_grad_norm_sum = 0.0;
+        state.epoch_grad_norm_max = 0.0;
         state.rng = trainer.noise.state();
         state.last_metrics = Some(m.clone());
         checkpoint::write(

@@ -133,6 +133,22 @@ pub struct Pass {
     pub log_q: Option<Tensor>,
 }
 
+/// A latent group's Gaussian as a lossless coder needs it, `[n, group dim]` each: the means,
+/// and the raw log-scales before the architecture's smooth bound, so that the coder can apply
+/// the bound with its own CPU-independent arithmetic:
+/// log σ = [`hierarchical::LOG_SCALE_BOUND`] · tanh(raw / [`hierarchical::LOG_SCALE_BOUND`]).
+#[derive(Debug, Clone)]
+pub struct CodingGaussian {
+    pub mu: Tensor,
+    pub raw_log_sigma: Tensor,
+}
+
+/// The callback of [`Net::coding_pass`]: given group `g` (0 the top), its prior (`None` for
+/// N(0, I)) and its posterior (`None` without images), it returns the group's latent values
+/// `[n, group dim]`, which the pass then conditions on.
+pub type ChooseLatent<'a> =
+    dyn FnMut(usize, Option<&CodingGaussian>, Option<&CodingGaussian>) -> Result<Tensor> + 'a;
+
 /// The interface of every architecture.
 pub trait Net: std::fmt::Debug + Send + Sync {
     /// The latent groups.
@@ -192,6 +208,24 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     /// model has one.
     fn encode_groups(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Vec<DiagonalGaussian>> {
         Ok(vec![self.encode(x, labels)?])
+    }
+
+    /// One top-down pass over `n` rows for bits-back coding through every latent group: at
+    /// each group in layout order `choose` gets the group's prior and, when `x` `[n, dim]` is
+    /// given, its posterior given `x` and the values chosen for the groups above; returns the
+    /// likelihood's raw parameters `[n, P·D]` given all the values chosen. Architectures
+    /// whose single latent group codes through [`Net::encode`] and [`Net::decode`] do not
+    /// have one.
+    fn coding_pass(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut ChooseLatent,
+    ) -> Result<Tensor> {
+        let _ = (x, n, choose);
+        Err(crate::Error::Config(
+            "this architecture has no coding pass through latent groups (its one group codes through encode and decode)".into(),
+        ))
     }
 
     /// The most rows (examples times samples) one pass should take to keep its buffers small;

@@ -11,7 +11,9 @@
 pub mod source;
 
 use vae_codec::detmath;
-use vae_codec::{CodecError, Gaussian, PixelParams, SingleLatentModel};
+use vae_codec::{Choose, CodecError, Gaussian, LatentModel, PixelParams, SingleLatentModel};
+use vae_core::arch::hierarchical::LOG_SCALE_BOUND;
+use vae_core::arch::CodingGaussian;
 use vae_core::candle_core::{Device, Tensor};
 use vae_core::{ops, Arch, Likelihood, Vae};
 
@@ -94,8 +96,11 @@ impl PixelKind {
     }
 }
 
-/// A trained single-latent VAE as a model of the coder: q(z|x) from the encoder on x = v/255,
-/// p(x|z) from the decoder. Build it with [`CodecModel::new`], which refuses what cannot code.
+/// A trained VAE as a model of the coder. With one latent group: q(z|x) from the encoder on
+/// x = v/255, p(x|z) from the decoder. With several (the hierarchical architecture): the
+/// model's coding pass ([`Vae::coding_pass`]), each group's log-scales bounded here with
+/// [`vae_codec::detmath`] as the model bounds them. Build it with [`CodecModel::new`], which
+/// refuses what cannot code.
 ///
 /// While it exists, the whole process computes in exact mode ([`ops::ExactGuard`]): every
 /// forward pass of the model, the coder's and any other (such as the negative ELBO reported
@@ -112,8 +117,8 @@ fn model_err(e: impl std::fmt::Display) -> CodecError {
 }
 
 impl<'a> CodecModel<'a> {
-    /// Checks that `vae` can code: a discrete likelihood (or Bernoulli), one latent group, no
-    /// labels, and activations with an exact forward pass.
+    /// Checks that `vae` can code: a discrete likelihood (or Bernoulli), no labels, and
+    /// activations with an exact forward pass.
     pub fn new(vae: &'a Vae) -> Result<Self> {
         let cfg = vae.config();
         let kind = PixelKind::of(&cfg.likelihood)?;
@@ -129,13 +134,6 @@ impl<'a> CodecModel<'a> {
                  differently on another CPU: compress codes with runs trained with --activation \
                  relu or tanh",
                 activation.name()
-            )));
-        }
-        if vae.latent().groups.len() != 1 {
-            return Err(InferError::Unsupported(format!(
-                "compress codes models with one latent group; this {} model has {}",
-                cfg.arch.name(),
-                vae.latent().groups.len()
             )));
         }
         if cfg.num_classes.is_some() {
@@ -178,6 +176,22 @@ impl<'a> CodecModel<'a> {
                 images[i]
             ))),
         }
+    }
+
+    /// `images` as the model's input, x = v/255 exactly as the datasets give it in training.
+    fn input(&self, images: &[&[u8]]) -> vae_codec::Result<Tensor> {
+        let d = self.pixels;
+        if let Some(i) = images.iter().position(|im| im.len() != d) {
+            return Err(CodecError::BadParameter(format!(
+                "image {i} has {} values for a model of {d}",
+                images[i].len()
+            )));
+        }
+        let x: Vec<f32> = images
+            .iter()
+            .flat_map(|im| im.iter().map(|&v| v as f32 * (1.0 / 255.0)))
+            .collect();
+        Tensor::from_vec(x, (images.len(), d), &Device::Cpu).map_err(model_err)
     }
 
     /// The raw decoder outputs for codes `zs`, one row each.
@@ -285,26 +299,99 @@ pub fn params_of(kind: PixelKind, raw: &[f32], d: usize) -> vae_codec::Result<Pi
     })
 }
 
-impl SingleLatentModel for CodecModel<'_> {
+/// The Gaussians of a coding pass's group, one list per row: log σ = L tanh(raw / L) with
+/// L = [`LOG_SCALE_BOUND`], as vae-core's hierarchical model bounds it, here with the
+/// deterministic tanh and exp.
+fn group_gaussians(g: &CodingGaussian) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
+    let mu = g.mu.to_vec2::<f32>().map_err(model_err)?;
+    let raw = g.raw_log_sigma.to_vec2::<f32>().map_err(model_err)?;
+    Ok(mu
+        .iter()
+        .zip(&raw)
+        .map(|(m, r)| {
+            m.iter()
+                .zip(r)
+                .map(|(&m, &r)| Gaussian {
+                    mu: f64::from(m),
+                    sigma: detmath::exp(
+                        LOG_SCALE_BOUND * detmath::tanh(f64::from(r) / LOG_SCALE_BOUND),
+                    ),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+impl LatentModel for CodecModel<'_> {
+    fn group_dims(&self) -> Vec<usize> {
+        self.vae.latent().groups.iter().map(|g| g.dim).collect()
+    }
+
+    fn top_down(
+        &self,
+        images: Option<&[&[u8]]>,
+        rows: usize,
+        pixels: bool,
+        choose: &mut Choose,
+    ) -> vae_codec::Result<Vec<PixelParams>> {
+        if self.vae.latent().groups.len() == 1 {
+            return LatentModel::top_down(&OneGroup(self), images, rows, pixels, choose);
+        }
+        let x = images.map(|im| self.input(im)).transpose()?;
+        let dims = self.group_dims();
+        // The callback's own error, kept whole: the model's error type cannot carry it.
+        let mut failed: Option<CodecError> = None;
+        let raw = self
+            .vae
+            .coding_pass(x.as_ref(), rows, &mut |g, prior, post| {
+                let mut step = || -> vae_codec::Result<Tensor> {
+                    let dim = dims.get(g).copied().unwrap_or(0);
+                    let priors = match prior {
+                        Some(p) => group_gaussians(p)?,
+                        None => vec![vec![Gaussian::STANDARD; dim]; rows],
+                    };
+                    let posts = post.map(group_gaussians).transpose()?;
+                    let values = choose(g, &priors, posts.as_deref())?;
+                    if values.len() != rows || values.iter().any(|v| v.len() != dim) {
+                        return Err(CodecError::BadParameter(format!(
+                            "latent values of the wrong shape for group {g}"
+                        )));
+                    }
+                    let flat: Vec<f32> = values.into_iter().flatten().collect();
+                    Tensor::from_vec(flat, (rows, dim), &Device::Cpu).map_err(model_err)
+                };
+                step().map_err(|e| {
+                    let m = e.to_string();
+                    failed = Some(e);
+                    vae_core::Error::Config(m)
+                })
+            });
+        let raw = match (raw, failed) {
+            (_, Some(e)) => return Err(e),
+            (r, None) => r.map_err(model_err)?,
+        };
+        if !pixels {
+            return Ok(Vec::new());
+        }
+        raw.to_vec2::<f32>()
+            .map_err(model_err)?
+            .iter()
+            .map(|r| self.params(r))
+            .collect()
+    }
+}
+
+/// A single-latent model's view of a [`CodecModel`] (the driver's [`SingleLatentModel`]).
+struct OneGroup<'a, 'b>(&'b CodecModel<'a>);
+
+impl SingleLatentModel for OneGroup<'_, '_> {
     fn latent_dim(&self) -> usize {
-        self.vae.latent_dim()
+        self.0.vae.latent_dim()
     }
 
     fn posteriors(&self, images: &[&[u8]]) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
-        let d = self.pixels;
-        if let Some(i) = images.iter().position(|im| im.len() != d) {
-            return Err(CodecError::BadParameter(format!(
-                "image {i} has {} values for a model of {d}",
-                images[i].len()
-            )));
-        }
-        // v/255 exactly as the datasets give it to the model in training.
-        let x: Vec<f32> = images
-            .iter()
-            .flat_map(|im| im.iter().map(|&v| v as f32 * (1.0 / 255.0)))
-            .collect();
-        let x = Tensor::from_vec(x, (images.len(), d), &Device::Cpu).map_err(model_err)?;
-        let q = self.vae.encode(&x, None).map_err(model_err)?;
+        let x = self.0.input(images)?;
+        let q = self.0.vae.encode(&x, None).map_err(model_err)?;
         let mu = q.mu.to_vec2::<f32>().map_err(model_err)?;
         let lv = q.logvar.to_vec2::<f32>().map_err(model_err)?;
         Ok(mu
@@ -326,9 +413,10 @@ impl SingleLatentModel for CodecModel<'_> {
     }
 
     fn pixel_params_batch(&self, zs: &[Vec<f32>]) -> vae_codec::Result<Vec<PixelParams>> {
-        self.decode_rows(zs)?
+        self.0
+            .decode_rows(zs)?
             .iter()
-            .map(|r| self.params(r))
+            .map(|r| self.0.params(r))
             .collect()
     }
 }

@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use super::blocks::{avg_pool2, conv, repeat_first, up2, Block, Gauss, LOG_SCALE_BOUND};
 use super::HierarchicalConfig;
 use crate::arch::layers::{Activation, Conv, Linear};
-use crate::arch::{LatentGroup, LatentLayout, Net, Pass};
+use crate::arch::{ChooseLatent, CodingGaussian, LatentGroup, LatentLayout, Net, Pass};
 use crate::config::ModelConfig;
 use crate::dist::{DiagonalGaussian, LN_2PI};
 use crate::ops::{composite, Act};
@@ -145,21 +145,20 @@ impl Hierarchical {
     /// q of the top group from the coarsest activation; log-variances bounded as the groups'
     /// log-scales are (twice).
     fn top_posterior(&self, coarsest: &Tensor) -> Result<DiagonalGaussian> {
-        let a = self.activation.apply(&coarsest.flatten_from(1)?)?;
-        let p = self.head.forward(&a, Act::Identity)?;
-        let l = self.latent;
+        let (mu, raw) = self.top_posterior_raw(coarsest)?;
         let bound = 2.0 * LOG_SCALE_BOUND;
-        let logvar = ((p.narrow(1, l, l)? / bound)?.tanh()? * bound)?;
-        Ok(DiagonalGaussian::new(p.narrow(1, 0, l)?, logvar))
+        let logvar = ((raw / bound)?.tanh()? * bound)?;
+        Ok(DiagonalGaussian::new(mu, logvar))
     }
 
     /// The top-down pass from top codes `z_top` `[n, latent]`: at each spatial group (index
-    /// `g` in the layout, from 1) `choose(g, scale, h, block, prior)` gives z. Returns the
+    /// `g` in the layout, from 1) `choose(g, scale, h, block, prior, raw prior output)` gives z.
+    /// Returns the
     /// likelihood's raw parameters `[n, P·D]`.
     fn top_down(
         &self,
         z_top: &Tensor,
-        mut choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Gauss) -> Result<Tensor>,
+        mut choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Gauss, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let n = z_top.dim(0)?;
         let (hc, wc) = self
@@ -180,7 +179,7 @@ impl Hierarchical {
                 let raw = block.prior.forward(&h)?;
                 let prior = Gauss::from_raw(&raw, 0, self.z)?;
                 let xpp = raw.narrow(1, 2 * self.z, self.width)?;
-                let z = choose(g, si, &h, block, &prior)?;
+                let z = choose(g, si, &h, block, &prior, &raw)?;
                 h = ((h + xpp)? + conv(&block.zproj, &z)?)?;
                 h = block.res.forward(&h)?;
                 g += 1;
@@ -214,10 +213,27 @@ impl Hierarchical {
         (n, self.z, s.h, s.w)
     }
 
+    /// The raw outputs of a group's posterior from the state and the bottom-up activation.
+    fn posterior_raw(&self, block: &GroupBlock, h: &Tensor, act: &Tensor) -> Result<Tensor> {
+        Ok(block.post.forward(&Tensor::cat(&[h, act], 1)?)?)
+    }
+
     /// Posterior of a group from the state and the bottom-up activation.
     fn posterior(&self, block: &GroupBlock, h: &Tensor, act: &Tensor) -> Result<Gauss> {
-        let raw = block.post.forward(&Tensor::cat(&[h, act], 1)?)?;
-        Ok(Gauss::from_raw(&raw, 0, self.z)?)
+        Ok(Gauss::from_raw(
+            &self.posterior_raw(block, h, act)?,
+            0,
+            self.z,
+        )?)
+    }
+
+    /// The top group's posterior as raw head outputs: means, and log-variances before their
+    /// bound (see [`Hierarchical::top_posterior`]).
+    fn top_posterior_raw(&self, coarsest: &Tensor) -> Result<(Tensor, Tensor)> {
+        let a = self.activation.apply(&coarsest.flatten_from(1)?)?;
+        let p = self.head.forward(&a, Act::Identity)?;
+        let l = self.latent;
+        Ok((p.narrow(1, 0, l)?, p.narrow(1, l, l)?))
     }
 
     /// The top-down pass with every group at its posterior mean, collecting the posteriors.
@@ -225,7 +241,7 @@ impl Hierarchical {
         let acts = self.bottom_up(x)?;
         let q_top = self.top_posterior(&acts[0])?;
         let mut qs = vec![q_top.clone()];
-        let params = self.top_down(&q_top.mu, |_, si, h, block, _| {
+        let params = self.top_down(&q_top.mu, |_, si, h, block, _, _| {
             let q = self.posterior(block, h, &acts[si])?;
             qs.push(DiagonalGaussian::new(
                 q.mu.flatten_from(1)?,
@@ -290,7 +306,7 @@ impl Net for Hierarchical {
             log_p.push(half((z_top.sqr()?.sum(D::Minus1)? + l2pi)?)?);
             log_q.push(half(((e_top.sqr()? + &logvar)?.sum(D::Minus1)? + l2pi)?)?);
         }
-        let params = self.top_down(&z_top, |g, si, h, block, prior| {
+        let params = self.top_down(&z_top, |g, si, h, block, prior, _| {
             let q = self.posterior(block, h, &acts[si])?;
             let shape = self.group_shape(si, k * b);
             let e = eps
@@ -343,7 +359,7 @@ impl Net for Hierarchical {
             }
         }
         let offsets = self.offsets();
-        let params = self.top_down(z, |g, si, _, _, prior| {
+        let params = self.top_down(z, |g, si, _, _, prior, _| {
             let t = temperature(temperatures, g);
             match eps {
                 Some(e) if t > 0.0 => {
@@ -369,6 +385,52 @@ impl Net for Hierarchical {
 
     fn rows_per_pass(&self) -> Option<usize> {
         Some(self.rows_per_pass)
+    }
+
+    /// The top group's raw log-scale is half its raw log-variance (log σ = L tanh(r / 2L)
+    /// with r that raw log-variance, as [`Hierarchical::top_posterior`] bounds it); each
+    /// spatial group's are its blocks' raw outputs. The callback's values go in as the
+    /// samples of [`Net::pass`] do.
+    fn coding_pass(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut ChooseLatent,
+    ) -> Result<Tensor> {
+        let acts = x.map(|x| self.bottom_up(x)).transpose()?;
+        let q_top = match &acts {
+            Some(a) => {
+                let (mu, raw) = self.top_posterior_raw(&a[0])?;
+                Some(CodingGaussian {
+                    mu,
+                    raw_log_sigma: (raw * 0.5)?,
+                })
+            }
+            None => None,
+        };
+        let z_top = choose(0, None, q_top.as_ref())?;
+        if z_top.dims() != [n, self.latent] {
+            return Err(Error::Config(format!(
+                "hierarchical: top values of shape {:?} for {n} rows of {}",
+                z_top.dims(),
+                self.latent
+            )));
+        }
+        let spatial = |raw: &Tensor| -> Result<CodingGaussian> {
+            Ok(CodingGaussian {
+                mu: raw.narrow(1, 0, self.z)?.flatten_from(1)?,
+                raw_log_sigma: raw.narrow(1, self.z, self.z)?.flatten_from(1)?,
+            })
+        };
+        self.top_down(&z_top, |g, si, h, block, _, raw_prior| {
+            let prior = spatial(raw_prior)?;
+            let post = match &acts {
+                Some(a) => Some(spatial(&self.posterior_raw(block, h, &a[si])?)?),
+                None => None,
+            };
+            let z = choose(g, Some(&prior), post.as_ref())?;
+            Ok(z.reshape(self.group_shape(si, n))?)
+        })
     }
 
     /// VDVAE's initialisation on top of the default: every bias zero, the last layer of each
