@@ -42,6 +42,11 @@ pub struct Args {
     /// The compressed file to write.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
+    /// Images per independently coded chunk (each chunk's first image pays for its latents'
+    /// bits; the threads share out the chunks). Larger chunks lower that cost, fewer chunks
+    /// leave threads idle. Recorded in the file.
+    #[arg(long, value_name = "N", default_value_t = CodecParams::default().chunk_images, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_images: u32,
     #[command(flatten)]
     pub simd: SimdArgs,
 }
@@ -179,7 +184,10 @@ impl Command for Args {
         let neg_elbo_bits_per_dim = neg_elbo_bits(&m, &imgs, glue.kind(), &a)?;
         let elbo_seconds = t.elapsed().as_secs_f64();
 
-        let params = CodecParams::default();
+        let params = CodecParams {
+            chunk_images: self.chunk_images,
+            ..CodecParams::default()
+        };
         let t = Instant::now();
         let enc = vae_codec::encode(&glue, &imgs.pixels, d, params, threads)
             .map_err(|e| InferError::Input(format!("{}: {e}", imgs.origin)))?;
