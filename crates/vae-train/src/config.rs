@@ -124,7 +124,9 @@ impl TrainConfig {
                     ..Objective::default()
                 },
                 optimizer: AdamConfig {
-                    lr: 2e-3,
+                    // 2e-3 stalled on the full training set (validation 4.34 bits/dim after
+                    // one epoch, against 3.71 at 1e-3, with gradient norms up to 120,000).
+                    lr: 1e-3,
                     ..AdamConfig::default()
                 },
                 grad_clip: Some(200.0),
