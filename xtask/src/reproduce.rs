@@ -10,10 +10,6 @@ use serde_json::Value;
 
 use crate::{build_release, flag, root};
 
-/// The heading of RESULTS.md's last section: runs that take longer than this whole command
-/// (each gives its commands and their figures), which a new reproduction keeps as they are.
-const LONGER_RUNS: &str = "## Longer runs";
-
 /// One configuration of the table.
 struct Config {
     /// Row name and run directory name.
@@ -404,14 +400,6 @@ pub fn run(args: &[String]) -> Result<()> {
         &r.log,
         started.elapsed().as_secs_f64(),
     );
-    // The runs too long for this command (see [`LONGER_RUNS`]) stay as they were.
-    let kept = std::fs::read_to_string(&out_file)
-        .ok()
-        .and_then(|old| old.find(LONGER_RUNS).map(|i| old[i..].to_string()));
-    let md = match kept {
-        Some(tail) => format!("{md}\n{tail}"),
-        None => md,
-    };
     std::fs::write(&out_file, &md).with_context(|| format!("writing {}", out_file.display()))?;
     check(&std::fs::read_to_string(&out_file)?)?;
     eprintln!("wrote {}", out_file.display());

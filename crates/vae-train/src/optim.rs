@@ -207,6 +207,12 @@ impl Adam {
         }
         if let (Some(norm), Some(limit)) = (clip_norm, skip_above) {
             if norm > limit {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(
+                        "update {t} skipped: gradient norm {norm:.0}; largest: {}",
+                        largest_norms(grads, 4)?
+                    );
+                }
                 return Ok(StepInfo {
                     grad_norm: norm,
                     applied: false,
@@ -348,6 +354,25 @@ impl Gradients {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.by_name.get(name)
     }
+}
+
+/// The `n` variables with the largest gradient norms, as `name norm` pairs (for the log of a
+/// skipped update: which layers' gradients are the outliers).
+fn largest_norms(grads: &Gradients, n: usize) -> candle_core::Result<String> {
+    let mut norms = Vec::with_capacity(grads.by_name.len());
+    for (name, g) in &grads.by_name {
+        norms.push((
+            g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt(),
+            name.as_str(),
+        ));
+    }
+    norms.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(norms
+        .iter()
+        .take(n)
+        .map(|(v, name)| format!("{name} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 #[cfg(test)]
