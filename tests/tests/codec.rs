@@ -499,31 +499,7 @@ fn damaged_files_and_other_models_fail_cleanly() {
 /// and 2 threads, and it decodes byte for byte, also at the baseline SIMD level.
 #[test]
 fn hierarchical_model_codes_through_every_group() {
-    let run = trained(
-        "hvae",
-        &[
-            "--preset",
-            "hvae",
-            "--width",
-            "8",
-            "--bottleneck",
-            "4",
-            "--z-channels",
-            "2",
-            "--groups",
-            "1,1",
-            "--blocks",
-            "0",
-            "--latent-dim",
-            "4",
-            "--mixtures",
-            "2",
-            "--batch-size",
-            "100",
-            "--epochs",
-            "2",
-        ],
-    );
+    let run = trained("hvae", &[TINY_HVAE, &["--epochs", "2"]].concat());
     let dir = fresh("hvae");
     let n = 300;
     let idx = dir.join("first.idx");

@@ -16,35 +16,16 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The `hvae` preset at a fraction of its size: two groups, at 7x7 and 14x14, narrow maps.
-const TINY: &[&str] = &[
-    "--dataset",
-    "sample",
-    "--preset",
-    "hvae",
-    "--width",
-    "8",
-    "--bottleneck",
-    "4",
-    "--z-channels",
-    "2",
-    "--groups",
-    "1,1",
-    "--blocks",
-    "0",
-    "--latent-dim",
-    "4",
-    "--mixtures",
-    "2",
-    "--batch-size",
-    "100",
-    "--threads",
-    "2",
-    "--quiet",
-];
+/// [`TINY_HVAE`] on the embedded sample.
+fn tiny_args() -> Vec<&'static str> {
+    let mut args = vec!["--dataset", "sample"];
+    args.extend_from_slice(TINY_HVAE);
+    args.extend(["--threads", "2", "--quiet"]);
+    args
+}
 
 fn tiny(out: &Path, extra: &[&str]) -> Command {
-    let mut args = TINY.to_vec();
+    let mut args = tiny_args();
     args.extend(["--out", out.to_str().unwrap()]);
     args.extend(extra);
     train(&args)

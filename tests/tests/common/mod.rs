@@ -119,3 +119,26 @@ pub fn png_size(path: &Path) -> (u32, u32) {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (img.width(), img.height())
 }
+
+/// The `hvae` preset at a fraction of its size: a top group of 4 values and one group each at
+/// 7x7 and 14x14 (2 channels), narrow maps, no blocks besides the groups'.
+pub const TINY_HVAE: &[&str] = &[
+    "--preset",
+    "hvae",
+    "--width",
+    "8",
+    "--bottleneck",
+    "4",
+    "--z-channels",
+    "2",
+    "--groups",
+    "1,1",
+    "--blocks",
+    "0",
+    "--latent-dim",
+    "4",
+    "--mixtures",
+    "2",
+    "--batch-size",
+    "100",
+];
