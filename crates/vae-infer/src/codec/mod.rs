@@ -299,27 +299,35 @@ pub fn params_of(kind: PixelKind, raw: &[f32], d: usize) -> vae_codec::Result<Pi
     })
 }
 
+/// Per row, the Gaussians `gauss(mu, s)` of the means `mu` and scale parameters `s`
+/// `[rows, dim]` (both f32 tensors).
+fn row_gaussians(
+    mu: &Tensor,
+    s: &Tensor,
+    gauss: impl Fn(f64, f64) -> Gaussian,
+) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
+    let mu = mu.to_vec2::<f32>().map_err(model_err)?;
+    let s = s.to_vec2::<f32>().map_err(model_err)?;
+    Ok(mu
+        .iter()
+        .zip(&s)
+        .map(|(m, r)| {
+            m.iter()
+                .zip(r)
+                .map(|(&m, &r)| gauss(f64::from(m), f64::from(r)))
+                .collect()
+        })
+        .collect())
+}
+
 /// The Gaussians of a coding pass's group, one list per row: log σ = L tanh(raw / L) with
 /// L = [`LOG_SCALE_BOUND`], as vae-core's hierarchical model bounds it, here with the
 /// deterministic tanh and exp.
 fn group_gaussians(g: &CodingGaussian) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
-    let mu = g.mu.to_vec2::<f32>().map_err(model_err)?;
-    let raw = g.raw_log_sigma.to_vec2::<f32>().map_err(model_err)?;
-    Ok(mu
-        .iter()
-        .zip(&raw)
-        .map(|(m, r)| {
-            m.iter()
-                .zip(r)
-                .map(|(&m, &r)| Gaussian {
-                    mu: f64::from(m),
-                    sigma: detmath::exp(
-                        LOG_SCALE_BOUND * detmath::tanh(f64::from(r) / LOG_SCALE_BOUND),
-                    ),
-                })
-                .collect()
-        })
-        .collect())
+    row_gaussians(&g.mu, &g.raw_log_sigma, |mu, raw| Gaussian {
+        mu,
+        sigma: detmath::exp(LOG_SCALE_BOUND * detmath::tanh(raw / LOG_SCALE_BOUND)),
+    })
 }
 
 impl LatentModel for CodecModel<'_> {
@@ -392,18 +400,7 @@ impl SingleLatentModel for OneGroup<'_, '_> {
     fn posteriors(&self, images: &[&[u8]]) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
         let x = self.0.input(images)?;
         let q = self.0.vae.encode(&x, None).map_err(model_err)?;
-        let mu = q.mu.to_vec2::<f32>().map_err(model_err)?;
-        let lv = q.logvar.to_vec2::<f32>().map_err(model_err)?;
-        Ok(mu
-            .iter()
-            .zip(&lv)
-            .map(|(m, l)| {
-                m.iter()
-                    .zip(l)
-                    .map(|(&m, &l)| Gaussian::from_mu_logvar(f64::from(m), f64::from(l)))
-                    .collect()
-            })
-            .collect())
+        row_gaussians(&q.mu, &q.logvar, Gaussian::from_mu_logvar)
     }
 
     fn pixel_params(&self, z: &[f32]) -> vae_codec::Result<PixelParams> {
