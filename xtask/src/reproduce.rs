@@ -400,6 +400,9 @@ pub fn run(args: &[String]) -> Result<()> {
         &r.log,
         started.elapsed().as_secs_f64(),
     );
+    // The hierarchical model's section comes from its own multi-hour run (its commands are in
+    // the section): a rewrite keeps it as it was.
+    let md = with_kept_section(md, std::fs::read_to_string(&out_file).ok().as_deref());
     std::fs::write(&out_file, &md).with_context(|| format!("writing {}", out_file.display()))?;
     check(&std::fs::read_to_string(&out_file)?)?;
     eprintln!("wrote {}", out_file.display());
@@ -543,6 +546,17 @@ fn render(
     m
 }
 
+/// The heading of the section of RESULTS.md that a rewrite keeps (see [`run`]).
+const KEPT_SECTION: &str = "\n## Hierarchical VAE";
+
+/// `md` followed by the kept section of `old` (the file being replaced), if it has one.
+fn with_kept_section(md: String, old: Option<&str>) -> String {
+    match old.and_then(|o| o.find(KEPT_SECTION).map(|at| &o[at..])) {
+        Some(kept) => md + kept,
+        None => md,
+    }
+}
+
 /// The discrete models' rates beside the classical codecs' on the same test images.
 fn render_classical(m: &mut String, rows: &[Row], classical: &[Value]) {
     let _ = writeln!(m, "\n## Against the classical lossless codecs\n");
@@ -668,4 +682,20 @@ fn check(md: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewrite_keeps_the_hierarchical_section_and_nothing_else() {
+        let old = "# Results\n\nold table\n\n## Hierarchical VAE\n\nits run\n";
+        let md = with_kept_section("# Results\n\nnew table\n".into(), Some(old));
+        assert_eq!(md, "# Results\n\nnew table\n\n## Hierarchical VAE\n\nits run\n");
+        // Without the section (or without an old file) the new text is all there is.
+        let none = with_kept_section("new\n".into(), Some("# Results\n\nold table\n"));
+        assert_eq!(none, "new\n");
+        assert_eq!(with_kept_section("new\n".into(), None), "new\n");
+    }
 }

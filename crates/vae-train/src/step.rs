@@ -113,6 +113,14 @@ impl Trainer {
             });
         }
         self.step += 1;
+        tracing::debug!(
+            "batch {}: -ELBO {:.2} nats per example (KL {:.2}), gradient norm {:.0}{}",
+            self.step,
+            neg_elbo / n as f64,
+            passes.kl_units.iter().sum::<f64>() / n as f64,
+            info.grad_norm,
+            if info.skipped { ", skipped" } else { "" }
+        );
         Ok(StepLoss {
             neg_elbo,
             objective: passes.objective,
