@@ -692,7 +692,10 @@ mod tests {
     fn a_rewrite_keeps_the_hierarchical_section_and_nothing_else() {
         let old = "# Results\n\nold table\n\n## Hierarchical VAE\n\nits run\n";
         let md = with_kept_section("# Results\n\nnew table\n".into(), Some(old));
-        assert_eq!(md, "# Results\n\nnew table\n\n## Hierarchical VAE\n\nits run\n");
+        assert_eq!(
+            md,
+            "# Results\n\nnew table\n\n## Hierarchical VAE\n\nits run\n"
+        );
         // Without the section (or without an old file) the new text is all there is.
         let none = with_kept_section("new\n".into(), Some("# Results\n\nold table\n"));
         assert_eq!(none, "new\n");
