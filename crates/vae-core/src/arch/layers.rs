@@ -54,9 +54,9 @@ impl Activation {
         }
     }
 
-    /// The activation fused into a dense layer, if it can be (its derivative must follow from
-    /// the layer's output).
-    fn fused(&self) -> Option<Act> {
+    /// The activation fused into a dense layer or a block, if it can be (its derivative must
+    /// follow from its output).
+    pub(crate) fn fused(&self) -> Option<Act> {
         match self {
             Activation::Relu => Some(Act::Relu),
             Activation::Tanh => Some(Act::Tanh),
@@ -156,6 +156,11 @@ impl Conv {
             stride,
             padding,
         })
+    }
+
+    /// The kernel `[out, in, k, k]` and the bias `[out]`.
+    pub(crate) fn params(&self) -> (&Tensor, &Tensor) {
+        (&self.weight, &self.bias)
     }
 
     /// The convolution followed by `activation` (fused when possible; none for `None`), reading

@@ -27,7 +27,10 @@ pub use betabinom::{
     beta_binomial_pixel_pmf, beta_binomial_sample, BETA_BINOMIAL_LOG_MAX, BETA_BINOMIAL_LOG_MIN,
 };
 pub use cb::{cb_log_norm, cb_mean};
-pub use conv::{conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with, ConvOpts, MapLayout};
+pub use conv::{
+    bottleneck_block, conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with, fuses_block,
+    BlockSpec, ConvOpts, MapLayout,
+};
 pub use discrete::{cdf, inverse_cdf, LEVELS};
 pub use dlogistic::{
     discretized_logistic_log_prob, discretized_logistic_mean, discretized_logistic_params_per_dim,

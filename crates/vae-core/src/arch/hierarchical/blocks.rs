@@ -1,13 +1,110 @@
-//! The pieces of the hierarchical model: the bottleneck residual block, the diagonal Gaussians
-//! of the latent groups with their bounded log-scales, and the 2x pooling and upsampling of
-//! feature maps.
+//! The pieces of the hierarchical model: the memory order of its feature maps, the bottleneck
+//! residual block, the diagonal Gaussians of the latent groups with their bounded log-scales,
+//! and the 2x pooling and upsampling of feature maps.
 
-use candle_core::{Tensor, D};
+use candle_core::{Device, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::super::layers::{stack_layouts, Activation, Conv};
+use super::super::layers::{Activation, Conv};
 use crate::dist::LN_2PI;
-use crate::ops::MapLayout;
+use crate::ops::{self, BlockSpec, MapLayout};
+
+/// The memory order of the model's feature maps: channels-last on the CPU, where the fused
+/// block and convolutions read and write it with no transpose between layers; NCHW on other
+/// devices, the order their convolution libraries take. The values are the same either way:
+/// the dense layers, the noise and the coder see channel-major (NCHW) values, converted at
+/// the model's edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Maps(pub MapLayout);
+
+impl Maps {
+    pub(crate) fn for_device(device: &Device) -> Self {
+        Maps(if device.is_cpu() {
+            MapLayout::Nhwc
+        } else {
+            MapLayout::Nchw
+        })
+    }
+
+    fn channel_dim(self) -> usize {
+        match self.0 {
+            MapLayout::Nchw => 1,
+            MapLayout::Nhwc => 3,
+        }
+    }
+
+    /// Channels `at..at + len` of a map.
+    pub(crate) fn narrow(self, t: &Tensor, at: usize, len: usize) -> candle_core::Result<Tensor> {
+        t.narrow(self.channel_dim(), at, len)
+    }
+
+    /// Two maps side by side along the channels.
+    pub(crate) fn cat(self, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        Tensor::cat(&[a, b], self.channel_dim())
+    }
+
+    /// An NCHW map `[n, c, h, w]` in this order.
+    pub(crate) fn from_nchw(self, t: &Tensor) -> candle_core::Result<Tensor> {
+        match self.0 {
+            MapLayout::Nchw => Ok(t.clone()),
+            MapLayout::Nhwc => t.permute((0, 2, 3, 1))?.contiguous(),
+        }
+    }
+
+    /// A map of this order as NCHW `[n, c, h, w]`.
+    pub(crate) fn to_nchw(self, t: &Tensor) -> candle_core::Result<Tensor> {
+        match self.0 {
+            MapLayout::Nchw => Ok(t.clone()),
+            MapLayout::Nhwc => t.permute((0, 3, 1, 2))?.contiguous(),
+        }
+    }
+
+    /// The memory orders a convolution from an NCHW input to a map of this order reads and
+    /// writes, and those of one between two maps of this order.
+    pub(crate) fn from_data(self) -> (MapLayout, MapLayout) {
+        (MapLayout::Nchw, self.0)
+    }
+
+    pub(crate) fn inner(self) -> (MapLayout, MapLayout) {
+        (self.0, self.0)
+    }
+
+    /// 2x2 average pooling (h and w even), as a reshape and two sums (their backward passes
+    /// are broadcasts); each output is ((a + b) + (c + d)) / 4 in either order.
+    pub(crate) fn avg_pool2(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = match self.0 {
+            MapLayout::Nchw => {
+                let (n, c, h, w) = x.dims4()?;
+                x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)?
+            }
+            MapLayout::Nhwc => {
+                let (n, h, w, c) = x.dims4()?;
+                x.reshape((n, h / 2, 2, w / 2, 2, c))?.sum(4)?.sum(2)?
+            }
+        };
+        y.affine(0.25, 0.0)
+    }
+
+    /// Nearest-neighbour 2x upsampling as a broadcast (its backward pass is a sum; candle's
+    /// `upsample_nearest2d` backward overwrites, rather than adds to, the gradient of an input
+    /// used more than once).
+    pub(crate) fn up2(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.0 {
+            MapLayout::Nchw => {
+                let (n, c, h, w) = x.dims4()?;
+                x.reshape((n, c, h, 1, w, 1))?
+                    .broadcast_as((n, c, h, 2, w, 2))?
+                    .reshape((n, c, 2 * h, 2 * w))
+            }
+            MapLayout::Nhwc => {
+                let (n, h, w, c) = x.dims4()?;
+                x.reshape((n, h, 1, w, 1, c))?
+                    .broadcast_as((n, h, 2, w, 2, c))?
+                    .reshape((n, 2 * h, 2 * w, c))
+            }
+        }
+    }
+}
 
 /// log σ of every latent Gaussian is `L · tanh(raw / L)` (the identity to first order near 0,
 /// a nonzero gradient everywhere): σ stays in (e^-5, e^5) ≈ (0.0067, 148). A posterior that
@@ -18,12 +115,6 @@ pub const LOG_SCALE_BOUND: f64 = 5.0;
 /// The smooth bound of a raw log-scale (see [`LOG_SCALE_BOUND`]).
 pub(crate) fn bounded_log_scale(raw: &Tensor) -> candle_core::Result<Tensor> {
     (raw / LOG_SCALE_BOUND)?.tanh()? * LOG_SCALE_BOUND
-}
-
-/// A convolution over NCHW maps, its activation applied apart (the blocks apply it before each
-/// convolution, as VDVAE does).
-pub(crate) fn conv(layer: &Conv, x: &Tensor) -> candle_core::Result<Tensor> {
-    layer.forward_act(x, None, (MapLayout::Nchw, MapLayout::Nchw))
 }
 
 /// VDVAE's block: a 1x1 convolution down to `mid` channels, two 3x3 convolutions, a 1x1
@@ -61,15 +152,33 @@ impl Block {
         })
     }
 
-    /// The activation before each convolution is, for `c2`..`c4`, the one after the
-    /// convolution before (fused into it where the activation allows); the maps between the
-    /// four convolutions are channels-last, so the block transposes only at its ends.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut t = self.activation.apply(x)?;
+    /// The block on a map of order `maps`. On the CPU with relu or tanh it is one fused
+    /// operation ([`ops::bottleneck_block`]); otherwise its four convolutions, the activation
+    /// before each of `c2`..`c4` fused into the convolution before it where the activation
+    /// allows, every map between them in the order `maps`.
+    pub(crate) fn forward(&self, x: &Tensor, maps: Maps) -> candle_core::Result<Tensor> {
         let layers = [&self.c1, &self.c2, &self.c3, &self.c4];
+        if let (Some(act), MapLayout::Nhwc) = (self.activation.fused(), maps.0) {
+            let (ws, bs) = (layers.map(|l| l.params().0), layers.map(|l| l.params().1));
+            let mut all = vec![x];
+            all.extend(ws);
+            all.extend(bs);
+            if ops::fuses_block(&all) {
+                let (mid, cin) = (ws[0].dim(0)?, ws[0].dim(1)?);
+                let spec = BlockSpec {
+                    cin,
+                    mid,
+                    out: ws[3].dim(0)?,
+                    residual: self.residual,
+                    act,
+                };
+                return ops::bottleneck_block(x, ws, bs, spec);
+            }
+        }
+        let mut t = self.activation.apply(x)?;
         for (i, layer) in layers.into_iter().enumerate() {
             let act = (i + 1 < layers.len()).then_some(self.activation);
-            t = layer.forward_act(&t, act, stack_layouts(i, layers.len(), MapLayout::Nhwc))?;
+            t = layer.forward_act(&t, act, maps.inner())?;
         }
         if self.residual {
             x + t
@@ -88,12 +197,17 @@ pub(crate) struct Gauss {
 }
 
 impl Gauss {
-    /// From raw outputs `[n, ≥ 2z, h, w]`: channels `at..at + z` the means, the next `z` the raw
-    /// log-scales.
-    pub(crate) fn from_raw(raw: &Tensor, at: usize, z: usize) -> candle_core::Result<Self> {
+    /// From raw outputs, a map of order `maps` with at least `2z` channels: channels
+    /// `at..at + z` the means, the next `z` the raw log-scales.
+    pub(crate) fn from_raw(
+        raw: &Tensor,
+        at: usize,
+        z: usize,
+        maps: Maps,
+    ) -> candle_core::Result<Self> {
         Ok(Self {
-            mu: raw.narrow(1, at, z)?,
-            log_sigma: bounded_log_scale(&raw.narrow(1, at + z, z)?)?,
+            mu: maps.narrow(raw, at, z)?,
+            log_sigma: bounded_log_scale(&maps.narrow(raw, at + z, z)?)?,
         })
     }
 
@@ -130,26 +244,6 @@ impl Gauss {
 /// The sum over every dimension but the first: `[n, ...]` to `[n]`.
 pub(crate) fn sum_rows(t: &Tensor) -> candle_core::Result<Tensor> {
     t.flatten_from(1)?.sum(D::Minus1)
-}
-
-/// 2x2 average pooling of `[n, c, h, w]` (h and w even), as a reshape and two sums (their
-/// backward passes are broadcasts).
-pub(crate) fn avg_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?
-        .sum(5)?
-        .sum(3)?
-        .affine(0.25, 0.0)
-}
-
-/// Nearest-neighbour 2x upsampling of `[n, c, h, w]` as a broadcast (its backward pass is a
-/// sum; candle's `upsample_nearest2d` backward overwrites, rather than adds to, the gradient
-/// of an input used more than once).
-pub(crate) fn up2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h, 1, w, 1))?
-        .broadcast_as((n, c, h, 2, w, 2))?
-        .reshape((n, c, 2 * h, 2 * w))
 }
 
 /// `t` `[b, ...]` repeated `k` times along the first dimension: `[k·b, ...]`, sample-major.
@@ -229,16 +323,28 @@ mod tests {
     fn pooling_and_upsampling() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let x = Tensor::arange(0f32, 16.0, &dev)?.reshape((1, 1, 4, 4))?;
-        let p = avg_pool2(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let nchw = Maps(MapLayout::Nchw);
+        let p = nchw.avg_pool2(&x)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(p, vec![2.5, 4.5, 10.5, 12.5]);
         let s = Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev)?;
-        let u = up2(&s)?.flatten_all()?.to_vec1::<f32>()?;
+        let u = nchw.up2(&s)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(
             u,
             vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
         );
+        // Channels-last: the same values, each in its own order.
+        let nhwc = Maps(MapLayout::Nhwc);
+        let x2 = Tensor::arange(0f32, 32.0, &dev)?.reshape((1, 2, 4, 4))?;
+        for f in [Maps::avg_pool2, Maps::up2] {
+            let a = f(nchw, &x2)?;
+            let b = nhwc.to_nchw(&f(nhwc, &nhwc.from_nchw(&x2)?)?)?;
+            assert_eq!(
+                a.flatten_all()?.to_vec1::<f32>()?,
+                b.flatten_all()?.to_vec1::<f32>()?
+            );
+        }
         let v = candle_core::Var::from_tensor(&s)?;
-        let y = (up2(v.as_tensor())?.sum_all()? + (v.as_tensor() * 3.0)?.sum_all()?)?;
+        let y = (nchw.up2(v.as_tensor())?.sum_all()? + (v.as_tensor() * 3.0)?.sum_all()?)?;
         let g = y.backward()?;
         let g = g
             .get(v.as_tensor())

@@ -35,6 +35,7 @@ use crate::config::ModelConfig;
 use crate::{Error, Result};
 
 use blocks::Block;
+use blocks::Maps;
 pub use blocks::LOG_SCALE_BOUND;
 use net::{GroupBlock, Hierarchical, Scale};
 
@@ -159,8 +160,9 @@ impl ArchConfig for HierarchicalConfig {
             1,
             0,
         )?;
+        let maps = Maps::for_device(vb.device());
         Ok(Box::new(Hierarchical::new(
-            self, cfg, stem, enc, head, top, scales, out_blocks, out,
+            self, cfg, stem, enc, head, top, scales, out_blocks, out, maps,
         )))
     }
 }

@@ -4,7 +4,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::VarMap;
 
-use super::blocks::{avg_pool2, conv, repeat_first, up2, Block, Gauss, LOG_SCALE_BOUND};
+use super::blocks::{repeat_first, Block, Gauss, Maps, LOG_SCALE_BOUND};
 use super::HierarchicalConfig;
 use crate::arch::layers::{Activation, Conv, Linear};
 use crate::arch::{ChooseLatent, CodingGaussian, LatentGroup, LatentLayout, Net, Pass};
@@ -61,6 +61,8 @@ pub(crate) struct Hierarchical {
     /// Residual blocks in the whole model (for the scale of their initial last layers).
     residual_blocks: usize,
     rows_per_pass: usize,
+    /// The memory order of the feature maps (chosen from the device).
+    maps: Maps,
 }
 
 /// The temperature of group `g` from a list whose last value repeats (1 when empty).
@@ -84,6 +86,7 @@ impl Hierarchical {
         scales: Vec<Scale>,
         out_blocks: Vec<Block>,
         out: Conv,
+        maps: Maps,
     ) -> Self {
         let s = model.shape;
         let mut groups = vec![LatentGroup {
@@ -118,21 +121,28 @@ impl Hierarchical {
             latent: model.latent_dim,
             residual_blocks,
             rows_per_pass: (FLOATS_PER_PASS / per_row.max(1)).clamp(16, 16_384),
+            maps,
         }
+    }
+
+    /// A convolution between two maps of the model's order, its activation applied apart.
+    fn conv(&self, layer: &Conv, x: &Tensor) -> candle_core::Result<Tensor> {
+        layer.forward_act(x, None, self.maps.inner())
     }
 
     /// The bottom-up activations at each latent resolution, coarsest first.
     fn bottom_up(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let b = x.dim(0)?;
         let (c, h, w) = self.shape;
-        let mut t = conv(&self.stem, &x.reshape((b, c, h, w))?.affine(2.0, -1.0)?)?;
+        let x = x.reshape((b, c, h, w))?.affine(2.0, -1.0)?;
+        let mut t = self.stem.forward_act(&x, None, self.maps.from_data())?;
         let mut acts = Vec::with_capacity(self.scales.len());
         for (level, blocks) in self.enc.iter().enumerate() {
             if level > 0 {
-                t = avg_pool2(&t)?;
+                t = self.maps.avg_pool2(&t)?;
             }
             for block in blocks {
-                t = block.forward(&t)?;
+                t = block.forward(&t, self.maps)?;
             }
             if level > 0 {
                 acts.push(t.clone());
@@ -166,30 +176,33 @@ impl Hierarchical {
             .first()
             .map(|s| (s.h, s.w))
             .ok_or_else(|| Error::Config("hierarchical: no latent resolution".into()))?;
+        let top = self.top.forward(z_top, Act::Identity)?;
         let mut h = self
-            .top
-            .forward(z_top, Act::Identity)?
-            .reshape((n, self.width, hc, wc))?;
+            .maps
+            .from_nchw(&top.reshape((n, self.width, hc, wc))?)?;
         let mut g = 1;
         for (si, scale) in self.scales.iter().enumerate() {
             if si > 0 {
-                h = up2(&h)?;
+                h = self.maps.up2(&h)?;
             }
             for block in &scale.groups {
-                let raw = block.prior.forward(&h)?;
-                let prior = Gauss::from_raw(&raw, 0, self.z)?;
-                let xpp = raw.narrow(1, 2 * self.z, self.width)?;
+                let raw = block.prior.forward(&h, self.maps)?;
+                let prior = Gauss::from_raw(&raw, 0, self.z, self.maps)?;
+                let xpp = self.maps.narrow(&raw, 2 * self.z, self.width)?;
                 let z = choose(g, si, &h, block, &prior, &raw)?;
-                h = ((h + xpp)? + conv(&block.zproj, &z)?)?;
-                h = block.res.forward(&h)?;
+                h = ((h + xpp)? + self.conv(&block.zproj, &z)?)?;
+                h = block.res.forward(&h, self.maps)?;
                 g += 1;
             }
         }
-        h = up2(&h)?;
+        h = self.maps.up2(&h)?;
         for block in &self.out_blocks {
-            h = block.forward(&h)?;
+            h = block.forward(&h, self.maps)?;
         }
-        let y = conv(&self.out, &self.activation.apply(&h)?)?;
+        let layouts = (self.maps.0, crate::ops::MapLayout::Nchw);
+        let y = self
+            .out
+            .forward_act(&self.activation.apply(&h)?, None, layouts)?;
         Ok(y.flatten_from(1)?)
     }
 
@@ -207,15 +220,23 @@ impl Hierarchical {
             .collect()
     }
 
-    /// The spatial shape of group `g` (from 1) for `n` rows: `[n, z, h, w]`.
-    fn group_shape(&self, si: usize, n: usize) -> (usize, usize, usize, usize) {
+    /// A group's values at scale `si`, `[n, z·h·w]` channel-major (the noise's and the coder's
+    /// order), as a map of the model's order.
+    fn group_map(&self, values: &Tensor, si: usize, n: usize) -> Result<Tensor> {
         let s = &self.scales[si];
-        (n, self.z, s.h, s.w)
+        Ok(self
+            .maps
+            .from_nchw(&values.reshape((n, self.z, s.h, s.w))?)?)
+    }
+
+    /// A group's map as `[n, z·h·w]` values, channel-major.
+    fn group_values(&self, map: &Tensor) -> Result<Tensor> {
+        Ok(self.maps.to_nchw(map)?.flatten_from(1)?)
     }
 
     /// The raw outputs of a group's posterior from the state and the bottom-up activation.
     fn posterior_raw(&self, block: &GroupBlock, h: &Tensor, act: &Tensor) -> Result<Tensor> {
-        Ok(block.post.forward(&Tensor::cat(&[h, act], 1)?)?)
+        Ok(block.post.forward(&self.maps.cat(h, act)?, self.maps)?)
     }
 
     /// Posterior of a group from the state and the bottom-up activation.
@@ -224,13 +245,16 @@ impl Hierarchical {
             &self.posterior_raw(block, h, act)?,
             0,
             self.z,
+            self.maps,
         )?)
     }
 
     /// The top group's posterior as raw head outputs: means, and log-variances before their
     /// bound (see [`Hierarchical::top_posterior`]).
     fn top_posterior_raw(&self, coarsest: &Tensor) -> Result<(Tensor, Tensor)> {
-        let a = self.activation.apply(&coarsest.flatten_from(1)?)?;
+        let a = self
+            .activation
+            .apply(&self.maps.to_nchw(coarsest)?.flatten_from(1)?)?;
         let p = self.head.forward(&a, Act::Identity)?;
         let l = self.latent;
         Ok((p.narrow(1, 0, l)?, p.narrow(1, l, l)?))
@@ -244,8 +268,8 @@ impl Hierarchical {
         let params = self.top_down(&q_top.mu, |_, si, h, block, _, _| {
             let q = self.posterior(block, h, &acts[si])?;
             qs.push(DiagonalGaussian::new(
-                q.mu.flatten_from(1)?,
-                (q.log_sigma.flatten_from(1)? * 2.0)?,
+                self.group_values(&q.mu)?,
+                (self.group_values(&q.log_sigma)? * 2.0)?,
             ));
             Ok(q.mu)
         })?;
@@ -308,10 +332,8 @@ impl Net for Hierarchical {
         }
         let params = self.top_down(&z_top, |g, si, h, block, prior, _| {
             let q = self.posterior(block, h, &acts[si])?;
-            let shape = self.group_shape(si, k * b);
-            let e = eps
-                .narrow(1, offsets[g], self.layout.groups[g].dim)?
-                .reshape(shape)?;
+            let e = eps.narrow(1, offsets[g], self.layout.groups[g].dim)?;
+            let e = self.group_map(&e, si, k * b)?;
             let z = q.sample(&e, 1.0)?;
             let kl_g = q.kl(prior)?;
             kl.push(if k == 1 {
@@ -363,10 +385,8 @@ impl Net for Hierarchical {
             let t = temperature(temperatures, g);
             match eps {
                 Some(e) if t > 0.0 => {
-                    let e = e
-                        .narrow(1, offsets[g] - self.latent, self.layout.groups[g].dim)?
-                        .reshape(self.group_shape(si, n))?;
-                    Ok(prior.sample(&e, t)?)
+                    let e = e.narrow(1, offsets[g] - self.latent, self.layout.groups[g].dim)?;
+                    Ok(prior.sample(&self.group_map(&e, si, n)?, t)?)
                 }
                 _ => Ok(prior.mu.clone()),
             }
@@ -418,8 +438,8 @@ impl Net for Hierarchical {
         }
         let spatial = |raw: &Tensor| -> Result<CodingGaussian> {
             Ok(CodingGaussian {
-                mu: raw.narrow(1, 0, self.z)?.flatten_from(1)?,
-                raw_log_sigma: raw.narrow(1, self.z, self.z)?.flatten_from(1)?,
+                mu: self.group_values(&self.maps.narrow(raw, 0, self.z)?)?,
+                raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
             })
         };
         self.top_down(&z_top, |g, si, h, block, _, raw_prior| {
@@ -429,7 +449,7 @@ impl Net for Hierarchical {
                 None => None,
             };
             let z = choose(g, Some(&prior), post.as_ref())?;
-            Ok(z.reshape(self.group_shape(si, n))?)
+            self.group_map(&z, si, n)
         })
     }
 

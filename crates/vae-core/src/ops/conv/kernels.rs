@@ -11,7 +11,7 @@ use super::layout::{
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::bernoulli::slice;
-use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
+use crate::ops::gemm::{matmul, matmul_new, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
 use crate::ops::Act;
 
@@ -127,6 +127,80 @@ fn unpack(
     Ok((dx, Some(dw), Some(db)))
 }
 
+/// Whether the convolution is a 1x1 one over every pixel: its im2col matrix is the image.
+fn is_pointwise(g: Geom) -> bool {
+    g.k == 1 && g.stride == 1 && g.pad == 0
+}
+
+/// The product of a convolution on a channels-last image `x` with the kernel `wt`
+/// `[o, k * k * c]` (channels-last columns): `[rows, o]`, channels-last, without bias. A 1x1
+/// convolution multiplies the image itself; others go through im2col in row blocks.
+pub(super) fn conv_last(x: &[f32], g: Geom, wt: &[f32], o: usize) -> Vec<f32> {
+    let (rows, ncol) = (g.rows(), g.cols());
+    let wm = MatRef::row_major(wt, o, ncol).t();
+    if is_pointwise(g) {
+        return matmul_new(MatRef::row_major(x, rows, ncol), wm);
+    }
+    let mut y: Vec<f32> = Vec::with_capacity(rows * o);
+    with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+        let spare = &mut y.spare_capacity_mut()[..rows * o];
+        for r in row_blocks(rows, ncol) {
+            let c = &mut cols[..r.len() * ncol];
+            im2col(x, g, r.start, c);
+            let cm = MatRef::row_major(c, r.len(), ncol);
+            matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
+        }
+    });
+    // SAFETY: the blocks cover rows 0..rows, and each product wrote all of its block.
+    unsafe { y.set_len(rows * o) };
+    y
+}
+
+/// The backward products of [`conv_last`] from the output gradient `gr` `[rows, o]` (through
+/// the activation): the kernel gradient `dwt` `[o, k * k * c]` (overwritten) and, with
+/// `dx = Some((wt, dx))`, the image gradient written into `dx` (channels-last). Row block by
+/// row block: dW^T += G^T cols(x), and dcols = G W added back into the image.
+pub(super) fn conv_last_backward(
+    x: &[f32],
+    g: Geom,
+    gr: &[f32],
+    o: usize,
+    dwt: &mut [f32],
+    dx: Option<(&[f32], &mut [f32])>,
+) {
+    let (rows, ncol) = (g.rows(), g.cols());
+    if is_pointwise(g) {
+        let gm = MatRef::row_major(gr, rows, o);
+        matmul(dwt, gm.t(), MatRef::row_major(x, rows, ncol), false);
+        if let Some((wt, dx)) = dx {
+            matmul(dx, gm, MatRef::row_major(wt, o, ncol), false);
+        }
+        return;
+    }
+    let bn = block_rows(ncol).min(rows);
+    let mut dx = dx;
+    if let Some((_, d)) = dx.as_mut() {
+        d.fill(0.0);
+    }
+    with_scratch(bn * ncol, |cols| {
+        with_scratch(if dx.is_some() { bn * ncol } else { 0 }, |dcols| {
+            for r in row_blocks(rows, ncol) {
+                let n = r.len();
+                let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
+                let c = &mut cols[..n * ncol];
+                im2col(x, g, r.start, c);
+                let cm = MatRef::row_major(c, n, ncol);
+                matmul(dwt, gb.t(), cm, r.start > 0);
+                if let Some((wt, dx)) = dx.as_mut() {
+                    let d = &mut dcols[..n * ncol];
+                    matmul(d, gb, MatRef::row_major(wt, o, ncol), false);
+                    col2im(d, g, r.start, dx);
+                }
+            }
+        })
+    });
+}
+
 /// `act(conv2d(x, w) + b)`.
 pub(super) struct Conv2d(pub ConvOpts);
 
@@ -175,23 +249,10 @@ impl CustomOp3 for Conv2d {
             candle_core::bail!("conv2d: bias {:?} for {o} channels", bl.shape());
         }
         let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
-        let (rows, ncol) = (g.rows(), g.cols());
         let wt = kernel_to_last(w, o, g.c, g.k * g.k);
-        let wm = MatRef::row_major(&wt, o, ncol).t();
-        let mut y: Vec<f32> = Vec::with_capacity(rows * o);
-        with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
-            with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
-                let spare = &mut y.spare_capacity_mut()[..rows * o];
-                for r in row_blocks(rows, ncol) {
-                    let c = &mut cols[..r.len() * ncol];
-                    im2col(xc, g, r.start, c);
-                    let cm = MatRef::row_major(c, r.len(), ncol);
-                    matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
-                }
-            })
+        let y = with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
+            conv_last(xc, g, &wt, o)
         });
-        // SAFETY: the blocks cover rows 0..rows, and each product wrote all of its block.
-        unsafe { y.set_len(rows * o) };
         let s = g.ho() * g.wo();
         let y = finish(y, (g.b, o, s), Some(bias), self.0.act, self.0.output);
         Ok((
@@ -262,38 +323,20 @@ impl CustomOp3 for Conv2dBackward {
                 grad_first_to_last(y, dy, self.o.act, g.b, s_out, gr, db_out);
             }
             let gr: &[f32] = gr;
-            // Block by block: dW^T += G^T cols(x), and dcols = G W added back into the image
-            // (dx_out, or a channels-last copy transposed at the end).
+            // dx into dx_out, or into a channels-last copy transposed at the end.
             let wt = self.need_dx.then(|| kernel_to_last(w, o, g.c, kk));
             let mut dwt = vec![0f32; o * ncol];
             let dx_last = is_last(self.o.input, g.c);
-            let bn = block_rows(ncol).min(rows);
             let tmp = if self.need_dx && !dx_last {
                 g.image()
             } else {
                 0
             };
             with_scratch(tmp, |t| {
-                t.fill(0.0);
                 let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
                 with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
-                    with_scratch(bn * ncol, |cols| {
-                        with_scratch(if self.need_dx { bn * ncol } else { 0 }, |dcols| {
-                            for r in row_blocks(rows, ncol) {
-                                let n = r.len();
-                                let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
-                                let c = &mut cols[..n * ncol];
-                                im2col(xc, g, r.start, c);
-                                let cm = MatRef::row_major(c, n, ncol);
-                                matmul(&mut dwt, gb.t(), cm, r.start > 0);
-                                if let Some(wt) = &wt {
-                                    let d = &mut dcols[..n * ncol];
-                                    matmul(d, gb, MatRef::row_major(wt, o, ncol), false);
-                                    col2im(d, g, r.start, dx);
-                                }
-                            }
-                        })
-                    })
+                    let dx = wt.as_deref().map(|wt| (wt, dx));
+                    conv_last_backward(xc, g, gr, o, &mut dwt, dx);
                 });
                 if self.need_dx && !dx_last {
                     to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);

@@ -20,6 +20,7 @@
 //! Values and gradients are checked against candle's `conv2d` / `conv_transpose2d` (the
 //! composite twins in [`super::composite`]) and against finite differences in the tests.
 
+mod block;
 mod kernels;
 mod layout;
 #[cfg(test)]
@@ -30,6 +31,8 @@ use candle_core::Tensor;
 use super::composite;
 use super::use_fused;
 use super::Act;
+
+pub use block::BlockSpec;
 
 /// The memory order of a batch of feature maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,33 @@ pub fn conv_transpose2d_with(
     } else {
         composite::conv_transpose2d(x, w, b, o)
     }
+}
+
+/// Whether [`bottleneck_block`] runs fused on these tensors: f32 on the CPU, fused kernels on,
+/// not in exact mode.
+pub fn fuses_block(ts: &[&Tensor]) -> bool {
+    !super::exact() && use_fused(ts)
+}
+
+/// VDVAE's bottleneck block as one operation (see `block.rs`) on a channels-last map `x`
+/// `[n, h, w, cin]`: kernels `ws` `[mid, cin, 1, 1]`, `[mid, mid, 3, 3]` twice and
+/// `[out, mid, 1, 1]`, biases `bs`; the output is `[n, h, w, out]`. Only where
+/// [`fuses_block`] holds: elsewhere the block is its four convolutions ([`conv2d_with`]).
+pub fn bottleneck_block(
+    x: &Tensor,
+    ws: [&Tensor; 4],
+    bs: [&Tensor; 4],
+    spec: BlockSpec,
+) -> candle_core::Result<Tensor> {
+    let flat = ws
+        .iter()
+        .map(|w| w.flatten_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let w = Tensor::cat(&flat, 0)?;
+    let b = Tensor::cat(&bs, 0)?;
+    let keep = x.track_op() || w.track_op() || b.track_op();
+    x.contiguous()?
+        .apply_op3(&w, &b, block::BlockOp::new(spec, keep))
 }
 
 /// The geometry of a convolution from an image of `c` channels, `h x w`, with a `k x k` kernel

@@ -1,0 +1,381 @@
+//! VDVAE's bottleneck residual block as one operation on channels-last maps:
+//! `y = [x +] W4 act(W3 ⊛ act(W2 ⊛ act(W1 act(x) + b1) + b2) + b3) + b4`, with `W1` and `W4`
+//! 1x1 convolutions (`cin → mid → out` channels) and `W2`, `W3` 3x3 ones (padding 1).
+//!
+//! As separate operations the block is ten graph nodes: each allocates its output, and candle's
+//! backward pass allocates, zeroes and adds a gradient buffer for each, on maps of the full
+//! width. Here the block is one node: the forward pass keeps its three inner maps (what the
+//! backward pass needs; the activation's derivative is read from them) and the backward pass
+//! runs the four products' gradients in a row, in scratch buffers, returning the input, kernel
+//! and bias gradients in one buffer. The kernels and biases arrive packed (`[w1 | w2 | w3 | w4]`
+//! flattened in PyTorch's layouts, `[b1 | b2 | b3 | b4]`); the tests compare the block with the
+//! composition of [`super::conv2d_with`] calls and with finite differences.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use super::kernels::{conv_last, conv_last_backward};
+use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
+use super::Geom;
+use crate::ops::bernoulli::slice;
+use crate::ops::gemm::{matmul, MatRef};
+use crate::ops::linear::{activate, bias_activate};
+use crate::ops::Act;
+
+/// The channels and the activation of a bottleneck block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpec {
+    pub cin: usize,
+    pub mid: usize,
+    pub out: usize,
+    /// Adds the input to the output (then `out == cin`).
+    pub residual: bool,
+    /// Before each convolution: relu or tanh (their derivatives follow from their outputs).
+    pub act: Act,
+}
+
+impl BlockSpec {
+    /// Lengths of the four kernels in the packed buffer.
+    pub(crate) fn kernel_lens(&self) -> [usize; 4] {
+        let (c, m, o) = (self.cin, self.mid, self.out);
+        [m * c, 9 * m * m, 9 * m * m, o * m]
+    }
+
+    /// Lengths of the four biases in the packed buffer.
+    pub(crate) fn bias_lens(&self) -> [usize; 4] {
+        [self.mid, self.mid, self.mid, self.out]
+    }
+
+    fn check(&self) -> candle_core::Result<()> {
+        if self.residual && self.out != self.cin {
+            candle_core::bail!(
+                "block: a residual block maps {} channels to {}",
+                self.cin,
+                self.out
+            );
+        }
+        if !matches!(self.act, Act::Relu | Act::Tanh) {
+            candle_core::bail!("block: the fused block takes relu or tanh");
+        }
+        Ok(())
+    }
+}
+
+/// Splits a packed buffer into pieces of the given lengths.
+fn pieces<'a>(all: &'a [f32], lens: [usize; 4]) -> [&'a [f32]; 4] {
+    let (a, rest) = all.split_at(lens[0]);
+    let (b, rest) = rest.split_at(lens[1]);
+    let (c, d) = rest.split_at(lens[2]);
+    [a, b, c, &d[..lens[3]]]
+}
+
+/// The maps the backward pass needs: the outputs of the first three convolutions, after their
+/// activations (`[rows, mid]` each).
+struct Inner {
+    y1: Vec<f32>,
+    y2: Vec<f32>,
+    y3: Vec<f32>,
+}
+
+/// `(n, h, w)` and the channels of a channels-last map.
+fn map_dims(l: &Layout) -> candle_core::Result<((usize, usize, usize), usize)> {
+    match l.shape().dims() {
+        &[n, h, w, c] => Ok(((n, h, w), c)),
+        d => candle_core::bail!("block: expected a [n, h, w, c] map, got {d:?}"),
+    }
+}
+
+/// The forward pass on `x` `[rows, cin]`: the output `[rows, out]` and the inner maps.
+fn forward(
+    spec: &BlockSpec,
+    (n, h, w): (usize, usize, usize),
+    x: &[f32],
+    ws: [&[f32]; 4],
+    bs: [&[f32]; 4],
+) -> (Vec<f32>, Inner) {
+    let (m, act) = (spec.mid, spec.act);
+    let point = |c| Geom {
+        b: n,
+        c,
+        h,
+        w,
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    let three = Geom {
+        k: 3,
+        pad: 1,
+        ..point(m)
+    };
+    let rows = n * h * w;
+    let mut y1 = with_scratch(x.len(), |a0| {
+        a0.copy_from_slice(x);
+        activate(a0, act);
+        conv_last(a0, point(spec.cin), ws[0], m)
+    });
+    bias_activate(&mut y1, bs[0], act);
+    let mut y2 = conv_last(&y1, three, &kernel_to_last(ws[1], m, m, 9), m);
+    bias_activate(&mut y2, bs[1], act);
+    let mut y3 = conv_last(&y2, three, &kernel_to_last(ws[2], m, m, 9), m);
+    bias_activate(&mut y3, bs[2], act);
+    let w4 = MatRef::row_major(ws[3], spec.out, m).t();
+    let y = if spec.residual {
+        let mut y = x.to_vec();
+        matmul(&mut y, MatRef::row_major(&y3, rows, m), w4, true);
+        bias_activate(&mut y, bs[3], Act::Identity);
+        y
+    } else {
+        let mut y = conv_last(&y3, point(m), ws[3], spec.out);
+        bias_activate(&mut y, bs[3], Act::Identity);
+        y
+    };
+    (y, Inner { y1, y2, y3 })
+}
+
+/// The block as a candle operation on `(x, packed kernels, packed biases)`.
+pub(crate) struct BlockOp {
+    pub spec: BlockSpec,
+    /// Keep the inner maps for the backward pass (some input is tracked).
+    pub keep: bool,
+    inner: Mutex<Option<Inner>>,
+}
+
+impl BlockOp {
+    pub(crate) fn new(spec: BlockSpec, keep: bool) -> Self {
+        Self {
+            spec,
+            keep,
+            inner: Mutex::new(None),
+        }
+    }
+
+    fn checked_inputs<'a>(
+        &self,
+        xs: &'a CpuStorage,
+        xl: &Layout,
+        ws: &'a CpuStorage,
+        wl: &Layout,
+        bs: &'a CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<((usize, usize, usize), &'a [f32], &'a [f32], &'a [f32])> {
+        self.spec.check()?;
+        let (dims, c) = map_dims(xl)?;
+        let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
+        let (nw, nb) = (
+            self.spec.kernel_lens().iter().sum::<usize>(),
+            self.spec.bias_lens().iter().sum::<usize>(),
+        );
+        if c != self.spec.cin || w.len() != nw || b.len() != nb {
+            candle_core::bail!(
+                "block: input {:?}, {} kernel and {} bias values for {:?}",
+                xl.shape(),
+                w.len(),
+                b.len(),
+                self.spec
+            );
+        }
+        Ok((dims, x, w, b))
+    }
+}
+
+impl CustomOp3 for BlockOp {
+    fn name(&self) -> &'static str {
+        "bottleneck-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (dims, x, w, b) = self.checked_inputs(xs, xl, ws, wl, bs, bl)?;
+        let s = &self.spec;
+        let (y, inner) = forward(
+            s,
+            dims,
+            x,
+            pieces(w, s.kernel_lens()),
+            pieces(b, s.bias_lens()),
+        );
+        if self.keep {
+            *self
+                .inner
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("block: poisoned".into()))? = Some(inner);
+        }
+        let (n, h, wd) = dims;
+        Ok((CpuStorage::F32(y), Shape::from((n, h, wd, s.out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("block: poisoned".into()))?
+            .take();
+        let need_dx = x.track_op();
+        let op = BlockBackward {
+            spec: self.spec,
+            inner: Mutex::new(inner),
+            need_dx,
+        };
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+        let (nx, nw) = (if need_dx { x.elem_count() } else { 0 }, w.elem_count());
+        let dx = need_dx
+            .then(|| packed.narrow(0, 0, nx)?.reshape(x.shape()))
+            .transpose()?;
+        let dw = packed.narrow(0, nx, nw)?;
+        let db = packed.narrow(0, nx + nw, b.elem_count())?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The gradients of [`BlockOp`] from `(x, packed kernels, dy)`: `[dx | dw | db]` (`dx` only
+/// when `need_dx`), with the inner maps of the forward pass (recomputed when absent).
+struct BlockBackward {
+    spec: BlockSpec,
+    inner: Mutex<Option<Inner>>,
+    need_dx: bool,
+}
+
+impl CustomOp3 for BlockBackward {
+    fn name(&self) -> &'static str {
+        "bottleneck-block-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = self.spec;
+        s.check()?;
+        let ((n, h, wd), c) = map_dims(xl)?;
+        let (x, w, dy) = (slice(xs, xl)?, slice(ws, wl)?, slice(dys, dyl)?);
+        let rows = n * h * wd;
+        let (m, o, act) = (s.mid, s.out, s.act);
+        let (klens, blens) = (s.kernel_lens(), s.bias_lens());
+        let (nw, nb) = (klens.iter().sum::<usize>(), blens.iter().sum::<usize>());
+        if c != s.cin || w.len() != nw || dy.len() != rows * o {
+            candle_core::bail!("block backward: gradient {:?} does not fit", dyl.shape());
+        }
+        let ws = pieces(w, klens);
+        // The forward operation keeps its inner maps whenever an input is tracked, which is
+        // when a backward pass can run.
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("block: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("block backward: no inner maps kept".into()))?;
+        let nx = if self.need_dx { x.len() } else { 0 };
+        let mut out = vec![0f32; nx + nw + nb];
+        let (dx_out, rest) = out.split_at_mut(nx);
+        let (dw_out, db_out) = rest.split_at_mut(nw);
+        let [dw1, dw2, dw3, dw4] = {
+            let (a, r) = dw_out.split_at_mut(klens[0]);
+            let (b2, r) = r.split_at_mut(klens[1]);
+            let (c3, d4) = r.split_at_mut(klens[2]);
+            [a, b2, c3, d4]
+        };
+        let [db1, db2, db3, db4] = {
+            let (a, r) = db_out.split_at_mut(blens[0]);
+            let (b2, r) = r.split_at_mut(blens[1]);
+            let (c3, d4) = r.split_at_mut(blens[2]);
+            [a, b2, c3, d4]
+        };
+        let point = |c| Geom {
+            b: n,
+            c,
+            h,
+            w: wd,
+            k: 1,
+            stride: 1,
+            pad: 0,
+        };
+        let three = Geom {
+            k: 3,
+            pad: 1,
+            ..point(m)
+        };
+        with_scratch(rows * m, |g| {
+            with_scratch(rows * m, |d| {
+                // Last layer (no activation): db4, dW4 = dy^T y3, d = dy W4.
+                column_sums(dy, db4);
+                let dym = MatRef::row_major(dy, rows, o);
+                matmul(dw4, dym.t(), MatRef::row_major(&inner.y3, rows, m), false);
+                matmul(d, dym, MatRef::row_major(ws[3], o, m), false);
+                // Through act(y3), the third and second convolutions.
+                for (y_out, y_in, wk, dwk, dbk) in [
+                    (&inner.y3, &inner.y2, ws[2], &mut *dw3, &mut *db3),
+                    (&inner.y2, &inner.y1, ws[1], &mut *dw2, &mut *db2),
+                ] {
+                    grad_last(y_out, d, act, g, dbk);
+                    let wt = kernel_to_last(wk, m, m, 9);
+                    let mut dwt = vec![0f32; 9 * m * m];
+                    conv_last_backward(y_in, three, g, m, &mut dwt, Some((&wt, &mut *d)));
+                    kernel_to_first(&dwt, m, m, 9, dwk);
+                }
+                // Through act(y1) and the first convolution, whose input is act(x).
+                grad_last(&inner.y1, d, act, g, db1);
+                with_scratch(rows * c, |a0| {
+                    a0.copy_from_slice(x);
+                    activate(a0, act);
+                    let gm = MatRef::row_major(g, rows, m);
+                    matmul(dw1, gm.t(), MatRef::row_major(a0, rows, c), false);
+                    if self.need_dx {
+                        matmul(dx_out, gm, MatRef::row_major(ws[0], m, c), false);
+                        pre_activation_grad(a0, act, dx_out, s.residual.then_some(dy));
+                    }
+                });
+            })
+        });
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// Column sums of a `[rows, c]` matrix into `sums` (`c` values).
+fn column_sums(m: &[f32], sums: &mut [f32]) {
+    sums.fill(0.0);
+    for row in m.chunks_exact(sums.len()) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+}
+
+crate::multiversion! {
+    /// The gradient of the block's input from that of `act(x)` (`dx`, in place), with `a0 =
+    /// act(x)`, plus the output gradient `skip` of a residual block.
+    fn pre_activation_grad(a0: &[f32], act: Act, dx: &mut [f32], skip: Option<&[f32]>) {
+        for (d, &a) in dx.iter_mut().zip(a0) {
+            *d = match act {
+                Act::Tanh => *d * (1.0 - a * a),
+                _ => if a > 0.0 { *d } else { 0.0 },
+            };
+        }
+        if let Some(skip) = skip {
+            for (d, &s) in dx.iter_mut().zip(skip) {
+                *d += s;
+            }
+        }
+    }
+}
