@@ -14,8 +14,10 @@ mod conv;
 mod discrete;
 mod dlogistic;
 mod exact;
+mod gauss;
 mod gemm;
 mod linear;
+mod pool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,7 +30,7 @@ pub use betabinom::{
 };
 pub use cb::{cb_log_norm, cb_mean};
 pub use conv::{
-    bottleneck_block, conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with, fuses_block,
+    bottleneck_block, conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with,
     BlockSpec, ConvOpts, MapLayout,
 };
 pub use discrete::{cdf, inverse_cdf, LEVELS};
@@ -37,7 +39,9 @@ pub use dlogistic::{
     discretized_logistic_pixel_log_pmf, discretized_logistic_pixel_pmf,
     discretized_logistic_sample, DLOGISTIC_LOG_SCALE_MAX, DLOGISTIC_LOG_SCALE_MIN,
 };
+pub use gauss::gaussian_sample_kl;
 pub use linear::{linear, Act};
+pub use pool::avg_pool2_last;
 
 static FUSED: AtomicBool = AtomicBool::new(true);
 static EXACT: AtomicBool = AtomicBool::new(false);
@@ -99,6 +103,13 @@ pub(crate) fn use_fused(ts: &[&Tensor]) -> bool {
         && ts
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
+
+/// Whether the fused kernels that have no exact form ([`bottleneck_block`],
+/// [`gaussian_sample_kl`]) apply to these tensors: f32 on the CPU, fused kernels on, not in
+/// exact mode.
+pub fn fused_path(ts: &[&Tensor]) -> bool {
+    !exact() && use_fused(ts)
 }
 
 /// The same quantities written as plain candle operations (any device, any float type).

@@ -77,6 +77,7 @@ impl Maps {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)?
             }
+            MapLayout::Nhwc if ops::fused_path(&[x]) => return ops::avg_pool2_last(x),
             MapLayout::Nhwc => {
                 let (n, h, w, c) = x.dims4()?;
                 x.reshape((n, h / 2, 2, w / 2, 2, c))?.sum(4)?.sum(2)?
@@ -163,7 +164,7 @@ impl Block {
             let mut all = vec![x];
             all.extend(ws);
             all.extend(bs);
-            if ops::fuses_block(&all) {
+            if ops::fused_path(&all) {
                 let (mid, cin) = (ws[0].dim(0)?, ws[0].dim(1)?);
                 let spec = BlockSpec {
                     cin,
@@ -317,6 +318,46 @@ mod tests {
         Ok(())
     }
 
+    /// The fused draw and KL of a group against `Gauss::sample` and `Gauss::kl`: values, and
+    /// the gradients of both raw outputs (the prior's extra channels included, which get none).
+    #[test]
+    fn fused_group_draw_and_kl_match_the_composite() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (n, h, w, z, extra) = (3, 4, 5, 6, 7);
+        let var = |shape: &[usize], seed: u64, scale: f32| {
+            let k = shape.iter().product();
+            let v: Vec<f32> = Rng::new(seed).normal_vec(k).iter().map(|x| x * scale).collect();
+            candle_core::Var::from_vec(v, shape, &dev)
+        };
+        let p = var(&[n, h, w, 2 * z + extra], 1, 2.0)?;
+        let q = var(&[n, h, w, 2 * z], 2, 2.0)?;
+        let e = var(&[n, h, w, z], 3, 1.0)?.as_tensor().detach();
+        let maps = Maps(MapLayout::Nhwc);
+        let bound = LOG_SCALE_BOUND as f32;
+        let (zf, klf) = ops::gaussian_sample_kl(p.as_tensor(), q.as_tensor(), &e, bound)?;
+        let (gp, gq) = (
+            Gauss::from_raw(p.as_tensor(), 0, z, maps)?,
+            Gauss::from_raw(q.as_tensor(), 0, z, maps)?,
+        );
+        let (zc, klc) = (gq.sample(&e, 1.0)?, gq.kl(&gp)?);
+        let diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f32> {
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+            Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? / scale)
+        };
+        assert!(diff(&zf, &zc)? < 1e-5 && diff(&klf, &klc)? < 1e-5);
+        let u = var(&[n, h, w, z], 4, 1.0)?.as_tensor().detach();
+        let v = var(&[n], 5, 1.0)?.as_tensor().detach();
+        let loss = |z: &Tensor, kl: &Tensor| ((z * &u)?.sum_all()? + (kl * &v)?.sum_all()?);
+        let g1 = loss(&zf, &klf)?.backward()?;
+        let g2 = loss(&zc, &klc)?.backward()?;
+        for t in [p.as_tensor(), q.as_tensor()] {
+            let (a, b) = (g1.get(t).unwrap(), g2.get(t).unwrap());
+            let d = diff(a, b)?;
+            assert!(d < 1e-4, "gradient of {:?} differs by {d}", t.dims());
+        }
+        Ok(())
+    }
+
     /// Pooling averages each 2x2 square; upsampling copies each value into one; the gradient of
     /// a map used twice through `up2` is the sum of both uses.
     #[test]
@@ -343,6 +384,15 @@ mod tests {
                 b.flatten_all()?.to_vec1::<f32>()?
             );
         }
+        // The fused channels-last pooling's gradient against the composite's.
+        let xv = candle_core::Var::from_tensor(&nhwc.from_nchw(&x2)?)?;
+        let up = Tensor::arange(0f32, 8.0, &dev)?.reshape((1, 2, 2, 2))?;
+        let fused = nhwc.avg_pool2(xv.as_tensor())?;
+        let composite = nhwc.from_nchw(&nchw.avg_pool2(&nhwc.to_nchw(xv.as_tensor())?)?)?;
+        let g1 = (fused * &up)?.sum_all()?.backward()?;
+        let g2 = (composite * &up)?.sum_all()?.backward()?;
+        let (a, b) = (g1.get(xv.as_tensor()).unwrap(), g2.get(xv.as_tensor()).unwrap());
+        assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
         let v = candle_core::Var::from_tensor(&s)?;
         let y = (nchw.up2(v.as_tensor())?.sum_all()? + (v.as_tensor() * 3.0)?.sum_all()?)?;
         let g = y.backward()?;

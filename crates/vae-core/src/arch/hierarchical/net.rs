@@ -10,7 +10,7 @@ use crate::arch::layers::{Activation, Conv, Linear};
 use crate::arch::{ChooseLatent, CodingGaussian, LatentGroup, LatentLayout, Net, Pass};
 use crate::config::ModelConfig;
 use crate::dist::{DiagonalGaussian, LN_2PI};
-use crate::ops::{composite, Act};
+use crate::ops::{self, composite, Act, MapLayout};
 use crate::{Error, Result};
 
 /// The blocks of one spatial latent group.
@@ -162,13 +162,14 @@ impl Hierarchical {
     }
 
     /// The top-down pass from top codes `z_top` `[n, latent]`: at each spatial group (index
-    /// `g` in the layout, from 1) `choose(g, scale, h, block, prior, raw prior output)` gives z.
+    /// `g` in the layout, from 1) `choose(g, scale, h, block, raw prior output)` gives z (the
+    /// prior itself is [`Hierarchical::prior`] of that output).
     /// Returns the
     /// likelihood's raw parameters `[n, P·D]`.
     fn top_down(
         &self,
         z_top: &Tensor,
-        mut choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Gauss, &Tensor) -> Result<Tensor>,
+        mut choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let n = z_top.dim(0)?;
         let (hc, wc) = self
@@ -187,9 +188,8 @@ impl Hierarchical {
             }
             for block in &scale.groups {
                 let raw = block.prior.forward(&h, self.maps)?;
-                let prior = Gauss::from_raw(&raw, 0, self.z, self.maps)?;
                 let xpp = self.maps.narrow(&raw, 2 * self.z, self.width)?;
-                let z = choose(g, si, &h, block, &prior, &raw)?;
+                let z = choose(g, si, &h, block, &raw)?;
                 h = ((h + xpp)? + self.conv(&block.zproj, &z)?)?;
                 h = block.res.forward(&h, self.maps)?;
                 g += 1;
@@ -239,14 +239,15 @@ impl Hierarchical {
         Ok(block.post.forward(&self.maps.cat(h, act)?, self.maps)?)
     }
 
+    /// A group's Gaussian from the raw output of its prior or posterior block (means, then raw
+    /// log-scales, in its first channels).
+    fn gauss(&self, raw: &Tensor) -> Result<Gauss> {
+        Ok(Gauss::from_raw(raw, 0, self.z, self.maps)?)
+    }
+
     /// Posterior of a group from the state and the bottom-up activation.
     fn posterior(&self, block: &GroupBlock, h: &Tensor, act: &Tensor) -> Result<Gauss> {
-        Ok(Gauss::from_raw(
-            &self.posterior_raw(block, h, act)?,
-            0,
-            self.z,
-            self.maps,
-        )?)
+        self.gauss(&self.posterior_raw(block, h, act)?)
     }
 
     /// The top group's posterior as raw head outputs: means, and log-variances before their
@@ -265,7 +266,7 @@ impl Hierarchical {
         let acts = self.bottom_up(x)?;
         let q_top = self.top_posterior(&acts[0])?;
         let mut qs = vec![q_top.clone()];
-        let params = self.top_down(&q_top.mu, |_, si, h, block, _, _| {
+        let params = self.top_down(&q_top.mu, |_, si, h, block, _| {
             let q = self.posterior(block, h, &acts[si])?;
             qs.push(DiagonalGaussian::new(
                 self.group_values(&q.mu)?,
@@ -330,21 +331,31 @@ impl Net for Hierarchical {
             log_p.push(half((z_top.sqr()?.sum(D::Minus1)? + l2pi)?)?);
             log_q.push(half(((e_top.sqr()? + &logvar)?.sum(D::Minus1)? + l2pi)?)?);
         }
-        let params = self.top_down(&z_top, |g, si, h, block, prior, _| {
-            let q = self.posterior(block, h, &acts[si])?;
+        let params = self.top_down(&z_top, |g, si, h, block, raw_prior| {
             let e = eps.narrow(1, offsets[g], self.layout.groups[g].dim)?;
             let e = self.group_map(&e, si, k * b)?;
-            let z = q.sample(&e, 1.0)?;
-            let kl_g = q.kl(prior)?;
+            let raw_post = self.posterior_raw(block, h, &acts[si])?;
+            let fused = !densities
+                && self.maps.0 == MapLayout::Nhwc
+                && ops::fused_path(&[raw_prior, &raw_post, &e]);
+            let (z, kl_g) = if fused {
+                let bound = LOG_SCALE_BOUND as f32;
+                ops::gaussian_sample_kl(raw_prior, &raw_post, &e, bound)?
+            } else {
+                let (q, prior) = (self.gauss(&raw_post)?, self.gauss(raw_prior)?);
+                let z = q.sample(&e, 1.0)?;
+                if densities {
+                    log_p.push(prior.log_prob(&z)?);
+                    log_q.push(q.log_prob_from_eps(&e)?);
+                }
+                let kl_g = q.kl(&prior)?;
+                (z, kl_g)
+            };
             kl.push(if k == 1 {
                 kl_g
             } else {
                 kl_g.reshape((k, b))?.mean(0)?
             });
-            if densities {
-                log_p.push(prior.log_prob(&z)?);
-                log_q.push(q.log_prob_from_eps(&e)?);
-            }
             Ok(z)
         })?;
         let kl = Tensor::stack(&kl, 1)?;
@@ -381,7 +392,8 @@ impl Net for Hierarchical {
             }
         }
         let offsets = self.offsets();
-        let params = self.top_down(z, |g, si, _, _, prior, _| {
+        let params = self.top_down(z, |g, si, _, _, raw_prior| {
+            let prior = self.gauss(raw_prior)?;
             let t = temperature(temperatures, g);
             match eps {
                 Some(e) if t > 0.0 => {
@@ -442,7 +454,7 @@ impl Net for Hierarchical {
                 raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
             })
         };
-        self.top_down(&z_top, |g, si, h, block, _, raw_prior| {
+        self.top_down(&z_top, |g, si, h, block, raw_prior| {
             let prior = spatial(raw_prior)?;
             let post = match &acts {
                 Some(a) => Some(spatial(&self.posterior_raw(block, h, &a[si])?)?),

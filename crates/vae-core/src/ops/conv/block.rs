@@ -20,7 +20,8 @@ use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
 use super::Geom;
 use crate::ops::bernoulli::slice;
 use crate::ops::gemm::{matmul, MatRef};
-use crate::ops::linear::{activate, bias_activate};
+use crate::fastmath;
+use crate::ops::linear::bias_activate;
 use crate::ops::Act;
 
 /// The channels and the activation of a bottleneck block.
@@ -111,8 +112,7 @@ fn forward(
     };
     let rows = n * h * w;
     let mut y1 = with_scratch(x.len(), |a0| {
-        a0.copy_from_slice(x);
-        activate(a0, act);
+        activated(x, act, a0);
         conv_last(a0, point(spec.cin), ws[0], m)
     });
     bias_activate(&mut y1, bs[0], act);
@@ -336,8 +336,7 @@ impl CustomOp3 for BlockBackward {
                 // Through act(y1) and the first convolution, whose input is act(x).
                 grad_last(&inner.y1, d, act, g, db1);
                 with_scratch(rows * c, |a0| {
-                    a0.copy_from_slice(x);
-                    activate(a0, act);
+                    activated(x, act, a0);
                     let gm = MatRef::row_major(g, rows, m);
                     matmul(dw1, gm.t(), MatRef::row_major(a0, rows, c), false);
                     if self.need_dx {
@@ -358,6 +357,24 @@ fn column_sums(m: &[f32], sums: &mut [f32]) {
     for row in m.chunks_exact(sums.len()) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += v;
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `out = act(x)` (relu or tanh), in one pass.
+    fn activated(x: &[f32], act: Act, out: &mut [f32]) {
+        match act {
+            Act::Tanh => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = fastmath::tanh(v);
+                }
+            }
+            _ => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v.max(0.0);
+                }
+            }
         }
     }
 }

@@ -135,16 +135,10 @@ pub fn conv_transpose2d_with(
     }
 }
 
-/// Whether [`bottleneck_block`] runs fused on these tensors: f32 on the CPU, fused kernels on,
-/// not in exact mode.
-pub fn fuses_block(ts: &[&Tensor]) -> bool {
-    !super::exact() && use_fused(ts)
-}
-
 /// VDVAE's bottleneck block as one operation (see `block.rs`) on a channels-last map `x`
 /// `[n, h, w, cin]`: kernels `ws` `[mid, cin, 1, 1]`, `[mid, mid, 3, 3]` twice and
 /// `[out, mid, 1, 1]`, biases `bs`; the output is `[n, h, w, out]`. Only where
-/// [`fuses_block`] holds: elsewhere the block is its four convolutions ([`conv2d_with`]).
+/// [`super::fused_path`] holds: elsewhere the block is its four convolutions ([`conv2d_with`]).
 pub fn bottleneck_block(
     x: &Tensor,
     ws: [&Tensor; 4],

@@ -1,0 +1,91 @@
+//! 2x2 average pooling of a channels-last map in one pass each way (candle's sums over the
+//! small pooling axes of a reshaped map are strided loops several times slower). Each output
+//! is ((a + b) + (c + d)) / 4 with a, b the top pair and c, d the bottom one, as the composite
+//! (`reshape`, `sum`, `sum`, `affine`) computes it.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use super::bernoulli::slice;
+
+/// The mean of each 2x2 square of `x` `[n, h, w, c]` (h, w even): `[n, h/2, w/2, c]`. Only on
+/// the CPU in f32 ([`super::fused_path`]).
+pub fn avg_pool2_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(AvgPool2)
+}
+
+struct AvgPool2;
+
+fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
+    match *l.shape().dims() {
+        [n, h, w, c] if h % 2 == 0 && w % 2 == 0 => Ok((n, h, w, c)),
+        ref d => candle_core::bail!("avg-pool2: expected a [n, h, w, c] map of even sides, got {d:?}"),
+    }
+}
+
+impl CustomOp1 for AvgPool2 {
+    fn name(&self) -> &'static str {
+        "avg-pool2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, h, w, c) = dims(l)?;
+        let x = slice(s, l)?;
+        let (ho, wo) = (h / 2, w / 2);
+        let mut y = vec![0f32; n * ho * wo * c];
+        for (i, out) in y.chunks_exact_mut(wo * c).enumerate() {
+            let (b, oy) = (i / ho, i % ho);
+            let top = &x[((b * h + 2 * oy) * w) * c..][..w * c];
+            let bottom = &x[((b * h + 2 * oy + 1) * w) * c..][..w * c];
+            for (ox, o) in out.chunks_exact_mut(c).enumerate() {
+                let at = 2 * ox * c;
+                let (t0, t1) = (&top[at..at + c], &top[at + c..at + 2 * c]);
+                let (b0, b1) = (&bottom[at..at + c], &bottom[at + c..at + 2 * c]);
+                for j in 0..c {
+                    o[j] = ((t0[j] + t1[j]) + (b0[j] + b1[j])) * 0.25;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, ho, wo, c))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (n, h, w, c) = arg.dims4()?;
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Spread { h, w, n, c })?))
+    }
+}
+
+/// The backward pass of [`AvgPool2`]: each output gradient, divided by 4, to its square.
+struct Spread {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+impl CustomOp1 for Spread {
+    fn name(&self) -> &'static str {
+        "avg-pool2-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s, l)?;
+        let (n, h, w, c) = (self.n, self.h, self.w, self.c);
+        let (ho, wo) = (h / 2, w / 2);
+        if g.len() != n * ho * wo * c {
+            candle_core::bail!("avg-pool2 backward: a gradient of {} values", g.len());
+        }
+        let mut x = vec![0f32; n * h * w * c];
+        for (i, row) in x.chunks_exact_mut(w * c).enumerate() {
+            let (b, y) = (i / h, i % h);
+            let src = &g[((b * ho + y / 2) * wo) * c..][..wo * c];
+            for (ox, pair) in row.chunks_exact_mut(2 * c).enumerate() {
+                let v = &src[ox * c..][..c];
+                for j in 0..c {
+                    pair[j] = v[j] * 0.25;
+                    pair[c + j] = v[j] * 0.25;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(x), Shape::from((n, h, w, c))))
+    }
+}
