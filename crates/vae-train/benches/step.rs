@@ -1,6 +1,7 @@
-//! One training step (batch 128: forward, backward and the Adam update) of the reference
-//! workload (preset `pytorch-example`) and of the `conv` and `iwae` (K = 5) presets, with the
-//! fused kernels at 1 and 2 threads and along the composite path at 1 thread:
+//! One training step (forward, backward and the Adam update) of the reference workload (preset
+//! `pytorch-example`) and of the `conv`, `iwae` (K = 5) and `hvae` presets, each at its
+//! preset's batch size (128; 64 for `hvae`), with the fused kernels at 1 and 2 threads and along
+//! the composite path at 1 thread:
 //! `cargo bench -p vae-train --bench step`. The epoch-level figure against PyTorch is
 //! `cargo xtask bench`.
 
@@ -13,8 +14,6 @@ use vae_core::Preset;
 use vae_train::config::{RunConfig, TrainConfig};
 use vae_train::step::Trainer;
 
-const BATCH: usize = 128;
-
 fn step(c: &mut Criterion) {
     vae_core::device::configure_process();
     let splits = vae_data::resolve::load_sample().unwrap();
@@ -23,16 +22,18 @@ fn step(c: &mut Criterion) {
         (Preset::PytorchExample, 1),
         (Preset::Conv, 1),
         (Preset::Iwae, 5),
+        (Preset::Hvae, 1),
     ] {
+        let batch = TrainConfig::preset(preset).batch_size;
         let name = if k > 1 {
-            format!("train step, {preset} K={k}, batch 128")
+            format!("train step, {preset} K={k}, batch {batch}")
         } else {
-            format!("train step, {preset}, batch 128")
+            format!("train step, {preset}, batch {batch}")
         };
         let mut g = c.benchmark_group(name);
-        g.throughput(Throughput::Elements(BATCH as u64));
-        if preset == Preset::Conv {
-            g.sample_size(20);
+        g.throughput(Throughput::Elements(batch as u64));
+        if matches!(preset, Preset::Conv | Preset::Hvae) {
+            g.sample_size(10);
         }
         for (fused, threads) in [(true, 1), (true, 2), (false, 1)] {
             step_of(&mut g, &splits, &order, preset, k, fused, threads);
@@ -64,9 +65,9 @@ fn step_of(
         data,
         train,
     };
+    let mut batches = order.chunks_exact(cfg.train.batch_size).cycle();
     let mut t = Trainer::new(cfg, Device::Cpu).unwrap();
     let mut buf = Vec::new();
-    let mut batches = order.chunks_exact(BATCH).cycle();
     let name = format!(
         "{} {threads} thread{}",
         if fused { "fused" } else { "composite" },

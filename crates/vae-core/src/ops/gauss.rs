@@ -57,67 +57,74 @@ fn channels(l: &Layout, pixels: usize, z: usize) -> candle_core::Result<usize> {
     Ok(c)
 }
 
-#[inline(always)]
-fn bounded(raw: f32, bound: f32) -> (f32, f32) {
-    let t = fastmath::tanh(raw / bound);
-    (bound * t, 1.0 - t * t)
+/// The first `2z` channels of a channels-last map `[pixels, c]` as two contiguous arrays
+/// `[pixels, z]`: means and raw log-scales.
+fn split_channels(m: &[f32], c: usize, z: usize) -> (Vec<f32>, Vec<f32>) {
+    let pixels = m.len() / c;
+    let (mut mu, mut raw) = (vec![0f32; pixels * z], vec![0f32; pixels * z]);
+    for ((px, mu), raw) in m
+        .chunks_exact(c)
+        .zip(mu.chunks_exact_mut(z))
+        .zip(raw.chunks_exact_mut(z))
+    {
+        mu.copy_from_slice(&px[..z]);
+        raw.copy_from_slice(&px[z..2 * z]);
+    }
+    (mu, raw)
+}
+
+/// The inverse of [`split_channels`] into a zeroed map of `c` channels.
+fn join_channels(mu: &[f32], raw: &[f32], c: usize, z: usize, out: &mut [f32]) {
+    for ((px, mu), raw) in out
+        .chunks_exact_mut(c)
+        .zip(mu.chunks_exact(z))
+        .zip(raw.chunks_exact(z))
+    {
+        px[..z].copy_from_slice(mu);
+        px[z..2 * z].copy_from_slice(raw);
+    }
 }
 
 multiversion! {
-    /// z and the KL per example; `kl` holds `n` sums over `pixels / n` pixels each.
+    /// Elementwise over `[pixels · z]`: the draw into `zs` and the KL terms into `term`.
+    #[allow(clippy::too_many_arguments)]
     fn sample_kl_kernel(
-        p: &[f32], cp: usize, q: &[f32], cq: usize, e: &[f32], z: usize, bound: f32,
-        zs: &mut [f32], kl: &mut [f32],
+        mp: &[f32], rp: &[f32], mq: &[f32], rq: &[f32], e: &[f32], bound: f32,
+        zs: &mut [f32], term: &mut [f32],
     ) {
-        let per = e.len() / z / kl.len().max(1);
-        let mut term = vec![0f32; z];
-        for (ex, k) in kl.iter_mut().enumerate() {
-            let mut acc = 0f32;
-            for px in ex * per..(ex + 1) * per {
-                let (pp, qq) = (&p[px * cp..][..2 * z], &q[px * cq..][..2 * z]);
-                let (ee, zz) = (&e[px * z..][..z], &mut zs[px * z..][..z]);
-                for j in 0..z {
-                    let (lq, _) = bounded(qq[z + j], bound);
-                    let (lp, _) = bounded(pp[z + j], bound);
-                    zz[j] = qq[j] + fastmath::exp(lq) * ee[j];
-                    let d = lq - lp;
-                    let m = (qq[j] - pp[j]) * fastmath::exp(-lp);
-                    term[j] = 0.5 * (fastmath::exp(2.0 * d) + m * m - 1.0) - d;
-                }
-                acc += term.iter().sum::<f32>();
-            }
-            *k = acc;
+        let inv = 1.0 / bound;
+        for i in 0..e.len() {
+            let lq = bound * fastmath::tanh(rq[i] * inv);
+            let lp = bound * fastmath::tanh(rp[i] * inv);
+            zs[i] = mq[i] + fastmath::exp(lq) * e[i];
+            let d = lq - lp;
+            let m = (mq[i] - mp[i]) * fastmath::exp(-lp);
+            term[i] = 0.5 * (fastmath::exp(2.0 * d) + m * m - 1.0) - d;
         }
     }
 }
 
 multiversion! {
-    /// The gradients of the prior's and the posterior's raw outputs (their first `2z`
-    /// channels; the others are left as they are: zero).
+    /// Elementwise over `[pixels · z]`: the gradients of the means and raw log-scales from those
+    /// of the draw (`dz`) and of each value's KL term (`dk`, the example's KL gradient).
     #[allow(clippy::too_many_arguments)]
     fn sample_kl_grad(
-        p: &[f32], cp: usize, q: &[f32], cq: usize, e: &[f32], z: usize, bound: f32,
-        dz: &[f32], dkl: &[f32], gp: &mut [f32], gq: &mut [f32],
+        mp: &[f32], rp: &[f32], mq: &[f32], rq: &[f32], e: &[f32], bound: f32,
+        dz: &[f32], dk: &[f32], gmp: &mut [f32], grp: &mut [f32], gmq: &mut [f32], grq: &mut [f32],
     ) {
-        let per = e.len() / z / dkl.len().max(1);
-        for (ex, &dk) in dkl.iter().enumerate() {
-            for px in ex * per..(ex + 1) * per {
-                let (pp, qq) = (&p[px * cp..][..2 * z], &q[px * cq..][..2 * z]);
-                let (ee, dd) = (&e[px * z..][..z], &dz[px * z..][..z]);
-                let (gpp, gqq) = (&mut gp[px * cp..][..2 * z], &mut gq[px * cq..][..2 * z]);
-                for j in 0..z {
-                    let (lq, sq) = bounded(qq[z + j], bound);
-                    let (lp, sp) = bounded(pp[z + j], bound);
-                    let inv_p = fastmath::exp(-lp);
-                    let m = (qq[j] - pp[j]) * inv_p;
-                    let e2d = fastmath::exp(2.0 * (lq - lp));
-                    let dmu = dk * m * inv_p;
-                    gqq[j] = dd[j] + dmu;
-                    gqq[z + j] = (dd[j] * fastmath::exp(lq) * ee[j] + dk * (e2d - 1.0)) * sq;
-                    gpp[j] = -dmu;
-                    gpp[z + j] = dk * (1.0 - e2d - m * m) * sp;
-                }
-            }
+        let inv = 1.0 / bound;
+        for i in 0..e.len() {
+            let tq = fastmath::tanh(rq[i] * inv);
+            let tp = fastmath::tanh(rp[i] * inv);
+            let (lq, lp) = (bound * tq, bound * tp);
+            let inv_p = fastmath::exp(-lp);
+            let m = (mq[i] - mp[i]) * inv_p;
+            let e2d = fastmath::exp(2.0 * (lq - lp));
+            let dmu = dk[i] * m * inv_p;
+            gmq[i] = dz[i] + dmu;
+            grq[i] = (dz[i] * fastmath::exp(lq) * e[i] + dk[i] * (e2d - 1.0)) * (1.0 - tq * tq);
+            gmp[i] = -dmu;
+            grp[i] = dk[i] * (1.0 - e2d - m * m) * (1.0 - tp * tp);
         }
     }
 }
@@ -142,9 +149,15 @@ impl CustomOp3 for SampleKl {
         if self.n == 0 || !pixels.is_multiple_of(self.n) {
             candle_core::bail!("gaussian group: {pixels} pixels for {} examples", self.n);
         }
+        let (mp, rp) = split_channels(p, cp, self.z);
+        let (mq, rq) = split_channels(q, cq, self.z);
         let mut out = vec![0f32; e.len() + self.n];
         let (zs, kl) = out.split_at_mut(e.len());
-        sample_kl_kernel(p, cp, q, cq, e, self.z, self.bound, zs, kl);
+        let mut term = vec![0f32; e.len()];
+        sample_kl_kernel(&mp, &rp, &mq, &rq, e, self.bound, zs, &mut term);
+        for (k, t) in kl.iter_mut().zip(term.chunks_exact(e.len() / self.n)) {
+            *k = t.iter().sum();
+        }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -205,9 +218,24 @@ impl CustomOp3 for SampleKlGrad {
             candle_core::bail!("gaussian group: a gradient of {} values", g.len());
         }
         let (dz, dkl) = g.split_at(e.len());
+        let per = e.len() / self.n;
+        let dk: Vec<f32> = dkl
+            .iter()
+            .flat_map(|&d| std::iter::repeat_n(d, per))
+            .collect();
+        let (mp, rp) = split_channels(p, cp, self.z);
+        let (mq, rq) = split_channels(q, cq, self.z);
+        let mut grads = vec![0f32; 4 * e.len()];
+        let (gp, gq) = grads.split_at_mut(2 * e.len());
+        let (gmp, grp) = gp.split_at_mut(e.len());
+        let (gmq, grq) = gq.split_at_mut(e.len());
+        sample_kl_grad(
+            &mp, &rp, &mq, &rq, e, self.bound, dz, &dk, gmp, grp, gmq, grq,
+        );
         let mut out = vec![0f32; p.len() + q.len()];
-        let (gp, gq) = out.split_at_mut(p.len());
-        sample_kl_grad(p, cp, q, cq, e, self.z, self.bound, dz, dkl, gp, gq);
+        let (op, oq) = out.split_at_mut(p.len());
+        join_channels(gmp, grp, cp, self.z, op);
+        join_channels(gmq, grq, cq, self.z, oq);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

@@ -30,8 +30,8 @@ pub use betabinom::{
 };
 pub use cb::{cb_log_norm, cb_mean};
 pub use conv::{
-    bottleneck_block, conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with,
-    BlockSpec, ConvOpts, MapLayout,
+    bottleneck_block, conv2d, conv2d_with, conv_transpose2d, conv_transpose2d_with, BlockSpec,
+    ConvOpts, MapLayout,
 };
 pub use discrete::{cdf, inverse_cdf, LEVELS};
 pub use dlogistic::{

@@ -18,7 +18,9 @@ struct AvgPool2;
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
     match *l.shape().dims() {
         [n, h, w, c] if h % 2 == 0 && w % 2 == 0 => Ok((n, h, w, c)),
-        ref d => candle_core::bail!("avg-pool2: expected a [n, h, w, c] map of even sides, got {d:?}"),
+        ref d => {
+            candle_core::bail!("avg-pool2: expected a [n, h, w, c] map of even sides, got {d:?}")
+        }
     }
 }
 
@@ -48,9 +50,19 @@ impl CustomOp1 for AvgPool2 {
         Ok((CpuStorage::F32(y), Shape::from((n, ho, wo, c))))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let (n, h, w, c) = arg.dims4()?;
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Spread { h, w, n, c })?))
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Spread {
+            h,
+            w,
+            n,
+            c,
+        })?))
     }
 }
 

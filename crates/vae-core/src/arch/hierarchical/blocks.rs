@@ -326,7 +326,11 @@ mod tests {
         let (n, h, w, z, extra) = (3, 4, 5, 6, 7);
         let var = |shape: &[usize], seed: u64, scale: f32| {
             let k = shape.iter().product();
-            let v: Vec<f32> = Rng::new(seed).normal_vec(k).iter().map(|x| x * scale).collect();
+            let v: Vec<f32> = Rng::new(seed)
+                .normal_vec(k)
+                .iter()
+                .map(|x| x * scale)
+                .collect();
             candle_core::Var::from_vec(v, shape, &dev)
         };
         let p = var(&[n, h, w, 2 * z + extra], 1, 2.0)?;
@@ -391,8 +395,14 @@ mod tests {
         let composite = nhwc.from_nchw(&nchw.avg_pool2(&nhwc.to_nchw(xv.as_tensor())?)?)?;
         let g1 = (fused * &up)?.sum_all()?.backward()?;
         let g2 = (composite * &up)?.sum_all()?.backward()?;
-        let (a, b) = (g1.get(xv.as_tensor()).unwrap(), g2.get(xv.as_tensor()).unwrap());
-        assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+        let (a, b) = (
+            g1.get(xv.as_tensor()).unwrap(),
+            g2.get(xv.as_tensor()).unwrap(),
+        );
+        assert_eq!(
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?
+        );
         let v = candle_core::Var::from_tensor(&s)?;
         let y = (nchw.up2(v.as_tensor())?.sum_all()? + (v.as_tensor() * 3.0)?.sum_all()?)?;
         let g = y.backward()?;

@@ -18,9 +18,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use super::kernels::{conv_last, conv_last_backward};
 use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
 use super::Geom;
-use crate::ops::bernoulli::slice;
-use crate::ops::gemm::{matmul, MatRef};
 use crate::fastmath;
+use crate::ops::bernoulli::slice;
 use crate::ops::linear::bias_activate;
 use crate::ops::Act;
 
@@ -110,7 +109,6 @@ fn forward(
         pad: 1,
         ..point(m)
     };
-    let rows = n * h * w;
     let mut y1 = with_scratch(x.len(), |a0| {
         activated(x, act, a0);
         conv_last(a0, point(spec.cin), ws[0], m)
@@ -120,17 +118,8 @@ fn forward(
     bias_activate(&mut y2, bs[1], act);
     let mut y3 = conv_last(&y2, three, &kernel_to_last(ws[2], m, m, 9), m);
     bias_activate(&mut y3, bs[2], act);
-    let w4 = MatRef::row_major(ws[3], spec.out, m).t();
-    let y = if spec.residual {
-        let mut y = x.to_vec();
-        matmul(&mut y, MatRef::row_major(&y3, rows, m), w4, true);
-        bias_activate(&mut y, bs[3], Act::Identity);
-        y
-    } else {
-        let mut y = conv_last(&y3, point(m), ws[3], spec.out);
-        bias_activate(&mut y, bs[3], Act::Identity);
-        y
-    };
+    let mut y = conv_last(&y3, point(m), ws[3], spec.out);
+    bias_residual(&mut y, bs[3], spec.residual.then_some(x));
     (y, Inner { y1, y2, y3 })
 }
 
@@ -317,11 +306,9 @@ impl CustomOp3 for BlockBackward {
         };
         with_scratch(rows * m, |g| {
             with_scratch(rows * m, |d| {
-                // Last layer (no activation): db4, dW4 = dy^T y3, d = dy W4.
+                // Last layer (no activation): db4, dW4 and d = dy W4.
                 column_sums(dy, db4);
-                let dym = MatRef::row_major(dy, rows, o);
-                matmul(dw4, dym.t(), MatRef::row_major(&inner.y3, rows, m), false);
-                matmul(d, dym, MatRef::row_major(ws[3], o, m), false);
+                conv_last_backward(&inner.y3, point(m), dy, o, dw4, Some((ws[3], &mut *d)));
                 // Through act(y3), the third and second convolutions.
                 for (y_out, y_in, wk, dwk, dbk) in [
                     (&inner.y3, &inner.y2, ws[2], &mut *dw3, &mut *db3),
@@ -337,10 +324,9 @@ impl CustomOp3 for BlockBackward {
                 grad_last(&inner.y1, d, act, g, db1);
                 with_scratch(rows * c, |a0| {
                     activated(x, act, a0);
-                    let gm = MatRef::row_major(g, rows, m);
-                    matmul(dw1, gm.t(), MatRef::row_major(a0, rows, c), false);
+                    let dx = self.need_dx.then_some((ws[0], &mut *dx_out));
+                    conv_last_backward(a0, point(c), g, m, dw1, dx);
                     if self.need_dx {
-                        matmul(dx_out, gm, MatRef::row_major(ws[0], m, c), false);
                         pre_activation_grad(a0, act, dx_out, s.residual.then_some(dy));
                     }
                 });
@@ -357,6 +343,22 @@ fn column_sums(m: &[f32], sums: &mut [f32]) {
     for row in m.chunks_exact(sums.len()) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += v;
+        }
+    }
+}
+
+crate::multiversion! {
+    /// Adds the bias to each row of `y` `[rows, c]`, and the block's input for a residual block.
+    fn bias_residual(y: &mut [f32], b: &[f32], x: Option<&[f32]>) {
+        match x {
+            Some(x) => {
+                for (row, xr) in y.chunks_exact_mut(b.len()).zip(x.chunks_exact(b.len())) {
+                    for ((v, &b), &x) in row.iter_mut().zip(b).zip(xr) {
+                        *v += b + x;
+                    }
+                }
+            }
+            None => bias_activate(y, b, Act::Identity),
         }
     }
 }

