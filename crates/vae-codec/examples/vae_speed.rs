@@ -12,7 +12,8 @@ use vae_codec::{
     decode, encode, CodecError, CodecParams, Gaussian, PixelParams, SingleLatentModel,
 };
 use vae_core::candle_core::{Device, Tensor};
-use vae_core::{ops, DataShape, Preset, Rng, Vae};
+use vae_core::ops::Kernels;
+use vae_core::{DataShape, Preset, Rng, Vae};
 
 /// q(z|x) from the encoder; p(x|z) a logistic per pixel centred on sigmoid(decoder output).
 struct Glue(Vae);
@@ -88,8 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let images = bytes.get(16..16 + n * 784).ok_or("too few images")?;
     let cfg = preset.model(DataShape::image(1, 28, 28));
     let (_vars, vae) = Vae::init(&cfg, &Device::Cpu, &mut Rng::new(1))?;
-    let glue = Glue(vae);
-    let _exact = ops::ExactGuard::new();
+    let glue = Glue(vae.with_kernels(Kernels::exact())?);
     let params = CodecParams::default();
     for threads in [1, 2] {
         let t = Instant::now();

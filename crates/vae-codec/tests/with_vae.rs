@@ -11,8 +11,9 @@ use vae_codec::{
     decode, encode, CodecError, CodecParams, Gaussian, PixelParams, SingleLatentModel,
 };
 use vae_core::candle_core::{Device, Tensor};
-use vae_core::fastmath::{set_simd_cap, SimdLevel};
-use vae_core::{ops, DataShape, Preset, Rng, Vae};
+use vae_core::fastmath::SimdLevel;
+use vae_core::ops::Kernels;
+use vae_core::{DataShape, Preset, Rng, Vae};
 
 /// q(z|x) from the encoder; p(x|z) a logistic per pixel centred on sigmoid(decoder output).
 struct Glue(Vae);
@@ -73,7 +74,6 @@ impl SingleLatentModel for Glue {
 
 #[test]
 fn bytes_do_not_depend_on_simd_level_or_threads() {
-    let _exact = ops::ExactGuard::new();
     let images = common::block_images(40, 49, 16, 5, 21);
     let params = CodecParams {
         latent_bits: 14,
@@ -82,10 +82,12 @@ fn bytes_do_not_depend_on_simd_level_or_threads() {
     for preset in [Preset::PytorchExample, Preset::Conv] {
         let cfg = preset.model(DataShape::image(1, 28, 28));
         let (_vars, vae) = Vae::init(&cfg, &Device::Cpu, &mut Rng::new(9)).unwrap();
-        let glue = Glue(vae);
-        set_simd_cap(Some(SimdLevel::Baseline));
-        let base = encode(&glue, &images, 784, params, 1).unwrap();
-        set_simd_cap(None);
+        let glue = Glue(vae.with_kernels(Kernels::exact()).unwrap());
+        let baseline = Kernels::Exact {
+            simd: Some(SimdLevel::Baseline),
+        };
+        let glue_base = Glue(vae.with_kernels(baseline).unwrap());
+        let base = encode(&glue_base, &images, 784, params, 1).unwrap();
         for threads in [1, 2] {
             let enc = encode(&glue, &images, 784, params, threads).unwrap();
             assert_eq!(enc.chunks, base.chunks, "{preset:?}, {threads} threads");
@@ -93,9 +95,7 @@ fn bytes_do_not_depend_on_simd_level_or_threads() {
         // Written at the baseline level, read at the CPU's own.
         let back = decode(&glue, &base.chunks, 40, 784, params, 2).unwrap();
         assert!(back == images, "{preset:?}: decoded images differ");
-        set_simd_cap(Some(SimdLevel::Baseline));
-        let enc = encode(&glue, &images, 784, params, 2).unwrap();
+        let enc = encode(&glue_base, &images, 784, params, 2).unwrap();
         assert_eq!(enc.chunks, base.chunks);
-        set_simd_cap(None);
     }
 }

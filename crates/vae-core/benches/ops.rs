@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vae_core::candle_core::{Device, Tensor, Var};
-use vae_core::ops::{self, Act};
+use vae_core::ops::{self, Act, Kernels};
 use vae_core::{fastmath, Rng};
 
 const BATCH: usize = 128;
@@ -25,18 +25,18 @@ fn normal(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> Tensor {
     Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
 }
 
-fn with_paths(c: &mut Criterion, group: &str, mut f: impl FnMut() -> Tensor) {
+fn with_paths(c: &mut Criterion, group: &str, mut f: impl FnMut(Kernels) -> Tensor) {
     // As in the binaries: candle on one thread, the process's allocator settings.
     vae_core::device::configure_process();
     let mut g = c.benchmark_group(group);
-    for fused in [true, false] {
-        let name = if fused { "fused" } else { "composite" };
+    for (k, name) in [
+        (Kernels::Native, "fused"),
+        (Kernels::Composite, "composite"),
+    ] {
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
-            ops::set_fused(fused);
-            b.iter(|| black_box(f()));
+            b.iter(|| black_box(f(k)));
         });
     }
-    ops::set_fused(true);
     g.finish();
 }
 
@@ -47,16 +47,16 @@ fn linear(c: &mut Criterion) {
     let x = normal(&mut rng, BATCH, IN, 1.0);
     let w = Var::from_tensor(&normal(&mut rng, HIDDEN, IN, 0.03)).unwrap();
     let b = Var::from_tensor(&normal(&mut rng, 1, HIDDEN, 0.03).squeeze(0).unwrap()).unwrap();
-    with_paths(c, "linear 784->400 relu, forward+backward", || {
-        let y = ops::linear(&x, &w, &b, Act::Relu).unwrap();
+    with_paths(c, "linear 784->400 relu, forward+backward", |k| {
+        let y = ops::linear(&x, &w, &b, Act::Relu, k).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         grads.get(w.as_tensor()).unwrap().clone()
     });
     let h = Var::from_tensor(&normal(&mut rng, BATCH, HIDDEN, 1.0)).unwrap();
     let w2 = Var::from_tensor(&normal(&mut rng, IN, HIDDEN, 0.05)).unwrap();
     let b2 = Var::from_tensor(&normal(&mut rng, 1, IN, 0.05).squeeze(0).unwrap()).unwrap();
-    with_paths(c, "linear 400->784 identity, forward+backward", || {
-        let y = ops::linear(&h, &w2, &b2, Act::Identity).unwrap();
+    with_paths(c, "linear 400->784 identity, forward+backward", |k| {
+        let y = ops::linear(&h, &w2, &b2, Act::Identity, k).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         grads.get(h.as_tensor()).unwrap().clone()
     });
@@ -68,8 +68,8 @@ fn bernoulli(c: &mut Criterion) {
     let logits = Var::from_tensor(&normal(&mut rng, BATCH, IN, 3.0)).unwrap();
     let x: Vec<f32> = (0..BATCH * IN).map(|i| (i % 256) as f32 / 255.0).collect();
     let x = Tensor::from_vec(x, (BATCH, IN), &Device::Cpu).unwrap();
-    with_paths(c, "bernoulli log-prob 128x784, forward+backward", || {
-        let lp = ops::bernoulli_log_prob(&logits, &x).unwrap();
+    with_paths(c, "bernoulli log-prob 128x784, forward+backward", |k| {
+        let lp = ops::bernoulli_log_prob(&logits, &x, k).unwrap();
         let grads = lp.sum_all().unwrap().backward().unwrap();
         grads.get(logits.as_tensor()).unwrap().clone()
     });
@@ -83,26 +83,22 @@ fn discrete(c: &mut Criterion) {
         .map(|i| ((i * 37) % 256) as f32 / 255.0)
         .collect();
     let x = Tensor::from_vec(x, (BATCH, IN), &Device::Cpu).unwrap();
-    for k in [1usize, 5] {
-        let pp = ops::discretized_logistic_params_per_dim(k);
+    for mixtures in [1usize, 5] {
+        let pp = ops::discretized_logistic_params_per_dim(mixtures);
         let params = Var::from_tensor(&normal(&mut rng, BATCH, pp * IN, 1.0)).unwrap();
-        let name = format!("discretized logistic K={k} log-prob 128x784, forward+backward");
-        with_paths(c, &name, || {
-            let lp = ops::discretized_logistic_log_prob(&params, &x, k).unwrap();
+        let name = format!("discretized logistic K={mixtures} log-prob 128x784, forward+backward");
+        with_paths(c, &name, |k| {
+            let lp = ops::discretized_logistic_log_prob(&params, &x, mixtures, k).unwrap();
             let grads = lp.sum_all().unwrap().backward().unwrap();
             grads.get(params.as_tensor()).unwrap().clone()
         });
     }
     let params = Var::from_tensor(&normal(&mut rng, BATCH, 2 * IN, 3.0)).unwrap();
-    with_paths(
-        c,
-        "beta-binomial log-prob 128x784, forward+backward",
-        || {
-            let lp = ops::beta_binomial_log_prob(&params, &x).unwrap();
-            let grads = lp.sum_all().unwrap().backward().unwrap();
-            grads.get(params.as_tensor()).unwrap().clone()
-        },
-    );
+    with_paths(c, "beta-binomial log-prob 128x784, forward+backward", |k| {
+        let lp = ops::beta_binomial_log_prob(&params, &x, k).unwrap();
+        let grads = lp.sum_all().unwrap().backward().unwrap();
+        grads.get(params.as_tensor()).unwrap().clone()
+    });
 }
 
 /// The vectorised scalar functions against the standard library's.
@@ -166,8 +162,8 @@ fn conv(c: &mut Criterion) {
     let o = ConvOpts::new(2, 1)
         .act(Act::Relu)
         .layouts(MapLayout::Nhwc, MapLayout::Nchw);
-    with_paths(c, "conv2d 32->64 14x14 relu, forward+backward", || {
-        let y = ops::conv2d_with(&x, &w, &b, o).unwrap();
+    with_paths(c, "conv2d 32->64 14x14 relu, forward+backward", |k| {
+        let y = ops::conv2d_with(&x, &w, &b, o.kernels(k)).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         grads.get(x.as_tensor()).unwrap().clone()
     });
@@ -177,8 +173,8 @@ fn conv(c: &mut Criterion) {
     with_paths(
         c,
         "conv-transpose2d 64->32 7x7 relu, forward+backward",
-        || {
-            let y = ops::conv_transpose2d_with(&z, &w, &bt, o).unwrap();
+        |k| {
+            let y = ops::conv_transpose2d_with(&z, &w, &bt, o.kernels(k)).unwrap();
             let grads = y.sum_all().unwrap().backward().unwrap();
             grads.get(z.as_tensor()).unwrap().clone()
         },

@@ -1,4 +1,4 @@
-//! Forward speed of the exact passes (`ops::set_exact`) against the normal fused ones, for
+//! Forward speed of the exact passes (`Kernels::Exact`) against the normal fused ones, for
 //! the mlp (784-400-20) and conv presets: encoder then decoder, one image at a time and in
 //! batches of 256, on the calling thread.
 //!
@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use vae_core::{ops, DataShape, Preset, Rng, Vae};
+use vae_core::ops::Kernels;
+use vae_core::{DataShape, Preset, Rng, Vae};
 
 fn images_per_second(model: &Vae, x: &Tensor, batch: usize, reps: usize) -> f64 {
     let n = x.dim(0).expect("rows");
@@ -45,12 +46,10 @@ fn main() {
             &dev,
         )
         .expect("tensor");
+        let exact_model = model.with_kernels(Kernels::exact()).expect("exact");
         for batch in [1, 256] {
-            ops::set_exact(false);
             let normal = images_per_second(&model, &x, batch, 3);
-            ops::set_exact(true);
-            let exact = images_per_second(&model, &x, batch, 3);
-            ops::set_exact(false);
+            let exact = images_per_second(&exact_model, &x, batch, 3);
             println!(
                 "{:16} batch {batch:3}: exact {exact:7.0} images/s, normal {normal:7.0} images/s (encoder + decoder, 1 thread)",
                 preset.name()

@@ -63,22 +63,30 @@ impl SimdLevel {
     }
 }
 
-/// A cap set by [`set_simd_cap`]: 0 for none, else a [`SimdLevel::rank`].
-static CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Caps the SIMD level the [`multiversion!`](crate::multiversion) kernels use, for the whole
-/// process (`None` lifts the cap). A level the CPU lacks is never used: the cap only lowers.
-pub fn set_simd_cap(cap: Option<SimdLevel>) {
-    CAP.store(
-        cap.map_or(0, SimdLevel::rank),
-        std::sync::atomic::Ordering::SeqCst,
-    );
+thread_local! {
+    /// A cap set by [`with_simd_cap`] on this thread: 0 for none, else a [`SimdLevel::rank`].
+    static CAP: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
-/// The level the kernels use: the detected level, lowered by [`set_simd_cap`].
+/// Runs `f` with the [`multiversion!`](crate::multiversion) kernels of this thread capped at
+/// `cap` (`None`: no cap), then restores the cap before. A level the CPU lacks is never used:
+/// the cap only lowers. The exact passes take it from their [`crate::ops::Kernels`] setting.
+pub fn with_simd_cap<R>(cap: Option<SimdLevel>, f: impl FnOnce() -> R) -> R {
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAP.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CAP.with(|c| c.replace(cap.map_or(0, SimdLevel::rank))));
+    f()
+}
+
+/// The level the kernels use on this thread: the detected level, lowered by
+/// [`with_simd_cap`].
 pub fn simd_level() -> SimdLevel {
     let detected = detected_simd_level();
-    match CAP.load(std::sync::atomic::Ordering::Relaxed) {
+    match CAP.with(|c| c.get()) {
         0 => detected,
         c if c < detected.rank() => {
             if c == SimdLevel::V3.rank() {

@@ -14,26 +14,61 @@ use crate::arch::{LatentLayout, Net, Pass};
 use crate::config::ModelConfig;
 use crate::dist::DiagonalGaussian;
 use crate::likelihood::Likelihood;
-use crate::ops::Act;
+use crate::ops::{Act, Kernels};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// A variational autoencoder.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Vae {
     cfg: ModelConfig,
     net: Arc<dyn Net>,
+    /// What the layers were built from (to rebuild them with other kernels).
+    vb: VarBuilder<'static>,
+    kernels: Kernels,
+}
+
+impl std::fmt::Debug for Vae {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vae")
+            .field("cfg", &self.cfg)
+            .field("net", &self.net)
+            .field("kernels", &self.kernels)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Vae {
-    /// Builds the layers through `vb`; the prefixes are the tensor names.
-    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    /// Builds the layers through `vb`, with the native kernels; the prefixes are the tensor
+    /// names.
+    pub fn new(vb: VarBuilder<'static>, cfg: &ModelConfig) -> Result<Self> {
+        Self::with_kernels_from(vb, cfg, Kernels::Native)
+    }
+
+    fn with_kernels_from(vb: VarBuilder<'static>, cfg: &ModelConfig, k: Kernels) -> Result<Self> {
         cfg.validate()?;
-        let net = Arc::from(cfg.arch.build(vb, cfg)?);
+        let net = Arc::from(cfg.arch.build(vb.clone(), cfg, k)?);
         Ok(Self {
             cfg: cfg.clone(),
             net,
+            vb,
+            kernels: k,
         })
+    }
+
+    /// The same model (the same weights, shared) running the kernels `k`: the composite path
+    /// everywhere (what a device without kernels of its own runs), or the exact passes of the
+    /// lossless coder.
+    pub fn with_kernels(&self, k: Kernels) -> Result<Self> {
+        if k == self.kernels {
+            return Ok(self.clone());
+        }
+        Self::with_kernels_from(self.vb.clone(), &self.cfg, k)
+    }
+
+    /// The kernels the model's operations run.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Builds a model with fresh weights drawn from `rng` (PyTorch's default initialisation:
@@ -100,7 +135,10 @@ impl Vae {
         if self.net.fuses_output() && self.cfg.likelihood.is_bernoulli() {
             return run(Act::Sigmoid);
         }
-        Ok(self.cfg.likelihood.mean(&run(Act::Identity)?)?)
+        Ok(self
+            .cfg
+            .likelihood
+            .mean(&run(Act::Identity)?, self.kernels)?)
     }
 
     /// The mean of p(x|z) for top-group codes `z` `[batch, latent]`, each lower group drawn
@@ -160,7 +198,8 @@ impl Vae {
             device = var.device().clone();
             tensors.insert(name.clone(), var.as_tensor().detach());
         }
-        Self::new(VarBuilder::from_tensors(tensors, dtype, &device), &self.cfg)
+        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+        Self::with_kernels_from(vb, &self.cfg, self.kernels)
     }
 
     /// Encodes, samples with noise `eps` `[K, b, noise_dim]` and decodes (see [`Net::pass`]).

@@ -171,7 +171,10 @@ impl Vae {
         let k = if eps.rank() == 2 { 1 } else { eps.dim(0)? };
         if k == 1 {
             let pass = self.pass(x, labels, eps, false)?;
-            let recon = self.likelihood().log_prob(&pass.params, x)?.neg()?;
+            let recon = self
+                .likelihood()
+                .log_prob(&pass.params, x, self.kernels())?
+                .neg()?;
             return Ok(Terms {
                 recon,
                 kl_units: pass.kl,
@@ -268,7 +271,7 @@ impl DensityPass<'_> {
         let xk = crate::arch::single::repeat_rows(self.x, k)?;
         let log_px = vae
             .likelihood()
-            .log_prob(&pass.params, &xk)?
+            .log_prob(&pass.params, &xk, vae.kernels())?
             .reshape((k, b))?;
         Ok((pass, log_px))
     }

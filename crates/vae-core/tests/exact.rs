@@ -1,18 +1,14 @@
-//! Exact mode (`ops::set_exact`): random mlp and conv VAEs, with relu and with tanh
+//! Exact mode (`Kernels::Exact`): random mlp and conv VAEs, with relu and with tanh
 //! activations, give bit-identical encoder and decoder outputs at every SIMD level, with the
 //! batch split over 1 or 2 threads and one image at a time, and agree with the normal path to
 //! f32 tolerance; gelu, which has no exact pass, is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Mutex;
-
 use candle_core::{Device, Tensor};
-use vae_core::fastmath::{set_simd_cap, SimdLevel};
-use vae_core::{ops, par, Activation, Arch, DataShape, ModelConfig, Preset, Rng, Vae};
-
-/// Exact mode and the SIMD cap are process-wide: the tests of this file take turns.
-static PROCESS: Mutex<()> = Mutex::new(());
+use vae_core::fastmath::SimdLevel;
+use vae_core::ops::{self, Kernels};
+use vae_core::{par, Activation, Arch, DataShape, ModelConfig, Preset, Rng, Vae};
 
 /// The model of `preset` for 28x28 grey images, with `activation` between its layers.
 fn config(preset: Preset, activation: Activation) -> ModelConfig {
@@ -67,7 +63,6 @@ fn max_rel_diff(a: &[u32], b: &[u32]) -> f32 {
 
 #[test]
 fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
-    let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
     let dev = Device::Cpu;
     for (preset, activation) in [
         (Preset::PytorchExample, Activation::Relu),
@@ -86,10 +81,8 @@ fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
             .collect();
         let x = Tensor::from_vec(pixels, (n, 784), &dev).unwrap();
         let normal = outputs(&model, &x, 1);
-        let guard = ops::ExactGuard::new();
-        assert!(ops::exact());
-        set_simd_cap(None);
-        let want = outputs(&model, &x, 1);
+        let exact = model.with_kernels(Kernels::exact()).unwrap();
+        let want = outputs(&exact, &x, 1);
         assert!(
             max_rel_diff(&want.0, &normal.0) < 1e-4,
             "{preset_name} encoder"
@@ -99,18 +92,19 @@ fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
             "{preset_name} decoder"
         );
         for level in [SimdLevel::Baseline, SimdLevel::V3, SimdLevel::V4] {
-            set_simd_cap(Some(level));
+            let capped = model
+                .with_kernels(Kernels::Exact { simd: Some(level) })
+                .unwrap();
             for threads in [1, 2, n] {
                 assert_eq!(
-                    outputs(&model, &x, threads),
+                    outputs(&capped, &x, threads),
                     want,
                     "{preset_name} {level:?} {threads} threads"
                 );
             }
         }
-        set_simd_cap(None);
-        drop(guard);
-        assert!(!ops::exact());
+        // The setting belongs to the model: the native one still runs its own kernels.
+        assert_eq!(outputs(&model, &x, 1), normal, "{preset_name} native");
     }
 }
 
@@ -119,7 +113,6 @@ fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
 /// differ from libm's in the last bits of some values.
 #[test]
 fn exact_activations_come_from_fastmath() {
-    let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
     let v: Vec<f32> = Rng::new(8)
         .normal_vec(2000)
         .iter()
@@ -136,11 +129,12 @@ fn exact_activations_come_from_fastmath() {
             .collect()
     };
     let want = |f: fn(f32) -> f32| -> Vec<u32> { v.iter().map(|&x| f(x).to_bits()).collect() };
-    let libm_tanh = bits(&Activation::Tanh.apply(&x).unwrap());
-    let libm_sigmoid = bits(&ops::composite::activate(&x, ops::Act::Sigmoid).unwrap());
-    let _exact = ops::ExactGuard::new();
-    let tanh = bits(&Activation::Tanh.apply(&x).unwrap());
-    let sigmoid = bits(&ops::composite::activate(&x, ops::Act::Sigmoid).unwrap());
+    let native = Kernels::Native;
+    let libm_tanh = bits(&Activation::Tanh.apply(&x, native).unwrap());
+    let libm_sigmoid = bits(&ops::activate(&x, ops::Act::Sigmoid, native).unwrap());
+    let exact = Kernels::exact();
+    let tanh = bits(&Activation::Tanh.apply(&x, exact).unwrap());
+    let sigmoid = bits(&ops::activate(&x, ops::Act::Sigmoid, exact).unwrap());
     assert_eq!(tanh, want(vae_core::fastmath::tanh));
     assert_eq!(sigmoid, want(vae_core::fastmath::sigmoid));
     assert_ne!(tanh, libm_tanh, "the test cannot tell the two tanh apart");
@@ -148,21 +142,20 @@ fn exact_activations_come_from_fastmath() {
         sigmoid, libm_sigmoid,
         "the test cannot tell the two sigmoids apart"
     );
-    let relu = bits(&Activation::Relu.apply(&x).unwrap());
+    let relu = bits(&Activation::Relu.apply(&x, exact).unwrap());
     assert_eq!(relu, want(|x| x.max(0.0)));
 }
 
 #[test]
 fn gelu_has_no_exact_pass() {
-    let _turn = PROCESS.lock().unwrap_or_else(|e| e.into_inner());
     let dev = Device::Cpu;
     for preset in [Preset::PytorchExample, Preset::Conv] {
         let cfg = config(preset, Activation::Gelu);
         let (_vars, model) = Vae::init(&cfg, &dev, &mut Rng::new(1)).unwrap();
         let x = Tensor::zeros((2, 784), candle_core::DType::F32, &dev).unwrap();
         assert!(model.encode(&x, None).is_ok());
-        let _exact = ops::ExactGuard::new();
-        let e = model.encode(&x, None).unwrap_err().to_string();
+        let exact = model.with_kernels(Kernels::exact()).unwrap();
+        let e = exact.encode(&x, None).unwrap_err().to_string();
         assert!(e.contains("gelu") && e.contains("exact"), "{preset:?}: {e}");
     }
 }

@@ -49,6 +49,7 @@ impl ModelArgs {
                 device: Some(device.into()),
                 threads: Some(threads),
                 seed: None,
+                kernels: None,
             },
             json: false,
         }
@@ -66,7 +67,9 @@ impl ModelArgs {
                 ))
             }
         };
-        load(&w, &c, &device)
+        let mut loaded = load(&w, &c, &device)?;
+        loaded.model = loaded.model.with_kernels(self.runtime.kernels())?;
+        Ok(loaded)
     }
 
     pub fn seed(&self) -> u64 {

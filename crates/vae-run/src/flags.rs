@@ -1,5 +1,5 @@
-//! The flags both binaries take, defined once: where to compute, with how many threads, and
-//! the seed of the random draws. Each is optional so that vae-train's `--config` file can set
+//! The flags both binaries take, defined once: where to compute, with how many threads and
+//! which kernels, and the seed of the random draws. Each is optional so that vae-train's `--config` file can set
 //! it too; the defaults are those of the accessors.
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +7,7 @@ use vae_core::candle_core::Device;
 
 use crate::Result;
 
-/// `--device`, `--threads`, `--seed`.
+/// `--device`, `--threads`, `--seed`, `--kernels`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RuntimeFlags {
@@ -20,6 +20,32 @@ pub struct RuntimeFlags {
     /// Seed of the random draws (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// native (default): the fused CPU kernels where the data is on the CPU; composite: candle's
+    /// operations everywhere, the path a GPU runs (to check one against the other).
+    #[arg(long, value_enum)]
+    pub kernels: Option<KernelChoice>,
+}
+
+/// The kernels a run may choose (`--kernels`); the exact passes belong to the coder alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelChoice {
+    #[default]
+    Native,
+    Composite,
+}
+
+impl KernelChoice {
+    pub fn kernels(self) -> vae_core::ops::Kernels {
+        match self {
+            KernelChoice::Native => vae_core::ops::Kernels::Native,
+            KernelChoice::Composite => vae_core::ops::Kernels::Composite,
+        }
+    }
+
+    pub fn is_native(&self) -> bool {
+        *self == KernelChoice::Native
+    }
 }
 
 impl RuntimeFlags {
@@ -42,6 +68,11 @@ impl RuntimeFlags {
     /// The seed, 0 when not given.
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or(0)
+    }
+
+    /// The kernels, native when not given.
+    pub fn kernels(&self) -> vae_core::ops::Kernels {
+        self.kernels.unwrap_or_default().kernels()
     }
 }
 

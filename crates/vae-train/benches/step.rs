@@ -11,6 +11,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vae_core::candle_core::Device;
 use vae_core::Preset;
+use vae_run::flags::KernelChoice;
 use vae_train::config::{RunConfig, TrainConfig};
 use vae_train::step::Trainer;
 
@@ -38,7 +39,6 @@ fn step(c: &mut Criterion) {
         for (fused, threads) in [(true, 1), (true, 2), (false, 1)] {
             step_of(&mut g, &splits, &order, preset, k, fused, threads);
         }
-        vae_core::ops::set_fused(true);
         g.finish();
     }
 }
@@ -52,9 +52,13 @@ fn step_of(
     fused: bool,
     threads: usize,
 ) {
-    vae_core::ops::set_fused(fused);
     let mut train = TrainConfig::preset(preset);
     train.threads = threads;
+    train.kernels = if fused {
+        KernelChoice::Native
+    } else {
+        KernelChoice::Composite
+    };
     train.objective.iwae_k = k;
     let mut data = vae_data::DataConfig::default();
     if preset == Preset::Iwae {

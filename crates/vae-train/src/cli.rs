@@ -310,6 +310,9 @@ impl Args {
         if let Some(v) = r.threads {
             t.threads = v;
         }
+        if let Some(v) = r.kernels {
+            t.kernels = v;
+        }
         if self.grad_clip.is_some() {
             t.grad_clip = self.grad_clip;
         }

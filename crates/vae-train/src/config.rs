@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vae_core::{ModelConfig, Objective, Preset};
 use vae_data::DataConfig;
+use vae_run::flags::KernelChoice;
 
 use crate::optim::AdamConfig;
 
@@ -71,6 +72,9 @@ pub struct TrainConfig {
     pub device: String,
     /// CPU threads used by a training step.
     pub threads: usize,
+    /// The kernels (`--kernels`; absent from config.json when native).
+    #[serde(default, skip_serializing_if = "KernelChoice::is_native")]
+    pub kernels: KernelChoice,
     /// Steps between checkpoints (besides the one at the end of each epoch).
     #[serde(default)]
     pub checkpoint_every: Option<u64>,
@@ -104,6 +108,7 @@ impl TrainConfig {
             seed: 0,
             device: "auto".into(),
             threads: default_threads(),
+            kernels: KernelChoice::Native,
             checkpoint_every: None,
             keep: default_keep(),
         };
@@ -227,10 +232,11 @@ pub struct RunConfig {
 /// Settings that may change when a run is resumed: they change how long it runs, where, how
 /// often it is saved, or (learning rate, schedule, clipping) how it goes on from where it
 /// stopped, never what was computed so far.
-pub const RESUMABLE: [&str; 10] = [
+pub const RESUMABLE: [&str; 11] = [
     "epochs",
     "threads",
     "device",
+    "kernels",
     "checkpoint_every",
     "keep",
     "early_stop",

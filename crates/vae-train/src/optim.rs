@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use vae_core::candle_core::backprop::GradStore;
 use vae_core::candle_core::{self, DType, Tensor, Var};
 use vae_core::ops::adam::{sum_gradients, sum_squares, AdamUpdate};
+use vae_core::ops::Kernels;
 use vae_core::{par, weights};
 
 /// Hyperparameters of Adam(W).
@@ -52,8 +53,9 @@ pub struct Adam {
     cfg: AdamConfig,
     slots: BTreeMap<String, Slot>,
     step: u64,
-    /// Use the tensor-operation update even on the CPU (to test one against the other).
-    composite: bool,
+    /// The kernels of the update ([`Kernels::Composite`] runs the tensor-operation update on
+    /// the CPU too, as on other devices).
+    pub kernels: Kernels,
 }
 
 /// What one step did.
@@ -81,7 +83,7 @@ impl Adam {
             cfg,
             slots,
             step: 0,
-            composite: false,
+            kernels: Kernels::Native,
         })
     }
 
@@ -116,7 +118,7 @@ impl Adam {
                             .filter_map(|g| g.get(slot.var.as_tensor()))
                             .collect();
                         if !gs.is_empty() {
-                            out.push(((*name).clone(), sum_gradients(&gs)?));
+                            out.push(((*name).clone(), sum_gradients(&gs, self.kernels)?));
                         }
                     }
                 }
@@ -185,7 +187,7 @@ impl Adam {
             decay: (1.0 - c.lr * c.weight_decay) as f32,
             scale: 1.0,
         };
-        let composite = self.composite || !vae_core::ops::fused();
+        let k = self.kernels;
         // Clipping and skipping need the norm before the moments change: one read-only pass.
         let clip_norm = if max_norm.is_some() || skip_above.is_some() {
             let norm = sum_over(&|_, g| sum_squares(g))?.sqrt();
@@ -221,13 +223,7 @@ impl Adam {
             }
         }
         let u = update;
-        let sq = sum_over(&|slot, g| {
-            if composite {
-                u.moments_composite(&slot.moments, g)
-            } else {
-                u.moments(&slot.moments, g)
-            }
-        })?;
+        let sq = sum_over(&|slot, g| u.moments(&slot.moments, g, k))?;
         let grad_norm = clip_norm.unwrap_or(sq.sqrt());
         if !grad_norm.is_finite() {
             return Ok(StepInfo {
@@ -237,11 +233,7 @@ impl Adam {
             });
         }
         sum_over(&|slot, _| {
-            if composite {
-                u.param_composite(&slot.var, &slot.moments)?;
-            } else {
-                u.param(&slot.var, &slot.moments)?;
-            }
+            u.param(&slot.var, &slot.moments, k)?;
             Ok(0.0)
         })?;
         self.step += 1;
@@ -432,7 +424,11 @@ mod tests {
         for _ in 0..3 {
             let loss = (w.as_tensor().sqr()? * &cc)?.sum_all()?;
             let grads = loss.backward()?;
-            opt.composite = composite;
+            opt.kernels = if composite {
+                Kernels::Composite
+            } else {
+                Kernels::Native
+            };
             opt.step_shards(&[grads], 1, None)?;
         }
         w.as_tensor().to_vec1::<f32>()
@@ -455,7 +451,11 @@ mod tests {
                     ..Default::default()
                 },
             )?;
-            opt.composite = composite;
+            opt.kernels = if composite {
+                Kernels::Composite
+            } else {
+                Kernels::Native
+            };
             let mut stores = Vec::new();
             for g in shards {
                 // d/dw sum(w * g) = g.

@@ -57,6 +57,8 @@ impl Trainer {
     pub fn new(cfg: RunConfig, device: Device) -> Result<Self> {
         let mut init_rng = Rng::stream(cfg.train.seed, 1);
         let (varmap, model) = Vae::init(&cfg.model, &device, &mut init_rng)?;
+        let kernels = cfg.train.kernels.kernels();
+        let model = model.with_kernels(kernels)?;
         let vars = varmap
             .data()
             .lock()
@@ -64,7 +66,8 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let opt = Adam::new(vars, cfg.train.optimizer)?;
+        let mut opt = Adam::new(vars, cfg.train.optimizer)?;
+        opt.kernels = kernels;
         let noise = Rng::stream(cfg.train.seed, 2);
         Ok(Self {
             cfg,

@@ -1,20 +1,25 @@
 //! The speed work changes no result: a fixed-seed run's loss curve with the fused CPU kernels
 //! and data-parallel shards matches the unoptimised path (composite candle operations, one
-//! thread) within float tolerance. Own test binary: it switches the kernels for the process.
+//! thread: what a GPU runs) within float tolerance.
 
 // Test code may unwrap and expect: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vae_core::candle_core::Device;
 use vae_core::Preset;
+use vae_run::flags::KernelChoice;
 use vae_train::config::{RunConfig, TrainConfig};
 use vae_train::step::Trainer;
 
 fn curve(preset: Preset, fused: bool, threads: usize, steps: usize) -> Vec<f64> {
-    vae_core::ops::set_fused(fused);
     let splits = vae_data::resolve::load_sample().unwrap();
     let mut train = TrainConfig::preset(preset);
     train.threads = threads;
+    train.kernels = if fused {
+        KernelChoice::Native
+    } else {
+        KernelChoice::Composite
+    };
     let cfg = RunConfig {
         model: preset.model(splits.train.shape),
         data: vae_data::DataConfig::default(),

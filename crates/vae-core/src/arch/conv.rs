@@ -15,7 +15,7 @@ use super::layers::{stack_layouts, with_labels, Activation, Conv, Linear, Up, Up
 use super::single::{Decoder, EncoderBody, GaussianLatent};
 use super::{ArchConfig, Net};
 use crate::config::ModelConfig;
-use crate::ops::{Act, MapLayout};
+use crate::ops::{Act, Kernels, MapLayout};
 use crate::{Error, Result};
 
 /// The settings of the `conv` architecture.
@@ -55,7 +55,7 @@ impl ArchConfig for ConvConfig {
         Ok(())
     }
 
-    fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>> {
+    fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>> {
         let s = cfg.shape;
         let extra = cfg.num_classes.unwrap_or(0);
         let venc = vb.pp("encoder");
@@ -63,7 +63,13 @@ impl ArchConfig for ConvConfig {
         let mut convs = Vec::with_capacity(self.channels.len());
         let mut cin = s.channels;
         for (i, &c) in self.channels.iter().enumerate() {
-            convs.push(Conv::new(venc.pp(format!("conv{i}")), cin, c, 4, 2, 1)?);
+            convs.push(Conv::new(
+                venc.pp(format!("conv{i}")),
+                (cin, c, 4),
+                2,
+                1,
+                k,
+            )?);
             cin = c;
         }
         let f = 1 << self.channels.len();
@@ -73,9 +79,9 @@ impl ArchConfig for ConvConfig {
             .last()
             .ok_or_else(|| Error::Config("conv needs channels".into()))?;
         let flat = last * h * w;
-        let fc = Linear::new(venc.pp("fc0"), flat + extra, self.hidden)?;
-        let fc0 = Linear::new(vdec.pp("fc0"), cfg.latent_dim + extra, self.hidden)?;
-        let fc1 = Linear::new(vdec.pp("fc1"), self.hidden, flat)?;
+        let fc = Linear::new(venc.pp("fc0"), flat + extra, self.hidden, k)?;
+        let fc0 = Linear::new(vdec.pp("fc0"), cfg.latent_dim + extra, self.hidden, k)?;
+        let fc1 = Linear::new(vdec.pp("fc1"), self.hidden, flat, k)?;
         let outs: Vec<usize> = self
             .channels
             .iter()
@@ -87,14 +93,28 @@ impl ArchConfig for ConvConfig {
         let mut ups = Vec::with_capacity(outs.len());
         let mut cin = last;
         for (i, &c) in outs.iter().enumerate() {
-            ups.push(Up::new(vdec.pp(format!("up{i}")), cin, c, self.upsampling)?);
+            ups.push(Up::new(
+                vdec.pp(format!("up{i}")),
+                cin,
+                c,
+                self.upsampling,
+                k,
+            )?);
             cin = c;
         }
+        // Channels-last between the layers on the CPU, where the fused convolutions read and
+        // write it without transposes; NCHW elsewhere, the order convolution libraries take.
+        let inner = if vb.device().is_cpu() {
+            MapLayout::Nhwc
+        } else {
+            MapLayout::Nchw
+        };
         let body = ConvEncoder {
             convs,
             fc,
             activation: self.activation,
             shape: (s.channels, s.height, s.width),
+            inner,
         };
         let decoder = ConvDecoder {
             fc0,
@@ -102,6 +122,8 @@ impl ArchConfig for ConvConfig {
             ups,
             activation: self.activation,
             start: (last, h, w),
+            inner,
+            k,
         };
         Ok(Box::new(GaussianLatent::new(
             &vb,
@@ -109,6 +131,7 @@ impl ArchConfig for ConvConfig {
             self.hidden,
             cfg.latent_dim,
             Box::new(decoder),
+            k,
         )?))
     }
 }
@@ -120,6 +143,8 @@ struct ConvEncoder {
     activation: Activation,
     /// Channels, height and width of an input image.
     shape: (usize, usize, usize),
+    /// The memory order between the convolutions.
+    inner: MapLayout,
 }
 
 impl EncoderBody for ConvEncoder {
@@ -129,7 +154,7 @@ impl EncoderBody for ConvEncoder {
         let mut t = x.reshape((b, c, h, w))?;
         let n = self.convs.len();
         for (i, conv) in self.convs.iter().enumerate() {
-            let layouts = stack_layouts(i, n, MapLayout::Nhwc);
+            let layouts = stack_layouts(i, n, self.inner);
             t = conv.forward_act(&t, Some(self.activation), layouts)?;
         }
         let t = with_labels(&t.flatten_from(1)?, labels)?;
@@ -145,6 +170,9 @@ struct ConvDecoder {
     activation: Activation,
     /// Channels, height and width of the map the first upsampling receives.
     start: (usize, usize, usize),
+    /// The memory order between transposed convolutions.
+    inner: MapLayout,
+    k: Kernels,
 }
 
 impl Decoder for ConvDecoder {
@@ -158,13 +186,13 @@ impl Decoder for ConvDecoder {
         let mut h = h.reshape((b, c, hh, ww))?;
         let last = self.ups.len().saturating_sub(1);
         for (i, up) in self.ups.iter().enumerate() {
-            let layouts = stack_layouts(i, self.ups.len(), up.inner_layout());
+            let layouts = stack_layouts(i, self.ups.len(), up.inner_layout(self.inner));
             h = up.forward_act(&h, (i < last).then_some(self.activation), layouts)?;
         }
         let out = h.flatten_from(1)?;
         Ok(match out_act {
             Act::Identity => out,
-            act => crate::ops::composite::activate(&out, act)?,
+            act => crate::ops::activate(&out, act, self.k)?,
         })
     }
 }

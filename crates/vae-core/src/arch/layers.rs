@@ -7,7 +7,7 @@ use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{self, Act, ConvOpts, MapLayout};
+use crate::ops::{self, Act, ConvOpts, Kernels, MapLayout};
 
 /// The non-linearity between hidden layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -29,7 +29,7 @@ impl Activation {
         }
     }
 
-    /// Whether the activation has an exact forward pass ([`crate::ops::set_exact`]).
+    /// Whether the activation has an exact forward pass ([`Kernels::Exact`]).
     pub fn has_exact(&self) -> bool {
         self.fused().is_some()
     }
@@ -37,10 +37,10 @@ impl Activation {
     /// The activation of every element of `x`. In exact mode relu and tanh take the exact
     /// path (tanh from [`crate::fastmath`], not libm); gelu, whose erf comes from libm, is
     /// refused there.
-    pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if ops::exact() {
+    pub fn apply(&self, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        if k.is_exact() {
             return match self.fused() {
-                Some(act) => ops::composite::activate(x, act),
+                Some(act) => ops::activate(x, act, k),
                 None => candle_core::bail!(
                     "the {} activation has no exact forward pass (relu and tanh have one)",
                     self.name()
@@ -68,22 +68,29 @@ impl Activation {
 /// Variables are created with zeros here; `reset_parameters` gives them their values.
 const SHAPE_ONLY: candle_nn::Init = candle_nn::Init::Const(0.0);
 
-/// A dense layer `x W^T + b` with `weight` `[out, in]` and `bias` `[out]` (PyTorch's layout).
+/// A dense layer `x W^T + b` with `weight` `[out, in]` and `bias` `[out]` (PyTorch's layout),
+/// running the kernels `k`.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Tensor,
+    k: Kernels,
 }
 
 impl Linear {
-    pub(crate) fn new(vb: VarBuilder, input: usize, output: usize) -> candle_core::Result<Self> {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        input: usize,
+        output: usize,
+        k: Kernels,
+    ) -> candle_core::Result<Self> {
         let weight = vb.get_with_hints((output, input), "weight", SHAPE_ONLY)?;
         let bias = vb.get_with_hints(output, "bias", SHAPE_ONLY)?;
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, k })
     }
 
     pub(crate) fn forward(&self, x: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias, act)
+        ops::linear(x, &self.weight, &self.bias, act, self.k)
     }
 
     /// The layer followed by `activation`, fused when possible.
@@ -94,7 +101,7 @@ impl Linear {
     ) -> candle_core::Result<Tensor> {
         match activation.fused() {
             Some(act) => self.forward(x, act),
-            None => activation.apply(&self.forward(x, Act::Identity)?),
+            None => activation.apply(&self.forward(x, Act::Identity)?, self.k),
         }
     }
 }
@@ -112,11 +119,12 @@ impl Dense {
         input: usize,
         sizes: &[usize],
         activation: Activation,
+        k: Kernels,
     ) -> candle_core::Result<Self> {
         let mut layers = Vec::with_capacity(sizes.len());
         let mut fan_in = input;
         for (i, &n) in sizes.iter().enumerate() {
-            layers.push(Linear::new(vb.pp(format!("fc{i}")), fan_in, n)?);
+            layers.push(Linear::new(vb.pp(format!("fc{i}")), fan_in, n, k)?);
             fan_in = n;
         }
         Ok(Self { layers, activation })
@@ -130,23 +138,23 @@ impl Dense {
     }
 }
 
-/// A 2-D convolution with bias (weight `[out, in, k, k]`).
+/// A 2-D convolution with bias (weight `[out, in, k, k]`), running the kernels `kernels`.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
     weight: Tensor,
     bias: Tensor,
     stride: usize,
     padding: usize,
+    kernels: Kernels,
 }
 
 impl Conv {
     pub(crate) fn new(
         vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
+        (cin, cout, k): (usize, usize, usize),
         stride: usize,
         padding: usize,
+        kernels: Kernels,
     ) -> candle_core::Result<Self> {
         let weight = vb.get_with_hints((cout, cin, k, k), "weight", SHAPE_ONLY)?;
         let bias = vb.get_with_hints(cout, "bias", SHAPE_ONLY)?;
@@ -155,7 +163,13 @@ impl Conv {
             bias,
             stride,
             padding,
+            kernels,
         })
+    }
+
+    /// The kernels the layer runs.
+    pub(crate) fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// The kernel `[out, in, k, k]` and the bias `[out]`.
@@ -171,12 +185,14 @@ impl Conv {
         activation: Option<Activation>,
         (input, output): (MapLayout, MapLayout),
     ) -> candle_core::Result<Tensor> {
-        let o = ConvOpts::new(self.stride, self.padding).layouts(input, output);
+        let o = ConvOpts::new(self.stride, self.padding)
+            .layouts(input, output)
+            .kernels(self.kernels);
         let (w, b) = (&self.weight, &self.bias);
         match activation.map(|a| (a, a.fused())) {
             None => ops::conv2d_with(x, w, b, o),
             Some((_, Some(act))) => ops::conv2d_with(x, w, b, o.act(act)),
-            Some((a, None)) => a.apply(&ops::conv2d_with(x, w, b, o)?),
+            Some((a, None)) => a.apply(&ops::conv2d_with(x, w, b, o)?, self.kernels),
         }
     }
 }
@@ -205,7 +221,11 @@ pub enum Upsampling {
 #[derive(Debug, Clone)]
 pub(crate) enum Up {
     /// Transposed 4x4 convolution, stride 2, padding 1 (weight `[in, out, 4, 4]`).
-    Transposed { weight: Tensor, bias: Tensor },
+    Transposed {
+        weight: Tensor,
+        bias: Tensor,
+        k: Kernels,
+    },
     /// Nearest-neighbour upsampling, then a 3x3 convolution.
     Nearest(Conv),
 }
@@ -216,20 +236,23 @@ impl Up {
         cin: usize,
         cout: usize,
         kind: Upsampling,
+        k: Kernels,
     ) -> candle_core::Result<Self> {
         Ok(match kind {
             Upsampling::Transposed => Up::Transposed {
                 weight: vb.get_with_hints((cin, cout, 4, 4), "weight", SHAPE_ONLY)?,
                 bias: vb.get_with_hints(cout, "bias", SHAPE_ONLY)?,
+                k,
             },
-            Upsampling::Nearest => Up::Nearest(Conv::new(vb, cin, cout, 3, 1, 1)?),
+            Upsampling::Nearest => Up::Nearest(Conv::new(vb, (cin, cout, 3), 1, 1, k)?),
         })
     }
 
-    /// The memory order between two layers of this kind (nearest upsampling reads NCHW).
-    pub(crate) fn inner_layout(&self) -> MapLayout {
+    /// The memory order between two layers of this kind: `inner` (nearest upsampling reads
+    /// NCHW).
+    pub(crate) fn inner_layout(&self, inner: MapLayout) -> MapLayout {
         match self {
-            Up::Transposed { .. } => MapLayout::Nhwc,
+            Up::Transposed { .. } => inner,
             Up::Nearest(_) => MapLayout::Nchw,
         }
     }
@@ -243,12 +266,16 @@ impl Up {
         layouts: (MapLayout, MapLayout),
     ) -> candle_core::Result<Tensor> {
         match self {
-            Up::Transposed { weight, bias } => {
-                let o = ConvOpts::new(2, 1).layouts(layouts.0, layouts.1);
+            Up::Transposed { weight, bias, k } => {
+                let o = ConvOpts::new(2, 1)
+                    .layouts(layouts.0, layouts.1)
+                    .kernels(*k);
                 match activation.map(|a| (a, a.fused())) {
                     None => ops::conv_transpose2d_with(x, weight, bias, o),
                     Some((_, Some(act))) => ops::conv_transpose2d_with(x, weight, bias, o.act(act)),
-                    Some((a, None)) => a.apply(&ops::conv_transpose2d_with(x, weight, bias, o)?),
+                    Some((a, None)) => {
+                        a.apply(&ops::conv_transpose2d_with(x, weight, bias, o)?, *k)
+                    }
                 }
             }
             Up::Nearest(conv) => {

@@ -12,7 +12,7 @@ use super::layers::{with_labels, Activation, Dense, Linear};
 use super::single::{Decoder, EncoderBody, GaussianLatent};
 use super::{ArchConfig, Net};
 use crate::config::ModelConfig;
-use crate::ops::Act;
+use crate::ops::{Act, Kernels};
 use crate::{Error, Result};
 
 /// The settings of the `mlp` architecture.
@@ -39,17 +39,17 @@ impl ArchConfig for MlpConfig {
         Ok(())
     }
 
-    fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>> {
+    fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>> {
         let extra = cfg.num_classes.unwrap_or(0);
         let latent = cfg.latent_dim;
         let input = cfg.shape.dim() + extra;
-        let body = Dense::new(&vb.pp("encoder"), input, &self.hidden, self.activation)?;
+        let body = Dense::new(&vb.pp("encoder"), input, &self.hidden, self.activation, k)?;
         let features = self.hidden.last().copied().unwrap_or(input);
         let rev: Vec<usize> = self.hidden.iter().rev().copied().collect();
         let vdec = vb.pp("decoder");
-        let dbody = Dense::new(&vdec, latent + extra, &rev, self.activation)?;
+        let dbody = Dense::new(&vdec, latent + extra, &rev, self.activation, k)?;
         let last = rev.last().copied().unwrap_or(latent + extra);
-        let out = Linear::new(vdec.pp("out"), last, cfg.decoder_outputs())?;
+        let out = Linear::new(vdec.pp("out"), last, cfg.decoder_outputs(), k)?;
         let decoder = MlpDecoder { body: dbody, out };
         Ok(Box::new(GaussianLatent::new(
             &vb,
@@ -57,6 +57,7 @@ impl ArchConfig for MlpConfig {
             features,
             latent,
             Box::new(decoder),
+            k,
         )?))
     }
 }

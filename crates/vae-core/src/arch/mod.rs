@@ -26,7 +26,7 @@ pub use mlp::MlpConfig;
 
 use crate::config::ModelConfig;
 use crate::dist::DiagonalGaussian;
-use crate::ops::Act;
+use crate::ops::{Act, Kernels};
 use crate::Result;
 
 /// The encoder and decoder networks, as `config.json` records them (`"kind": "mlp"`, ...).
@@ -64,8 +64,13 @@ impl Arch {
     }
 
     /// Creates the layers through `vb` (the prefixes are the tensor names).
-    pub(crate) fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>> {
-        self.get().build(vb, cfg)
+    pub(crate) fn build(
+        &self,
+        vb: VarBuilder,
+        cfg: &ModelConfig,
+        k: Kernels,
+    ) -> Result<Box<dyn Net>> {
+        self.get().build(vb, cfg, k)
     }
 }
 
@@ -79,7 +84,9 @@ pub trait ArchConfig: std::fmt::Debug {
     /// name the flag.
     fn validate(&self, cfg: &ModelConfig) -> Result<()>;
     /// Creates the layers through `vb` (the prefixes are the tensor names).
-    fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>>;
+    /// The layers, created through `vb` (whose prefixes are the tensor names), running the
+    /// kernels `k`.
+    fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>>;
 }
 
 /// The latent variables of a model, as groups: the noise of one sample of one example is the

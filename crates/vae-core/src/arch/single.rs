@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use super::layers::Linear;
 use super::{LatentLayout, Net, Pass};
 use crate::dist::{std_normal_log_prob, DiagonalGaussian};
-use crate::ops::Act;
+use crate::ops::{Act, Kernels};
 use crate::Result;
 
 /// The feature extractor of an encoder: `x` (and labels) to the input of the head.
@@ -43,8 +43,9 @@ impl GaussianLatent {
         features: usize,
         latent: usize,
         decoder: Box<dyn Decoder>,
+        k: Kernels,
     ) -> Result<Self> {
-        let head = Linear::new(vb.pp("encoder").pp("head"), features, 2 * latent)?;
+        let head = Linear::new(vb.pp("encoder").pp("head"), features, 2 * latent, k)?;
         Ok(Self {
             body,
             head,

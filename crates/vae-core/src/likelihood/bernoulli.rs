@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::{Density, Observation};
-use crate::ops;
+use crate::ops::{self, Kernels};
 
 /// The Bernoulli likelihood (one logit per dimension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,12 +21,12 @@ impl Observation for Bernoulli {
         1
     }
 
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::bernoulli_log_prob(params, x)
+    fn log_prob(&self, params: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::bernoulli_log_prob(params, x, k)
     }
 
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
-        ops::sigmoid(params)
+    fn mean(&self, params: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::sigmoid(params, k)
     }
 
     fn density(&self) -> Density {

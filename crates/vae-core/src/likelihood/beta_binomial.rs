@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::{Density, Observation};
-use crate::ops;
+use crate::ops::{self, Kernels};
 
 /// The beta-binomial likelihood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,11 +22,11 @@ impl Observation for BetaBinomial {
         2
     }
 
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::beta_binomial_log_prob(params, x)
+    fn log_prob(&self, params: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::beta_binomial_log_prob(params, x, k)
     }
 
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
+    fn mean(&self, params: &Tensor, _k: Kernels) -> candle_core::Result<Tensor> {
         ops::beta_binomial_mean(params)
     }
 

@@ -6,7 +6,7 @@ use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::{Density, Observation};
-use crate::ops;
+use crate::ops::{self, Kernels};
 
 /// The continuous Bernoulli likelihood (one logit per dimension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,12 +21,12 @@ impl Observation for ContinuousBernoulli {
         1
     }
 
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::bernoulli_log_prob(params, x)? + ops::cb_log_norm(params)?.sum(D::Minus1)?
+    fn log_prob(&self, params: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::bernoulli_log_prob(params, x, k)? + ops::cb_log_norm(params, k)?.sum(D::Minus1)?
     }
 
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
-        ops::cb_mean(params)
+    fn mean(&self, params: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::cb_mean(params, k)
     }
 
     fn density(&self) -> Density {
@@ -46,7 +46,9 @@ mod tests {
         let lik = ContinuousBernoulli {};
         let logits = [-3.0f32, -0.4, 0.05, 1.7, 6.0];
         let x = [0.1f32, 0.9, 0.5, 0.0, 1.0];
-        let got = lik.log_prob(&t(&logits, 1), &t(&x, 1))?.to_vec1::<f32>()?[0] as f64;
+        let got = lik
+            .log_prob(&t(&logits, 1), &t(&x, 1), Kernels::Native)?
+            .to_vec1::<f32>()?[0] as f64;
         let want: f64 = (0..5)
             .map(|i| {
                 let l = 1.0 / (1.0 + (-(logits[i] as f64)).exp());
@@ -59,6 +61,7 @@ mod tests {
             .log_prob(
                 &t(&[1000.0f32, -1000.0, 0.0], 1),
                 &t(&[1.0f32, 0.0, 0.3], 1),
+                Kernels::Native,
             )?
             .to_vec1::<f32>()?[0];
         assert!(v.is_finite(), "{v}");

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::{Density, Observation};
-use crate::ops;
+use crate::ops::{self, Kernels};
 use crate::{Error, Result};
 
 /// The largest number of mixture components accepted.
@@ -30,12 +30,12 @@ impl Observation for DiscretizedLogistic {
         ops::discretized_logistic_params_per_dim(self.mixtures)
     }
 
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::discretized_logistic_log_prob(params, x, self.mixtures)
+    fn log_prob(&self, params: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::discretized_logistic_log_prob(params, x, self.mixtures, k)
     }
 
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
-        ops::discretized_logistic_mean(params, self.mixtures)
+    fn mean(&self, params: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        ops::discretized_logistic_mean(params, self.mixtures, k)
     }
 
     fn density(&self) -> Density {

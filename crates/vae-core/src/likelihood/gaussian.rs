@@ -1,6 +1,7 @@
 //! `gaussian`: the seed article's decoder p(x|z) = N(x; sqrt(1−α) μ(z), α I), with α ∈ (0, 1)
 //! fixed (`--alpha`) and its normalising constant: a density on the reals.
 
+use crate::ops::Kernels;
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +24,7 @@ impl Observation for Gaussian {
         1
     }
 
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn log_prob(&self, params: &Tensor, x: &Tensor, _k: Kernels) -> candle_core::Result<Tensor> {
         let alpha = self.alpha;
         let d = x.dim(D::Minus1)? as f64;
         let mean = (params * (1.0 - alpha).sqrt())?;
@@ -31,7 +32,7 @@ impl Observation for Gaussian {
         (sq * (-0.5 / alpha))? - 0.5 * d * (LN_2PI + alpha.ln())
     }
 
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
+    fn mean(&self, params: &Tensor, _k: Kernels) -> candle_core::Result<Tensor> {
         params * (1.0 - self.alpha).sqrt()
     }
 
@@ -61,7 +62,9 @@ mod tests {
         let lik = Gaussian { alpha };
         let mu = [0.2f32, -1.0, 3.0, 0.0];
         let x = [0.1f32, 0.0, 2.5, 1.0];
-        let got = lik.log_prob(&t(&mu, 1), &t(&x, 1))?.to_vec1::<f32>()?[0] as f64;
+        let got = lik
+            .log_prob(&t(&mu, 1), &t(&x, 1), Kernels::Native)?
+            .to_vec1::<f32>()?[0] as f64;
         let want: f64 = (0..4)
             .map(|i| {
                 let m = (1.0 - alpha).sqrt() * mu[i] as f64;
@@ -72,7 +75,11 @@ mod tests {
         close(got, want, 1e-6);
         // Extreme means stay finite.
         let far = lik
-            .log_prob(&t(&[1e6f32, -1e6], 1), &t(&[0.0f32, 1.0], 1))?
+            .log_prob(
+                &t(&[1e6f32, -1e6], 1),
+                &t(&[0.0f32, 1.0], 1),
+                Kernels::Native,
+            )?
             .to_vec1::<f32>()?[0];
         assert!(far.is_finite() && far < -1e12);
         Ok(())

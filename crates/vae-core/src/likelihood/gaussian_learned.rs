@@ -3,6 +3,7 @@
 //! v = c + h tanh((r − c)/h) stays in (min_logvar, max_logvar) smoothly (c, h the centre and
 //! half-width): log p = −½ Σ_d [(x_d − m_d)² e^(−v_d) + v_d + ln 2π]. A density on the reals.
 
+use crate::ops::Kernels;
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,7 @@ impl Observation for GaussianLearned {
         2
     }
 
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn log_prob(&self, params: &Tensor, x: &Tensor, _k: Kernels) -> candle_core::Result<Tensor> {
         let (mean, logvar) = self.split(params, x.dim(D::Minus1)?)?;
         // -0.5 * sum((x - m)^2 e^-logvar + logvar + ln 2 pi)
         let d = x.dim(D::Minus1)? as f64;
@@ -57,7 +58,7 @@ impl Observation for GaussianLearned {
         ((q + &logvar)?.sum(D::Minus1)? + d * LN_2PI)? * -0.5
     }
 
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
+    fn mean(&self, params: &Tensor, _k: Kernels) -> candle_core::Result<Tensor> {
         let d = params.dim(D::Minus1)? / 2;
         params.narrow(D::Minus1, 0, d)
     }
@@ -87,7 +88,9 @@ mod tests {
         let lik = GaussianLearned::default();
         let params = [0.5f32, -0.25, 0.3, -1.2]; // means 0.5, -0.25; raw log-variances 0.3, -1.2
         let x = [0.4f32, 0.1];
-        let got = lik.log_prob(&t(&params, 1), &t(&x, 1))?.to_vec1::<f32>()?[0] as f64;
+        let got = lik
+            .log_prob(&t(&params, 1), &t(&x, 1), Kernels::Native)?
+            .to_vec1::<f32>()?[0] as f64;
         let clamp = |r: f64| -3.5 + 5.5 * ((r + 3.5) / 5.5).tanh();
         let want: f64 = (0..2)
             .map(|i| {
@@ -99,7 +102,11 @@ mod tests {
         close(got, want, 1e-6);
         // Raw log-variances of +-1e4 are clamped inside (-9, 2): finite densities.
         let v = lik
-            .log_prob(&t(&[0.0f32, 0.0, 1e4, -1e4], 1), &t(&[1.0f32, 1.0], 1))?
+            .log_prob(
+                &t(&[0.0f32, 0.0, 1e4, -1e4], 1),
+                &t(&[1.0f32, 1.0], 1),
+                Kernels::Native,
+            )?
             .to_vec1::<f32>()?[0];
         assert!(v.is_finite());
         let (_, lv) = lik.split(&t(&[0.0f32, 0.0, 1e4, -1e4], 1), 2)?;

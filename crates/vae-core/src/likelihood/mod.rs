@@ -15,6 +15,7 @@ mod discretized_logistic;
 mod gaussian;
 mod gaussian_learned;
 
+use crate::ops::Kernels;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -46,10 +47,11 @@ pub trait Observation: std::fmt::Debug + Send + Sync {
     fn name(&self) -> &'static str;
     /// Decoder outputs per data dimension (P).
     fn params_per_dim(&self) -> usize;
-    /// log p(x | decoder output) per example, summed over dimensions: `[batch]`.
-    fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor>;
+    /// log p(x | decoder output) per example, summed over dimensions: `[batch]`, with the
+    /// model's kernels.
+    fn log_prob(&self, params: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor>;
     /// The mean of p(x|z) for each example, `[batch, dim]` (what pictures show).
-    fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor>;
+    fn mean(&self, params: &Tensor, k: Kernels) -> candle_core::Result<Tensor>;
     /// What `log_prob` is a log-probability of.
     fn density(&self) -> Density;
     /// Checks the settings; messages name the flag.
@@ -148,13 +150,13 @@ impl Likelihood {
     }
 
     /// log p(x | decoder output) per example, summed over dimensions: `[batch]`.
-    pub fn log_prob(&self, params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.get().log_prob(params, x)
+    pub fn log_prob(&self, params: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        self.get().log_prob(params, x, k)
     }
 
     /// The mean of p(x|z) for each example, `[batch, dim]` (what pictures show).
-    pub fn mean(&self, params: &Tensor) -> candle_core::Result<Tensor> {
-        self.get().mean(params)
+    pub fn mean(&self, params: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+        self.get().mean(params, k)
     }
 
     /// What the log-likelihood is a log-probability of.

@@ -10,6 +10,7 @@ use std::cell::Cell;
 
 use candle_core::{CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Shape, Tensor, Var};
 
+use super::Kernels;
 use crate::multiversion;
 
 /// One Adam(W) update with the bias corrections folded into two scalars, and the clipping
@@ -29,16 +30,12 @@ pub struct AdamUpdate {
     pub scale: f32,
 }
 
-fn is_fused(t: &Tensor) -> bool {
-    super::fused() && t.device().is_cpu() && t.dtype() == DType::F32
-}
-
 /// The sum of the shards' gradients of one variable, added in order (`g0 + g1 + …`).
-pub fn sum_gradients(grads: &[&Tensor]) -> candle_core::Result<Tensor> {
+pub fn sum_gradients(grads: &[&Tensor], k: Kernels) -> candle_core::Result<Tensor> {
     match grads {
         [] => candle_core::bail!("adam: no gradient"),
         [g] => Ok((*g).clone()),
-        [a, rest @ ..] if rest.iter().all(|g| is_fused(g)) && is_fused(a) => {
+        [a, rest @ ..] if k.cpu_kernel(grads) && k.cpu_kernel(&[a]) => {
             let mut acc = a.contiguous()?.apply_op2(&rest[0].contiguous()?, AddOp)?;
             for g in &rest[1..] {
                 acc = acc.apply_op2(&g.contiguous()?, AddOp)?;
@@ -102,8 +99,8 @@ pub fn sum_squares(g: &Tensor) -> candle_core::Result<f64> {
 impl AdamUpdate {
     /// Updates the moments `[2, numel]` (first moment in row 0, second in row 1) with the
     /// scaled gradient `g`; returns the sum of squares of the unscaled gradient.
-    pub fn moments(&self, moments: &Tensor, g: &Tensor) -> candle_core::Result<f64> {
-        if !is_fused(moments) || !is_fused(g) {
+    pub fn moments(&self, moments: &Tensor, g: &Tensor, k: Kernels) -> candle_core::Result<f64> {
+        if !k.cpu_kernel(&[moments, g]) {
             return self.moments_composite(moments, g);
         }
         let op = MomentsOp {
@@ -115,8 +112,8 @@ impl AdamUpdate {
     }
 
     /// Applies the update to the parameter from its moments.
-    pub fn param(&self, var: &Var, moments: &Tensor) -> candle_core::Result<()> {
-        if !is_fused(moments) {
+    pub fn param(&self, var: &Var, moments: &Tensor, k: Kernels) -> candle_core::Result<()> {
+        if !k.cpu_kernel(&[moments]) {
             return self.param_composite(var, moments);
         }
         var.as_tensor().inplace_op2(moments, &ParamOp(*self))
@@ -299,13 +296,13 @@ mod tests {
         let mut rng = Rng::new(4);
         let t = |rng: &mut Rng| Tensor::from_vec(rng.normal_vec(n), n, &dev);
         let (g0, g1, g2) = (t(&mut rng)?, t(&mut rng)?, t(&mut rng)?);
-        let fused = sum_gradients(&[&g0, &g1, &g2])?;
+        let fused = sum_gradients(&[&g0, &g1, &g2], Kernels::Native)?;
         let composite = composite_sum(&[&g0, &g1, &g2])?;
         assert_eq!(fused.to_vec1::<f32>()?, composite.to_vec1::<f32>()?);
         let u = update();
         let start = Tensor::from_vec(rng.normal_vec(2 * n), (2, n), &dev)?.abs()?;
         let (a, b) = (start.copy()?, start.copy()?);
-        let sa = u.moments(&a, &fused)?;
+        let sa = u.moments(&a, &fused, Kernels::Native)?;
         let sb = u.moments_composite(&b, &fused)?;
         assert!((sa - sb).abs() < 1e-4 * sb, "{sa} vs {sb}");
         let (a, b) = (a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
@@ -320,7 +317,7 @@ mod tests {
             Var::from_vec(w0, n, &dev)?,
         );
         let mv = Tensor::from_vec(rng.normal_vec(2 * n), (2, n), &dev)?.abs()?;
-        u.param(&wa, &mv)?;
+        u.param(&wa, &mv, Kernels::Native)?;
         u.param_composite(&wb, &mv)?;
         for (x, y) in wa
             .as_tensor()

@@ -2,15 +2,15 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
 
-use super::composite;
+use super::{composite, Kernels};
 use crate::fastmath::{self, sum16};
 use crate::multiversion;
 
 /// Per-example Bernoulli log-likelihood on logits, summed over dimensions:
 /// `sum_d x*l - softplus(l)`, for `logits` and `x` of shape `[batch, dim]`; returns `[batch]`.
 /// Finite for any finite logits (no log of a sigmoid is ever taken).
-pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-    if super::use_fused(&[logits, x]) {
+pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+    if k.cpu_kernel(&[logits, x]) {
         let logits = logits.contiguous()?;
         let x = x.contiguous()?;
         logits.apply_op2(&x, BernoulliLogProb)
@@ -20,8 +20,8 @@ pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> candle_core::Result<Te
 }
 
 /// The logistic sigmoid, elementwise (the mean of a Bernoulli on logits), differentiable.
-pub fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
-    if super::use_fused(&[x]) {
+pub fn sigmoid(x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
+    if k.cpu_kernel(&[x]) {
         x.contiguous()?.apply_op1(Sigmoid)
     } else {
         candle_nn::ops::sigmoid(x)
@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn bernoulli_matches_direct_formula() -> candle_core::Result<()> {
         let (l, x) = logits_and_x();
-        let fused = bernoulli_log_prob(&l, &x)?.to_vec1::<f32>()?;
+        let fused = bernoulli_log_prob(&l, &x, Kernels::Native)?.to_vec1::<f32>()?;
         let (lv, xv) = (l.to_vec2::<f32>()?, x.to_vec2::<f32>()?);
         for b in 0..3 {
             // Direct formula in f64: x ln(sigmoid(l)) + (1-x) ln(1 - sigmoid(l)).
@@ -222,7 +222,7 @@ mod tests {
     fn sigmoid_matches_candle_in_value_and_gradient() -> candle_core::Result<()> {
         let (l, _) = logits_and_x();
         let v = Var::from_tensor(&l)?;
-        let ours = sigmoid(v.as_tensor())?;
+        let ours = sigmoid(v.as_tensor(), Kernels::Native)?;
         let theirs = candle_nn::ops::sigmoid(v.as_tensor())?;
         let d = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-6, "{d}");
@@ -241,11 +241,11 @@ mod tests {
         let dev = Device::Cpu;
         let l = Tensor::new(&[[1000f32, -1000.0, 1000.0, -1000.0]], &dev)?;
         let x = Tensor::new(&[[1f32, 0.0, 0.0, 1.0]], &dev)?;
-        let v = bernoulli_log_prob(&l, &x)?.to_vec1::<f32>()?;
+        let v = bernoulli_log_prob(&l, &x, Kernels::Native)?.to_vec1::<f32>()?;
         // Confident and right: 0 nats each; confident and wrong: -1000 nats each.
         assert_eq!(v, vec![-2000.0]);
         let var = Var::from_tensor(&l)?;
-        let g = bernoulli_log_prob(var.as_tensor(), &x)?
+        let g = bernoulli_log_prob(var.as_tensor(), &x, Kernels::Native)?
             .sum_all()?
             .backward()?;
         let g = g.get(var.as_tensor()).unwrap().to_vec2::<f32>()?;
@@ -262,7 +262,7 @@ mod tests {
         let l = (l * 0.3)?; // keep the curvature moderate for the f64 check below
         let var = Var::from_tensor(&l)?;
         let w = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu)?;
-        let loss = bernoulli_log_prob(var.as_tensor(), &x)?
+        let loss = bernoulli_log_prob(var.as_tensor(), &x, Kernels::Native)?
             .mul(&w)?
             .sum_all()?;
         let grads = loss.backward()?;

@@ -55,9 +55,13 @@ fn ln_choose() -> &'static [f64; LEVELS] {
 /// holding v/255 for levels v in 0..=255 (any other value is read as the nearest level,
 /// round(255 · clamp(x, 0, 1))); returns `[batch]`. Differentiable with respect to `params`
 /// (`x`, discrete, gets no gradient).
-pub fn beta_binomial_log_prob(params: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn beta_binomial_log_prob(
+    params: &Tensor,
+    x: &Tensor,
+    k: super::Kernels,
+) -> candle_core::Result<Tensor> {
     discrete::check_shapes("beta-binomial", params, x, 2)?;
-    if super::use_fused(&[params, x]) {
+    if k.cpu_kernel(&[params, x]) {
         params
             .contiguous()?
             .apply_op2(&x.contiguous()?, BetaBinomial)

@@ -71,8 +71,8 @@ fn map(x: &Tensor, f: fn(f64) -> f64, name: &'static str) -> candle_core::Result
 }
 
 /// ln C(l) per element, differentiable.
-pub fn cb_log_norm(logits: &Tensor) -> candle_core::Result<Tensor> {
-    if super::use_fused(&[logits]) {
+pub fn cb_log_norm(logits: &Tensor, k: super::Kernels) -> candle_core::Result<Tensor> {
+    if k.cpu_kernel(&[logits]) {
         logits.apply_op1(CbLogNorm)
     } else {
         composite_log_norm(logits)
@@ -91,9 +91,28 @@ pub fn composite_log_norm(l: &Tensor) -> candle_core::Result<Tensor> {
     small.where_cond(&series, &big)
 }
 
-/// The mean of the continuous Bernoulli per element (for pictures).
-pub fn cb_mean(logits: &Tensor) -> candle_core::Result<Tensor> {
-    map(logits, mean, "cb-mean")
+/// The mean of the continuous Bernoulli per element (for pictures): in f64 on the CPU, as
+/// [`composite_mean`] elsewhere.
+pub fn cb_mean(logits: &Tensor, k: super::Kernels) -> candle_core::Result<Tensor> {
+    if k.cpu_kernel(&[logits]) {
+        map(logits, mean, "cb-mean")
+    } else {
+        composite_mean(logits)
+    }
+}
+
+/// The mean with tensor operations on the device of `l`: λ/tanh(l/2) − 1/l with λ = σ(l),
+/// its Taylor series where |l| is small (both branches at safe arguments, as
+/// [`composite_log_norm`]).
+pub fn composite_mean(l: &Tensor) -> candle_core::Result<Tensor> {
+    let small = l.abs()?.lt(SMALL_MEAN)?;
+    let safe = small.where_cond(&l.ones_like()?, l)?;
+    let big = ((candle_nn::ops::sigmoid(&safe)? / (&safe * 0.5)?.tanh()?)? - safe.recip()?)?;
+    let l2 = l.sqr()?;
+    let l3 = (l * &l2)?;
+    let l5 = (&l3 * &l2)?;
+    let series = ((((l / 12.0)? + 0.5)? - (l3 / 720.0)?)? + (l5 / 30240.0)?)?;
+    small.where_cond(&series, &big)
 }
 
 struct CbLogNorm;
@@ -122,6 +141,7 @@ impl CustomOp1 for CbLogNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Kernels;
 
     /// ln(lambda) and ln(1 - lambda) for lambda = sigmoid(l), without cancellation.
     fn ln_lambdas(l: f64) -> (f64, f64) {
@@ -157,7 +177,7 @@ mod tests {
     fn fused_and_composite_agree_in_value_and_gradient() -> candle_core::Result<()> {
         let v = [-50.0f32, -3.0, -0.2, -0.004, 0.0, 0.003, 0.3, 4.0, 80.0];
         let var = candle_core::Var::new(&v, &candle_core::Device::Cpu)?;
-        let f = cb_log_norm(var.as_tensor())?;
+        let f = cb_log_norm(var.as_tensor(), Kernels::Native)?;
         let c = composite_log_norm(var.as_tensor())?;
         let (fv, cv) = (f.to_vec1::<f32>()?, c.to_vec1::<f32>()?);
         let gf = f

@@ -71,10 +71,11 @@ pub fn discretized_logistic_log_prob(
     params: &Tensor,
     x: &Tensor,
     mixtures: usize,
+    k: super::Kernels,
 ) -> candle_core::Result<Tensor> {
     let pp = check_k(mixtures)?;
     discrete::check_shapes("discretized-logistic", params, x, pp)?;
-    if super::use_fused(&[params, x]) {
+    if k.cpu_kernel(&[params, x]) {
         params
             .contiguous()?
             .apply_op2(&x.contiguous()?, DLogistic { k: mixtures })

@@ -1,5 +1,5 @@
 //! Forward passes whose bits do not depend on the CPU's SIMD level, the thread count or the
-//! batch: used under [`super::set_exact`] (lossless compression needs the encoder and the
+//! batch: the route of [`super::Kernels::Exact`] (lossless compression needs the encoder and the
 //! decoder of a file to compute the same model outputs, possibly on different machines).
 //!
 //! Every output element is a dot product of two contiguous rows, summed in one fixed order:
@@ -369,7 +369,7 @@ pub(super) fn conv_transpose2d(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastmath::{set_simd_cap, SimdLevel};
+    use crate::fastmath::{with_simd_cap, SimdLevel};
     use crate::Rng;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
@@ -406,7 +406,6 @@ mod tests {
                 conv_transpose2d(&xt, &wc, &bt, 2, 1).unwrap(),
             )
         };
-        set_simd_cap(None);
         let (l, c, t) = run();
         let want_l = (x
             .matmul(&w.t().unwrap())
@@ -431,13 +430,11 @@ mod tests {
         assert_eq!(t.dims(), want_t.dims());
         assert!(max_diff(&t, &want_t) < 1e-4);
         for level in [SimdLevel::Baseline, SimdLevel::V3, SimdLevel::V4] {
-            set_simd_cap(Some(level));
-            let (l2, c2, t2) = run();
+            let (l2, c2, t2) = with_simd_cap(Some(level), run);
             assert_eq!(bits(&l), bits(&l2), "{level:?}");
             assert_eq!(bits(&c), bits(&c2), "{level:?}");
             assert_eq!(bits(&t), bits(&t2), "{level:?}");
         }
-        set_simd_cap(None);
         // Activations on their own: fastmath's, not candle's (libm) tanh and sigmoid.
         let y = rand(&[3, 2, 7, 5], 9);
         for act in [Act::Tanh, Act::Sigmoid, Act::Relu, Act::Identity] {

@@ -3,7 +3,9 @@
 //! log-scales, log σ = L tanh(raw / L)) and the noise ε, the sample z = μq + σq ε and the KL
 //! divergence KL(q ‖ p) summed per example:
 //!
-//!     KL = Σ 0.5 (e^{2d} + ((μq − μp)/σp)² − 1) − d,   d = log σq − log σp.
+//! ```text
+//! KL = Σ 0.5 (e^{2d} + ((μq − μp)/σp)² − 1) − d,   d = log σq − log σp.
+//! ```
 //!
 //! As candle operations this is two dozen graph nodes per group, each with its own buffers in
 //! the backward pass; here it is one forward and one backward pass over the maps. Gradients,
@@ -21,7 +23,7 @@ use crate::multiversion;
 /// `(z, kl)` of a group: `prior` `[n, h, w, ≥ 2z]`, `post` `[n, h, w, ≥ 2z]` (raw outputs,
 /// means then raw log-scales in their first `2z` channels), `eps` `[n, h, w, z]`; returns z
 /// `[n, h, w, z]` and the KL `[n]`. Log-scales are bounded to ±`bound` as `bound · tanh(raw /
-/// bound)`. Only on the CPU in f32 (see [`super::use_fused`]); the caller keeps the composite
+/// bound)`. Only on the CPU in f32 ([`super::Kernels::fused`]); the caller keeps the composite
 /// path for other cases.
 pub fn gaussian_sample_kl(
     prior: &Tensor,

@@ -9,8 +9,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::bernoulli::{rows_of, slice};
-use super::composite;
 use super::gemm::{matmul_new, MatRef};
+use super::{composite, Kernels, Route};
 use crate::fastmath;
 use crate::multiversion;
 
@@ -26,16 +26,20 @@ pub enum Act {
 }
 
 /// `act(x W^T + b)` for `x` `[batch, in]`, `w` `[out, in]`, `b` `[out]`.
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-    if super::exact() {
-        return super::exact::linear(x, w, b, act);
-    }
-    let fused = super::use_fused(&[x, w, b]) && x.rank() == 2;
-    if fused {
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { act })
-    } else {
-        composite::linear(x, w, b, act)
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    act: Act,
+    k: Kernels,
+) -> candle_core::Result<Tensor> {
+    match k.route(&[x, w, b]) {
+        Route::Exact(simd) => fastmath::with_simd_cap(simd, || super::exact::linear(x, w, b, act)),
+        Route::Cpu if x.rank() == 2 => {
+            x.contiguous()?
+                .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { act })
+        }
+        _ => composite::linear(x, w, b, act),
     }
 }
 
@@ -221,7 +225,13 @@ mod tests {
             let w = Var::from_vec(data(5 * 6, 0.5, 2), (5, 6), &dev)?;
             let b = Var::from_vec(data(5, 0.3, 3), 5, &dev)?;
             let up = Tensor::new(data(4 * 5, 1.0, 4), &dev)?.reshape((4, 5))?;
-            let f = linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), act)?;
+            let f = linear(
+                x.as_tensor(),
+                w.as_tensor(),
+                b.as_tensor(),
+                act,
+                Kernels::Native,
+            )?;
             let c = composite::linear(x.as_tensor(), w.as_tensor(), b.as_tensor(), act)?;
             let diff = (&f - &c)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-6, "{act:?}: values differ by {diff}");
@@ -235,7 +245,7 @@ mod tests {
             }
             // A data input gets no gradient computed.
             let xd = Tensor::from_vec(data(4 * 6, 1.0, 1), (4, 6), &dev)?;
-            let g = linear(&xd, w.as_tensor(), b.as_tensor(), act)?
+            let g = linear(&xd, w.as_tensor(), b.as_tensor(), act, Kernels::Native)?
                 .sum_all()?
                 .backward()?;
             assert!(g.get(&xd).is_none());
@@ -255,7 +265,7 @@ mod tests {
         let w = Var::from_vec(wv.clone(), (o, i), &dev)?;
         let x = Tensor::from_vec(xv.clone(), (n, i), &dev)?;
         let b = Tensor::from_vec(bv.clone(), o, &dev)?;
-        let g = linear(&x, w.as_tensor(), &b, Act::Tanh)?
+        let g = linear(&x, w.as_tensor(), &b, Act::Tanh, Kernels::Native)?
             .sqr()?
             .sum_all()?
             .backward()?;

@@ -2,7 +2,9 @@
 //!
 //! On the CPU each runs as one pass over memory (a candle custom op with kernels from
 //! [`crate::fastmath`] and direct `gemm` calls); on other devices, and as the reference in
-//! tests, the same value comes from a composition of candle operations ([`composite`]).
+//! tests, the same value comes from a composition of candle operations ([`composite`]). Each
+//! operation takes the model's [`Kernels`] setting and picks its implementation from it and
+//! its tensors' device ([`Kernels::route`]).
 //! Gradients of the fused versions are checked against finite differences and against the
 //! composite versions in the tests. [`adam`] holds the optimizer's kernels.
 
@@ -18,10 +20,11 @@ mod gauss;
 mod gemm;
 mod linear;
 mod pool;
-
-use std::sync::atomic::{AtomicBool, Ordering};
+mod select;
 
 use candle_core::Tensor;
+
+use crate::fastmath;
 
 pub use bernoulli::{bernoulli_log_prob, sigmoid};
 pub use betabinom::{
@@ -42,74 +45,44 @@ pub use dlogistic::{
 pub use gauss::gaussian_sample_kl;
 pub use linear::{linear, Act};
 pub use pool::avg_pool2_last;
+pub use select::{Kernels, Route};
 
-static FUSED: AtomicBool = AtomicBool::new(true);
-static EXACT: AtomicBool = AtomicBool::new(false);
-
-/// Turns the exact forward passes on or off for the whole process (off by default). On,
-/// [`linear`], [`conv2d_with`] and [`conv_transpose2d_with`] (and so [`conv2d`] and
-/// [`conv_transpose2d`]) compute their forward pass with fixed-order kernels whose bits do not
-/// depend on the SIMD level, the thread count or the batch (see `ops/exact.rs`); they then
-/// have no backward pass. Lossless compression needs this.
-pub fn set_exact(on: bool) {
-    EXACT.store(on, Ordering::SeqCst);
+/// `act(y)`: in exact mode from [`crate::fastmath`] (the same bits on every CPU; candle's call
+/// libm), else candle's.
+pub fn activate(y: &Tensor, act: Act, k: Kernels) -> candle_core::Result<Tensor> {
+    match k.route(&[y]) {
+        Route::Exact(simd) => fastmath::with_simd_cap(simd, || exact::activate_tensor(y, act)),
+        _ => composite_activate(y, act),
+    }
 }
 
-/// Whether the exact forward passes are in use.
-pub fn exact() -> bool {
-    EXACT.load(Ordering::SeqCst)
-}
-
-/// Turns the exact passes on until dropped, then restores the previous setting.
-#[must_use = "exact mode ends when the guard is dropped"]
-pub struct ExactGuard {
-    previous: bool,
-}
-
-impl ExactGuard {
-    pub fn new() -> Self {
-        ExactGuard {
-            previous: EXACT.swap(true, Ordering::SeqCst),
+/// Exact mode's convolutions: the fixed-order kernels of `ops/exact.rs` on `[B, C, H, W]` maps,
+/// the activation from [`crate::fastmath`]; the memory orders change by transposes, which move
+/// values without changing them.
+fn exact_conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    o: ConvOpts,
+    transposed: bool,
+    simd: Option<fastmath::SimdLevel>,
+) -> candle_core::Result<Tensor> {
+    fastmath::with_simd_cap(simd, || {
+        let x = match o.input {
+            MapLayout::Nchw => x.clone(),
+            MapLayout::Nhwc => x.permute((0, 3, 1, 2))?.contiguous()?,
+        };
+        let y = if transposed {
+            exact::conv_transpose2d(&x, w, b, o.stride, o.pad)?
+        } else {
+            exact::conv2d(&x, w, b, o.stride, o.pad)?
+        };
+        let y = exact::activate_tensor(&y, o.act)?;
+        match o.output {
+            MapLayout::Nchw => Ok(y),
+            MapLayout::Nhwc => y.permute((0, 2, 3, 1))?.contiguous(),
         }
-    }
-}
-
-impl Default for ExactGuard {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for ExactGuard {
-    fn drop(&mut self) {
-        EXACT.store(self.previous, Ordering::SeqCst);
-    }
-}
-
-/// Turns the fused CPU kernels on or off for the whole process (on by default). Off, every
-/// operation takes its composite path: the unoptimised reference the tests compare against.
-pub fn set_fused(on: bool) {
-    FUSED.store(on, Ordering::SeqCst);
-}
-
-/// Whether the fused CPU kernels are in use.
-pub fn fused() -> bool {
-    FUSED.load(Ordering::SeqCst)
-}
-
-/// Whether the fused kernel applies to these tensors: all f32 on the CPU, fused kernels on.
-pub(crate) fn use_fused(ts: &[&Tensor]) -> bool {
-    fused()
-        && ts
-            .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
-}
-
-/// Whether the fused kernels that have no exact form ([`bottleneck_block`],
-/// [`gaussian_sample_kl`]) apply to these tensors: f32 on the CPU, fused kernels on, not in
-/// exact mode.
-pub fn fused_path(ts: &[&Tensor]) -> bool {
-    !exact() && use_fused(ts)
+    })
 }
 
 /// The same quantities written as plain candle operations (any device, any float type).
@@ -131,12 +104,8 @@ pub mod composite {
         ((x * logits)? - softplus(logits)?)?.sum(D::Minus1)
     }
 
-    /// `act(y)`; in exact mode ([`super::set_exact`]) tanh and sigmoid come from
-    /// [`crate::fastmath`], whose bits do not depend on the CPU (candle's call libm).
+    /// `act(y)` with candle's operations.
     pub fn activate(y: &Tensor, act: Act) -> candle_core::Result<Tensor> {
-        if super::exact() {
-            return super::exact::activate_tensor(y, act);
-        }
         super::composite_activate(y, act)
     }
 
@@ -176,29 +145,6 @@ pub mod composite {
     ) -> candle_core::Result<Tensor> {
         let y = to_nchw(x, o.input)?.conv_transpose2d(w, o.pad, 0, o.stride, 1)?;
         finish(y, b, o.act, o.output)
-    }
-
-    /// Exact mode's convolutions ([`super::set_exact`]): the fixed-order kernels of
-    /// `ops/exact.rs` on `[B, C, H, W]` maps, the activation from [`crate::fastmath`]; the memory
-    /// orders change by transposes, which move values without changing them.
-    pub(super) fn exact_conv(
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        o: ConvOpts,
-        transposed: bool,
-    ) -> candle_core::Result<Tensor> {
-        let x = to_nchw(x, o.input)?;
-        let y = if transposed {
-            super::exact::conv_transpose2d(&x, w, b, o.stride, o.pad)?
-        } else {
-            super::exact::conv2d(&x, w, b, o.stride, o.pad)?
-        };
-        let y = super::exact::activate_tensor(&y, o.act)?;
-        match o.output {
-            MapLayout::Nchw => Ok(y),
-            MapLayout::Nhwc => y.permute((0, 2, 3, 1))?.contiguous(),
-        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! ([`source`]).
 //!
 //! The coder needs the encoder and the decoder to give the same bits when a file is written
-//! and when it is read, on any CPU. [`CodecModel`] therefore runs the networks only under
-//! [`vae_core::ops::ExactGuard`] (fixed-order kernels, activations from `fastmath`), and maps
+//! and when it is read, on any CPU. [`CodecModel`] therefore runs the networks only with the
+//! exact kernels ([`Kernels::Exact`]: fixed-order sums, activations from `fastmath`), and maps
 //! the decoder's raw outputs to pixel distributions with [`vae_codec::detmath`] alone (no libm),
 //! through the same parameter maps as the training likelihoods of vae-core.
 
@@ -15,7 +15,9 @@ use vae_codec::{Choose, CodecError, Gaussian, LatentModel, PixelParams, SingleLa
 use vae_core::arch::hierarchical::LOG_SCALE_BOUND;
 use vae_core::arch::CodingGaussian;
 use vae_core::candle_core::{Device, Tensor};
-use vae_core::{ops, Arch, Likelihood, Vae};
+use vae_core::fastmath::{simd_level, with_simd_cap, SimdLevel};
+use vae_core::ops::{self, Kernels};
+use vae_core::{Arch, Likelihood, Vae};
 
 use crate::{InferError, Result};
 
@@ -37,15 +39,18 @@ pub struct SimdArgs {
 }
 
 impl SimdArgs {
-    /// Applies the cap for the whole process; returns the level in use.
-    pub fn apply(&self) -> &'static str {
-        use vae_core::fastmath::{set_simd_cap, simd_level, SimdLevel};
-        set_simd_cap(self.simd.map(|s| match s {
+    /// The cap the model's exact kernels take.
+    pub fn cap(&self) -> Option<SimdLevel> {
+        self.simd.map(|s| match s {
             Simd::Baseline => SimdLevel::Baseline,
             Simd::V3 => SimdLevel::V3,
             Simd::V4 => SimdLevel::V4,
-        }));
-        match simd_level() {
+        })
+    }
+
+    /// The name of the level the kernels use under the cap.
+    pub fn in_use(&self) -> &'static str {
+        match with_simd_cap(self.cap(), simd_level) {
             SimdLevel::Baseline => "baseline",
             SimdLevel::V3 => "v3",
             SimdLevel::V4 => "v4",
@@ -102,24 +107,23 @@ impl PixelKind {
 /// [`vae_codec::detmath`] as the model bounds them. Build it with [`CodecModel::new`], which
 /// refuses what cannot code.
 ///
-/// While it exists, the whole process computes in exact mode ([`ops::ExactGuard`]): every
-/// forward pass of the model, the coder's and any other (such as the negative ELBO reported
-/// beside the rate), gives the same bits on every CPU.
-pub struct CodecModel<'a> {
-    vae: &'a Vae,
+/// It holds the model with the exact kernels ([`Kernels::Exact`]): every forward pass through
+/// [`CodecModel::vae`], the coder's and any other (such as the negative ELBO reported beside
+/// the rate), gives the same bits on every CPU.
+pub struct CodecModel {
+    vae: Vae,
     kind: PixelKind,
     pixels: usize,
-    _exact: ops::ExactGuard,
 }
 
 fn model_err(e: impl std::fmt::Display) -> CodecError {
     CodecError::Model(e.to_string())
 }
 
-impl<'a> CodecModel<'a> {
+impl CodecModel {
     /// Checks that `vae` can code: a discrete likelihood (or Bernoulli), no labels, and
-    /// activations with an exact forward pass.
-    pub fn new(vae: &'a Vae) -> Result<Self> {
+    /// activations with an exact forward pass; its kernels are capped at `simd`.
+    pub fn new(vae: &Vae, simd: Option<SimdLevel>) -> Result<Self> {
         let cfg = vae.config();
         let kind = PixelKind::of(&cfg.likelihood)?;
         let activation = match &cfg.arch {
@@ -143,11 +147,15 @@ impl<'a> CodecModel<'a> {
             ));
         }
         Ok(Self {
-            vae,
+            vae: vae.with_kernels(Kernels::Exact { simd })?,
             kind,
             pixels: cfg.shape.dim(),
-            _exact: ops::ExactGuard::new(),
         })
+    }
+
+    /// The model with the exact kernels.
+    pub fn vae(&self) -> &Vae {
+        &self.vae
     }
 
     pub fn kind(&self) -> PixelKind {
@@ -330,7 +338,7 @@ fn group_gaussians(g: &CodingGaussian) -> vae_codec::Result<Vec<Vec<Gaussian>>> 
     })
 }
 
-impl LatentModel for CodecModel<'_> {
+impl LatentModel for CodecModel {
     fn group_dims(&self) -> Vec<usize> {
         self.vae.latent().groups.iter().map(|g| g.dim).collect()
     }
@@ -390,9 +398,9 @@ impl LatentModel for CodecModel<'_> {
 }
 
 /// A single-latent model's view of a [`CodecModel`] (the driver's [`SingleLatentModel`]).
-struct OneGroup<'a, 'b>(&'b CodecModel<'a>);
+struct OneGroup<'b>(&'b CodecModel);
 
-impl SingleLatentModel for OneGroup<'_, '_> {
+impl SingleLatentModel for OneGroup<'_> {
     fn latent_dim(&self) -> usize {
         self.0.vae.latent_dim()
     }

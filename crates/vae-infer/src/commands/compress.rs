@@ -140,15 +140,15 @@ impl Args {
 /// noise from the run's seed, as `evaluate` draws it).
 fn neg_elbo_bits(
     m: &crate::model::Loaded,
+    glue: &CodecModel,
     imgs: &Images,
-    kind: PixelKind,
     a: &ModelArgs,
 ) -> Result<f64> {
     let shape = m.model.config().shape;
     let data = Dataset::new(shape, Values::U8(imgs.pixels.clone()), None, None)?;
-    let scoring = Scoring::of(&m.model, &data, kind == PixelKind::Bernoulli)?;
+    let scoring = Scoring::of(&m.model, &data, glue.kind() == PixelKind::Bernoulli)?;
     let elbo = eval::elbo_stats(
-        &m.model,
+        glue.vae(),
         &data,
         &m.device,
         1000,
@@ -169,19 +169,19 @@ impl Command for Args {
     }
 
     fn run(&self) -> Result<Report> {
-        let simd = self.simd.apply();
+        let simd = self.simd.in_use();
         let mut a = self.model.clone();
         a.runtime.device = Some(check_cpu(&a.runtime).map(|_| "cpu".to_string())?);
         crate::args::check_out(&self.out)?;
         let threads = a.threads();
         let m = a.load()?;
-        let glue = CodecModel::new(&m.model)?;
+        let glue = CodecModel::new(&m.model, self.simd.cap())?;
         let imgs = self.images(&m)?;
         glue.check_values(&imgs.pixels, |i| imgs.name(i))?;
         let d = glue.pixels();
 
         let t = Instant::now();
-        let neg_elbo_bits_per_dim = neg_elbo_bits(&m, &imgs, glue.kind(), &a)?;
+        let neg_elbo_bits_per_dim = neg_elbo_bits(&m, &glue, &imgs, &a)?;
         let elbo_seconds = t.elapsed().as_secs_f64();
 
         let params = CodecParams {

@@ -70,7 +70,7 @@ impl Command for Args {
     }
 
     fn run(&self) -> Result<Report> {
-        let simd = self.simd.apply();
+        let simd = self.simd.in_use();
         let mut a = self.model.clone();
         a.runtime.device = Some(check_cpu(&a.runtime).map(|_| "cpu".to_string())?);
         let threads = a.threads();
@@ -78,7 +78,7 @@ impl Command for Args {
         let (header, payload) = format::parse(&bytes).map_err(|e| file_err(&self.file, e))?;
         source::check_out_free(&header.container, &self.out)?;
         let m = a.load()?;
-        let glue = CodecModel::new(&m.model)?;
+        let glue = CodecModel::new(&m.model, self.simd.cap())?;
         header
             .check_model(&fingerprint(&m.model, &m.varmap)?)
             .map_err(|e| file_err(&self.file, e))?;

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::super::layers::{Activation, Conv};
 use crate::dist::LN_2PI;
-use crate::ops::{self, BlockSpec, MapLayout};
+use crate::ops::{self, BlockSpec, Kernels, MapLayout};
 
 /// The memory order of the model's feature maps: channels-last on the CPU, where the fused
 /// block and convolutions read and write it with no transpose between layers; NCHW on other
@@ -44,7 +44,7 @@ impl Maps {
     }
 
     /// An NCHW map `[n, c, h, w]` in this order.
-    pub(crate) fn from_nchw(self, t: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn order(self, t: &Tensor) -> candle_core::Result<Tensor> {
         match self.0 {
             MapLayout::Nchw => Ok(t.clone()),
             MapLayout::Nhwc => t.permute((0, 2, 3, 1))?.contiguous(),
@@ -61,7 +61,7 @@ impl Maps {
 
     /// The memory orders a convolution from an NCHW input to a map of this order reads and
     /// writes, and those of one between two maps of this order.
-    pub(crate) fn from_data(self) -> (MapLayout, MapLayout) {
+    pub(crate) fn data_in(self) -> (MapLayout, MapLayout) {
         (MapLayout::Nchw, self.0)
     }
 
@@ -71,13 +71,13 @@ impl Maps {
 
     /// 2x2 average pooling (h and w even), as a reshape and two sums (their backward passes
     /// are broadcasts); each output is ((a + b) + (c + d)) / 4 in either order.
-    pub(crate) fn avg_pool2(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn avg_pool2(self, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
         let y = match self.0 {
             MapLayout::Nchw => {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)?
             }
-            MapLayout::Nhwc if ops::fused_path(&[x]) => return ops::avg_pool2_last(x),
+            MapLayout::Nhwc if k.fused(&[x]) => return ops::avg_pool2_last(x),
             MapLayout::Nhwc => {
                 let (n, h, w, c) = x.dims4()?;
                 x.reshape((n, h / 2, 2, w / 2, 2, c))?.sum(4)?.sum(2)?
@@ -137,17 +137,16 @@ pub(crate) struct Block {
 impl Block {
     pub(crate) fn new(
         vb: VarBuilder,
-        cin: usize,
-        mid: usize,
-        out: usize,
+        (cin, mid, out): (usize, usize, usize),
         residual: bool,
         activation: Activation,
+        k: Kernels,
     ) -> candle_core::Result<Self> {
         Ok(Self {
-            c1: Conv::new(vb.pp("c1"), cin, mid, 1, 1, 0)?,
-            c2: Conv::new(vb.pp("c2"), mid, mid, 3, 1, 1)?,
-            c3: Conv::new(vb.pp("c3"), mid, mid, 3, 1, 1)?,
-            c4: Conv::new(vb.pp("c4"), mid, out, 1, 1, 0)?,
+            c1: Conv::new(vb.pp("c1"), (cin, mid, 1), 1, 0, k)?,
+            c2: Conv::new(vb.pp("c2"), (mid, mid, 3), 1, 1, k)?,
+            c3: Conv::new(vb.pp("c3"), (mid, mid, 3), 1, 1, k)?,
+            c4: Conv::new(vb.pp("c4"), (mid, out, 1), 1, 0, k)?,
             residual,
             activation,
         })
@@ -164,7 +163,7 @@ impl Block {
             let mut all = vec![x];
             all.extend(ws);
             all.extend(bs);
-            if ops::fused_path(&all) {
+            if self.c1.kernels().fused(&all) {
                 let (mid, cin) = (ws[0].dim(0)?, ws[0].dim(1)?);
                 let spec = BlockSpec {
                     cin,
@@ -176,7 +175,7 @@ impl Block {
                 return ops::bottleneck_block(x, ws, bs, spec);
             }
         }
-        let mut t = self.activation.apply(x)?;
+        let mut t = self.activation.apply(x, self.c1.kernels())?;
         for (i, layer) in layers.into_iter().enumerate() {
             let act = (i + 1 < layers.len()).then_some(self.activation);
             t = layer.forward_act(&t, act, maps.inner())?;
@@ -351,7 +350,7 @@ mod tests {
         assert!(diff(&zf, &zc)? < 1e-5 && diff(&klf, &klc)? < 1e-5);
         let u = var(&[n, h, w, z], 4, 1.0)?.as_tensor().detach();
         let v = var(&[n], 5, 1.0)?.as_tensor().detach();
-        let loss = |z: &Tensor, kl: &Tensor| ((z * &u)?.sum_all()? + (kl * &v)?.sum_all()?);
+        let loss = |z: &Tensor, kl: &Tensor| (z * &u)?.sum_all()? + (kl * &v)?.sum_all()?;
         let g1 = loss(&zf, &klf)?.backward()?;
         let g2 = loss(&zc, &klc)?.backward()?;
         for t in [p.as_tensor(), q.as_tensor()] {
@@ -369,7 +368,10 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::arange(0f32, 16.0, &dev)?.reshape((1, 1, 4, 4))?;
         let nchw = Maps(MapLayout::Nchw);
-        let p = nchw.avg_pool2(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let p = nchw
+            .avg_pool2(&x, Kernels::Native)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(p, vec![2.5, 4.5, 10.5, 12.5]);
         let s = Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev)?;
         let u = nchw.up2(&s)?.flatten_all()?.to_vec1::<f32>()?;
@@ -380,19 +382,24 @@ mod tests {
         // Channels-last: the same values, each in its own order.
         let nhwc = Maps(MapLayout::Nhwc);
         let x2 = Tensor::arange(0f32, 32.0, &dev)?.reshape((1, 2, 4, 4))?;
-        for f in [Maps::avg_pool2, Maps::up2] {
+        let pool = |m: Maps, t: &Tensor| m.avg_pool2(t, Kernels::Native);
+        let up = |m: Maps, t: &Tensor| m.up2(t);
+        for f in [
+            &pool as &dyn Fn(Maps, &Tensor) -> candle_core::Result<Tensor>,
+            &up,
+        ] {
             let a = f(nchw, &x2)?;
-            let b = nhwc.to_nchw(&f(nhwc, &nhwc.from_nchw(&x2)?)?)?;
+            let b = nhwc.to_nchw(&f(nhwc, &nhwc.order(&x2)?)?)?;
             assert_eq!(
                 a.flatten_all()?.to_vec1::<f32>()?,
                 b.flatten_all()?.to_vec1::<f32>()?
             );
         }
         // The fused channels-last pooling's gradient against the composite's.
-        let xv = candle_core::Var::from_tensor(&nhwc.from_nchw(&x2)?)?;
+        let xv = candle_core::Var::from_tensor(&nhwc.order(&x2)?)?;
         let up = Tensor::arange(0f32, 8.0, &dev)?.reshape((1, 2, 2, 2))?;
-        let fused = nhwc.avg_pool2(xv.as_tensor())?;
-        let composite = nhwc.from_nchw(&nchw.avg_pool2(&nhwc.to_nchw(xv.as_tensor())?)?)?;
+        let fused = nhwc.avg_pool2(xv.as_tensor(), Kernels::Native)?;
+        let composite = nhwc.avg_pool2(xv.as_tensor(), Kernels::Composite)?;
         let g1 = (fused * &up)?.sum_all()?.backward()?;
         let g2 = (composite * &up)?.sum_all()?.backward()?;
         let (a, b) = (

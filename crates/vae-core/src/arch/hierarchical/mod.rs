@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::{Activation, Conv, Linear};
 use super::{ArchConfig, Net};
 use crate::config::ModelConfig;
+use crate::ops::Kernels;
 use crate::{Error, Result};
 
 use blocks::Block;
@@ -110,7 +111,7 @@ impl ArchConfig for HierarchicalConfig {
         Ok(())
     }
 
-    fn build(&self, vb: VarBuilder, cfg: &ModelConfig) -> Result<Box<dyn Net>> {
+    fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>> {
         let s = cfg.shape;
         let (c, m, zc, act) = (
             self.width,
@@ -120,20 +121,20 @@ impl ArchConfig for HierarchicalConfig {
         );
         let venc = vb.pp("encoder");
         let vdec = vb.pp("decoder");
-        let stem = Conv::new(venc.pp("stem"), s.channels, c, 3, 1, 1)?;
+        let stem = Conv::new(venc.pp("stem"), (s.channels, c, 3), 1, 1, k)?;
         let n = self.groups.len();
         // Encoder levels: the input's resolution, then each latent resolution, finest first.
         let mut enc = Vec::with_capacity(n + 1);
         for level in 0..=n {
             let h = s.height >> level;
             let blocks = (0..self.blocks)
-                .map(|j| Block::new(venc.pp(format!("r{h}.b{j}")), c, m, c, true, act))
+                .map(|j| Block::new(venc.pp(format!("r{h}.b{j}")), (c, m, c), true, act, k))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             enc.push(blocks);
         }
         let (hc, wc) = self.resolution(0, s.height, s.width);
-        let head = Linear::new(venc.pp("head"), c * hc * wc, 2 * cfg.latent_dim)?;
-        let top = Linear::new(vdec.pp("top"), cfg.latent_dim, c * hc * wc)?;
+        let head = Linear::new(venc.pp("head"), c * hc * wc, 2 * cfg.latent_dim, k)?;
+        let top = Linear::new(vdec.pp("top"), cfg.latent_dim, c * hc * wc, k)?;
         let mut scales = Vec::with_capacity(n);
         for (i, &count) in self.groups.iter().enumerate() {
             let (h, w) = self.resolution(i, s.height, s.width);
@@ -141,25 +142,27 @@ impl ArchConfig for HierarchicalConfig {
             for g in 0..count {
                 let v = vdec.pp(format!("r{h}.g{g}"));
                 groups.push(GroupBlock {
-                    prior: Block::new(v.pp("prior"), c, m, 2 * zc + c, false, act)?,
-                    post: Block::new(v.pp("post"), 2 * c, m, 2 * zc, false, act)?,
-                    zproj: Conv::new(v.pp("zproj"), zc, c, 1, 1, 0)?,
-                    res: Block::new(v.pp("res"), c, m, c, true, act)?,
+                    prior: Block::new(v.pp("prior"), (c, m, 2 * zc + c), false, act, k)?,
+                    post: Block::new(v.pp("post"), (2 * c, m, 2 * zc), false, act, k)?,
+                    zproj: Conv::new(v.pp("zproj"), (zc, c, 1), 1, 0, k)?,
+                    res: Block::new(v.pp("res"), (c, m, c), true, act, k)?,
                 });
             }
             scales.push(Scale { h, w, groups });
         }
         let out_blocks = (0..self.blocks)
-            .map(|j| Block::new(vdec.pp(format!("r{}.b{j}", s.height)), c, m, c, true, act))
+            .map(|j| {
+                Block::new(
+                    vdec.pp(format!("r{}.b{j}", s.height)),
+                    (c, m, c),
+                    true,
+                    act,
+                    k,
+                )
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let out = Conv::new(
-            vdec.pp("out"),
-            c,
-            s.channels * cfg.likelihood.params_per_dim(),
-            1,
-            1,
-            0,
-        )?;
+        let p = cfg.likelihood.params_per_dim();
+        let out = Conv::new(vdec.pp("out"), (c, s.channels * p, 1), 1, 0, k)?;
         let maps = Maps::for_device(vb.device());
         Ok(Box::new(Hierarchical::new(
             self, cfg, stem, enc, head, top, scales, out_blocks, out, maps,

@@ -10,7 +10,7 @@ use crate::arch::layers::{Activation, Conv, Linear};
 use crate::arch::{ChooseLatent, CodingGaussian, LatentGroup, LatentLayout, Net, Pass};
 use crate::config::ModelConfig;
 use crate::dist::{DiagonalGaussian, LN_2PI};
-use crate::ops::{self, composite, Act, MapLayout};
+use crate::ops::{self, Act, Kernels, MapLayout};
 use crate::{Error, Result};
 
 /// The blocks of one spatial latent group.
@@ -63,6 +63,8 @@ pub(crate) struct Hierarchical {
     rows_per_pass: usize,
     /// The memory order of the feature maps (chosen from the device).
     maps: Maps,
+    /// The kernels the layers run (the net's own operations follow them too).
+    k: Kernels,
 }
 
 /// The temperature of group `g` from a list whose last value repeats (1 when empty).
@@ -105,6 +107,7 @@ impl Hierarchical {
             + scales.iter().map(|s| s.groups.len()).sum::<usize>()
             + out_blocks.len();
         let per_row = 9 * cfg.bottleneck.max(s.channels).max(cfg.width) * s.height * s.width;
+        let k = stem.kernels();
         Self {
             stem,
             enc,
@@ -122,6 +125,7 @@ impl Hierarchical {
             residual_blocks,
             rows_per_pass: (FLOATS_PER_PASS / per_row.max(1)).clamp(16, 16_384),
             maps,
+            k,
         }
     }
 
@@ -135,11 +139,11 @@ impl Hierarchical {
         let b = x.dim(0)?;
         let (c, h, w) = self.shape;
         let x = x.reshape((b, c, h, w))?.affine(2.0, -1.0)?;
-        let mut t = self.stem.forward_act(&x, None, self.maps.from_data())?;
+        let mut t = self.stem.forward_act(&x, None, self.maps.data_in())?;
         let mut acts = Vec::with_capacity(self.scales.len());
         for (level, blocks) in self.enc.iter().enumerate() {
             if level > 0 {
-                t = self.maps.avg_pool2(&t)?;
+                t = self.maps.avg_pool2(&t, self.k)?;
             }
             for block in blocks {
                 t = block.forward(&t, self.maps)?;
@@ -178,9 +182,7 @@ impl Hierarchical {
             .map(|s| (s.h, s.w))
             .ok_or_else(|| Error::Config("hierarchical: no latent resolution".into()))?;
         let top = self.top.forward(z_top, Act::Identity)?;
-        let mut h = self
-            .maps
-            .from_nchw(&top.reshape((n, self.width, hc, wc))?)?;
+        let mut h = self.maps.order(&top.reshape((n, self.width, hc, wc))?)?;
         let mut g = 1;
         for (si, scale) in self.scales.iter().enumerate() {
             if si > 0 {
@@ -202,7 +204,7 @@ impl Hierarchical {
         let layouts = (self.maps.0, crate::ops::MapLayout::Nchw);
         let y = self
             .out
-            .forward_act(&self.activation.apply(&h)?, None, layouts)?;
+            .forward_act(&self.activation.apply(&h, self.k)?, None, layouts)?;
         Ok(y.flatten_from(1)?)
     }
 
@@ -224,9 +226,7 @@ impl Hierarchical {
     /// order), as a map of the model's order.
     fn group_map(&self, values: &Tensor, si: usize, n: usize) -> Result<Tensor> {
         let s = &self.scales[si];
-        Ok(self
-            .maps
-            .from_nchw(&values.reshape((n, self.z, s.h, s.w))?)?)
+        Ok(self.maps.order(&values.reshape((n, self.z, s.h, s.w))?)?)
     }
 
     /// A group's map as `[n, z·h·w]` values, channel-major.
@@ -255,7 +255,7 @@ impl Hierarchical {
     fn top_posterior_raw(&self, coarsest: &Tensor) -> Result<(Tensor, Tensor)> {
         let a = self
             .activation
-            .apply(&self.maps.to_nchw(coarsest)?.flatten_from(1)?)?;
+            .apply(&self.maps.to_nchw(coarsest)?.flatten_from(1)?, self.k)?;
         let p = self.head.forward(&a, Act::Identity)?;
         let l = self.latent;
         Ok((p.narrow(1, 0, l)?, p.narrow(1, l, l)?))
@@ -337,7 +337,7 @@ impl Net for Hierarchical {
             let raw_post = self.posterior_raw(block, h, &acts[si])?;
             let fused = !densities
                 && self.maps.0 == MapLayout::Nhwc
-                && ops::fused_path(&[raw_prior, &raw_post, &e]);
+                && self.k.fused(&[raw_prior, &raw_post, &e]);
             let (z, kl_g) = if fused {
                 let bound = LOG_SCALE_BOUND as f32;
                 ops::gaussian_sample_kl(raw_prior, &raw_post, &e, bound)?
@@ -403,12 +403,12 @@ impl Net for Hierarchical {
                 _ => Ok(prior.mu.clone()),
             }
         })?;
-        Ok(composite::activate(&params, out_act)?)
+        Ok(ops::activate(&params, out_act, self.k)?)
     }
 
     fn reconstruct(&self, x: &Tensor, _labels: Option<&Tensor>, out_act: Act) -> Result<Tensor> {
         let (params, _) = self.posterior_means(x)?;
-        Ok(composite::activate(&params, out_act)?)
+        Ok(ops::activate(&params, out_act, self.k)?)
     }
 
     fn encode_groups(&self, x: &Tensor, _labels: Option<&Tensor>) -> Result<Vec<DiagonalGaussian>> {

@@ -49,6 +49,27 @@ fn ln_poch(x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
     ((t1 + t2)? + t3)? - ln_1p(&(m / x)?)?
 }
 
+/// ln C(255, k) for k = 0..=255 on the device and in the type of `like`: built on the host in
+/// f64, rounded once to the type (some devices lack f64) and uploaded once per device and type.
+fn choose_table(like: &Tensor) -> candle_core::Result<Tensor> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Tables = Mutex<HashMap<(candle_core::DeviceLocation, DType), Tensor>>;
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    let key = (like.device().location(), like.dtype());
+    let tables = TABLES.get_or_init(Default::default);
+    if let Some(t) = tables.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(t);
+    }
+    let t = Tensor::from_slice(ln_choose(), LEVELS, &Device::Cpu)?
+        .to_dtype(like.dtype())?
+        .to_device(like.device())?;
+    if let Ok(mut m) = tables.lock() {
+        m.insert(key, t.clone());
+    }
+    Ok(t)
+}
+
 /// [`super::beta_binomial_log_prob`] as candle operations, for any device and float type; the
 /// fused kernel's reference. ln Γ comes from a Lanczos series, in the cancellation-free form
 /// above. In f32 the rounding is relative to the terms summed, ln C(n, k) and the three rising
@@ -60,11 +81,7 @@ pub fn composite_log_prob(params: &Tensor, x: &Tensor) -> candle_core::Result<Te
     let k = level_tensor(x)?;
     let a = LOG_AB.apply_tensor(&block(params, 0, d)?)?.exp()?;
     let b = LOG_AB.apply_tensor(&block(params, 1, d)?)?.exp()?;
-    // Built on the host in f64 and rounded once to the data's type (some devices lack f64).
-    let table = Tensor::from_slice(ln_choose(), LEVELS, &Device::Cpu)?
-        .to_dtype(x.dtype())?
-        .to_device(x.device())?;
-    let choose = table
+    let choose = choose_table(x)?
         .index_select(&k.flatten_all()?.to_dtype(DType::U32)?, 0)?
         .reshape(k.shape())?;
     let n = (k.ones_like()? * N)?;

@@ -1,7 +1,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::*;
-use crate::ops::{cdf, inverse_cdf};
+use crate::ops::{cdf, inverse_cdf, Kernels};
 use crate::special::ln_poch;
 use crate::Rng;
 
@@ -71,7 +71,7 @@ fn alpha_beta_one_is_uniform() -> candle_core::Result<()> {
     let p = vec![raw; 2 * d];
     let x: Vec<f32> = (0..d).map(|v| v as f32 / 255.0).collect();
     let (pt, xt) = tensors(p, x, 1);
-    let got = beta_binomial_log_prob(&pt, &xt)?.to_vec1::<f32>()?[0];
+    let got = beta_binomial_log_prob(&pt, &xt, Kernels::Native)?.to_vec1::<f32>()?[0];
     let want = -256.0 * 256f64.ln();
     assert!((f64::from(got) - want).abs() < 1e-4, "{got} vs {want}");
     Ok(())
@@ -105,7 +105,7 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
         let p: Vec<f32> = (0..256).flat_map(|_| [ra as f32, rb as f32]).collect();
         let x: Vec<f32> = (0..256).map(|v| v as f32 / 255.0).collect();
         let (pt, xt) = tensors(p, x, 256);
-        let fused = beta_binomial_log_prob(&pt, &xt)?.to_vec1::<f32>()?;
+        let fused = beta_binomial_log_prob(&pt, &xt, Kernels::Native)?.to_vec1::<f32>()?;
         let mut total = 0.0;
         for (k, &f) in fused.iter().enumerate() {
             assert!(f.is_finite());
@@ -131,7 +131,10 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
                 "({ra}, {rb}) level {k}: composite {c} vs {want}"
             );
         }
-        for lp in [comp, beta_binomial_log_prob(var.as_tensor(), &xt)?] {
+        for lp in [
+            comp,
+            beta_binomial_log_prob(var.as_tensor(), &xt, Kernels::Native)?,
+        ] {
             let g = lp.sum_all()?.backward()?;
             let g = g
                 .get(var.as_tensor())
@@ -172,7 +175,7 @@ fn fused_matches_composite_in_value_and_gradient() -> candle_core::Result<()> {
     let (pt, xt) = tensors(p.clone(), x.clone(), b);
     let var = Var::from_tensor(&pt)?;
     let w = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu)?;
-    let fused = beta_binomial_log_prob(var.as_tensor(), &xt)?;
+    let fused = beta_binomial_log_prob(var.as_tensor(), &xt, Kernels::Native)?;
     let comp = composite_log_prob(var.as_tensor(), &xt)?;
     let (fv, cv) = (fused.to_vec1::<f32>()?, comp.to_vec1::<f32>()?);
     for bi in 0..b {
@@ -225,7 +228,7 @@ fn fused_gradient_matches_finite_differences() -> candle_core::Result<()> {
     let var = Var::from_tensor(&pt)?;
     let w = [0.7f64, -1.3];
     let wt = Tensor::new(&[w[0] as f32, w[1] as f32], &Device::Cpu)?;
-    let g = beta_binomial_log_prob(var.as_tensor(), &xt)?
+    let g = beta_binomial_log_prob(var.as_tensor(), &xt, Kernels::Native)?
         .mul(&wt)?
         .sum_all()?
         .backward()?;
@@ -304,10 +307,10 @@ fn mean_and_samples_follow_the_table() -> candle_core::Result<()> {
 #[test]
 fn bad_shapes_are_errors() {
     let (p, x) = tensors(vec![0f32; 6], vec![0f32; 2], 1);
-    assert!(beta_binomial_log_prob(&p, &x).is_err());
+    assert!(beta_binomial_log_prob(&p, &x, Kernels::Native).is_err());
     assert!(composite_log_prob(&p, &x).is_err());
     let (p, x) = tensors(vec![0f32; 4], vec![0f32; 2], 1);
-    assert!(beta_binomial_log_prob(&p, &x).is_ok());
+    assert!(beta_binomial_log_prob(&p, &x, Kernels::Native).is_ok());
     assert!(beta_binomial_sample(&p, &[0.1]).is_err());
     assert!(beta_binomial_mean(&Tensor::zeros((1, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
 }

@@ -63,7 +63,7 @@ impl BlockSpec {
 }
 
 /// Splits a packed buffer into pieces of the given lengths.
-fn pieces<'a>(all: &'a [f32], lens: [usize; 4]) -> [&'a [f32]; 4] {
+fn pieces(all: &[f32], lens: [usize; 4]) -> [&[f32]; 4] {
     let (a, rest) = all.split_at(lens[0]);
     let (b, rest) = rest.split_at(lens[1]);
     let (c, d) = rest.split_at(lens[2]);
@@ -123,6 +123,9 @@ fn forward(
     (y, Inner { y1, y2, y3 })
 }
 
+/// `(n, h, w)` of the input map and the input, kernel and bias values.
+type Inputs<'a> = ((usize, usize, usize), &'a [f32], &'a [f32], &'a [f32]);
+
 /// The block as a candle operation on `(x, packed kernels, packed biases)`.
 pub(crate) struct BlockOp {
     pub spec: BlockSpec,
@@ -148,7 +151,7 @@ impl BlockOp {
         wl: &Layout,
         bs: &'a CpuStorage,
         bl: &Layout,
-    ) -> candle_core::Result<((usize, usize, usize), &'a [f32], &'a [f32], &'a [f32])> {
+    ) -> candle_core::Result<Inputs<'a>> {
         self.spec.check()?;
         let (dims, c) = map_dims(xl)?;
         let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);

@@ -28,9 +28,7 @@ mod tests;
 
 use candle_core::Tensor;
 
-use super::composite;
-use super::use_fused;
-use super::Act;
+use super::{composite, exact_conv, Act, Kernels, Route};
 
 pub use block::BlockSpec;
 
@@ -43,8 +41,8 @@ pub enum MapLayout {
     Nhwc,
 }
 
-/// A convolution's settings: stride, zero padding, the activation applied to its output, and
-/// the memory orders of its input and output.
+/// A convolution's settings: stride, zero padding, the activation applied to its output, the
+/// memory orders of its input and output, and the kernels it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvOpts {
     pub stride: usize,
@@ -52,10 +50,11 @@ pub struct ConvOpts {
     pub act: Act,
     pub input: MapLayout,
     pub output: MapLayout,
+    pub kernels: Kernels,
 }
 
 impl ConvOpts {
-    /// NCHW in and out, no activation.
+    /// NCHW in and out, no activation, native kernels.
     pub fn new(stride: usize, pad: usize) -> Self {
         Self {
             stride,
@@ -63,7 +62,12 @@ impl ConvOpts {
             act: Act::Identity,
             input: MapLayout::Nchw,
             output: MapLayout::Nchw,
+            kernels: Kernels::Native,
         }
+    }
+
+    pub fn kernels(self, kernels: Kernels) -> Self {
+        Self { kernels, ..self }
     }
 
     pub fn act(self, act: Act) -> Self {
@@ -93,14 +97,13 @@ pub fn conv2d(
 /// `act(conv2d(x, w) + b)` for `w` `[O, C, k, k]`, `b` `[O]`, with `x` and the result in the
 /// memory orders `o` names (`[B, C, H, W]` or `[B, H, W, C]`).
 pub fn conv2d_with(x: &Tensor, w: &Tensor, b: &Tensor, o: ConvOpts) -> candle_core::Result<Tensor> {
-    if super::exact() {
-        return composite::exact_conv(x, w, b, o, false);
-    }
-    if use_fused(&[x, w, b]) {
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::Conv2d(o))
-    } else {
-        composite::conv2d(x, w, b, o)
+    match o.kernels.route(&[x, w, b]) {
+        Route::Exact(simd) => exact_conv(x, w, b, o, false, simd),
+        Route::Cpu => {
+            x.contiguous()?
+                .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::Conv2d(o))
+        }
+        Route::Composite => composite::conv2d(x, w, b, o),
     }
 }
 
@@ -124,21 +127,20 @@ pub fn conv_transpose2d_with(
     b: &Tensor,
     o: ConvOpts,
 ) -> candle_core::Result<Tensor> {
-    if super::exact() {
-        return composite::exact_conv(x, w, b, o, true);
-    }
-    if use_fused(&[x, w, b]) {
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::ConvT2d(o))
-    } else {
-        composite::conv_transpose2d(x, w, b, o)
+    match o.kernels.route(&[x, w, b]) {
+        Route::Exact(simd) => exact_conv(x, w, b, o, true, simd),
+        Route::Cpu => {
+            x.contiguous()?
+                .apply_op3(&w.contiguous()?, &b.contiguous()?, kernels::ConvT2d(o))
+        }
+        Route::Composite => composite::conv_transpose2d(x, w, b, o),
     }
 }
 
 /// VDVAE's bottleneck block as one operation (see `block.rs`) on a channels-last map `x`
 /// `[n, h, w, cin]`: kernels `ws` `[mid, cin, 1, 1]`, `[mid, mid, 3, 3]` twice and
 /// `[out, mid, 1, 1]`, biases `bs`; the output is `[n, h, w, out]`. Only where
-/// [`super::fused_path`] holds: elsewhere the block is its four convolutions ([`conv2d_with`]).
+/// `Kernels::fused` holds: elsewhere the block is its four convolutions ([`conv2d_with`]).
 pub fn bottleneck_block(
     x: &Tensor,
     ws: [&Tensor; 4],

@@ -1,6 +1,7 @@
 use candle_core::{Device, Tensor, Var};
 
 use super::*;
+use crate::ops::Kernels;
 use crate::Rng;
 
 fn rand(shape: &[usize], seed: u64) -> Var {
@@ -366,7 +367,7 @@ fn fused_block_matches_its_convolutions() -> candle_core::Result<()> {
             .collect();
         let wr = [0, 1, 2, 3].map(|i| ws[i].as_tensor());
         let br = [0, 1, 2, 3].map(|i| bs[i].as_tensor());
-        assert!(crate::ops::fused_path(&[x.as_tensor()]));
+        assert!(Kernels::Native.fused(&[x.as_tensor()]));
         let fused = bottleneck_block(x.as_tensor(), wr, br, spec)?;
         let layered = layered_block(x.as_tensor(), wr, br, spec)?;
         assert_eq!(fused.dims(), &[n, side, side, out]);

@@ -1,7 +1,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::*;
-use crate::ops::{cdf, inverse_cdf};
+use crate::ops::{cdf, inverse_cdf, Kernels};
 use crate::Rng;
 
 /// Rows of `[batch, P·dim]` parameters and `[batch, dim]` levels/255.
@@ -134,7 +134,7 @@ fn one_component_matches_the_direct_bin_mass() -> candle_core::Result<()> {
             x[i] = v as f32 / 255.0;
         }
         let (pt, xt) = tensors(p.clone(), x, 1);
-        let got = discretized_logistic_log_prob(&pt, &xt, 1)?.to_vec1::<f32>()?[0];
+        let got = discretized_logistic_log_prob(&pt, &xt, 1, Kernels::Native)?.to_vec1::<f32>()?[0];
         let s = LOG_SCALE.apply_f64(f64::from(raw_s));
         let h = 0.5 / 255.0;
         let want: f64 = levels
@@ -201,7 +201,8 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
             .collect();
         let x: Vec<f32> = (0..256).map(|v| v as f32 / 255.0).collect();
         let (pt, xt) = tensors(p, x, 256);
-        let fused = discretized_logistic_log_prob(&pt, &xt, k)?.to_vec1::<f32>()?;
+        let fused =
+            discretized_logistic_log_prob(&pt, &xt, k, Kernels::Native)?.to_vec1::<f32>()?;
         let mut total = 0.0;
         for (v, &f) in fused.iter().enumerate() {
             assert!(f.is_finite(), "{raw:?} level {v}: {f}");
@@ -226,7 +227,7 @@ fn probabilities_sum_to_one_and_are_finite_at_extremes() -> candle_core::Result<
         }
         for lp in [
             comp,
-            discretized_logistic_log_prob(var.as_tensor(), &xt, k)?,
+            discretized_logistic_log_prob(var.as_tensor(), &xt, k, Kernels::Native)?,
         ] {
             let g = lp.sum_all()?.backward()?;
             let g = g
@@ -248,7 +249,7 @@ fn fused_matches_composite_and_f64_tables_in_value_and_gradient() -> candle_core
         let (pt, xt) = tensors(p.clone(), x.clone(), b);
         let var = Var::from_tensor(&pt)?;
         let w = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu)?;
-        let fused = discretized_logistic_log_prob(var.as_tensor(), &xt, k)?;
+        let fused = discretized_logistic_log_prob(var.as_tensor(), &xt, k, Kernels::Native)?;
         let comp = composite_log_prob(var.as_tensor(), &xt, k)?;
         let host = host_log_prob(&p, &x, k, b);
         let (fv, cv) = (fused.to_vec1::<f32>()?, comp.to_vec1::<f32>()?);
@@ -297,7 +298,7 @@ fn fused_gradient_matches_finite_differences() -> candle_core::Result<()> {
         let var = Var::from_tensor(&pt)?;
         let w = [0.7f64, -1.3];
         let wt = Tensor::new(&[w[0] as f32, w[1] as f32], &Device::Cpu)?;
-        let g = discretized_logistic_log_prob(var.as_tensor(), &xt, k)?
+        let g = discretized_logistic_log_prob(var.as_tensor(), &xt, k, Kernels::Native)?
             .mul(&wt)?
             .sum_all()?
             .backward()?;
@@ -345,7 +346,7 @@ fn mean_and_samples_follow_the_table() -> candle_core::Result<()> {
             }
         }
         let pt = Tensor::from_vec(row.clone(), (1, pp * d), &Device::Cpu)?;
-        let mean = discretized_logistic_mean(&pt, k)?.to_vec2::<f32>()?;
+        let mean = discretized_logistic_mean(&pt, k, Kernels::Native)?.to_vec2::<f32>()?;
         let tables: Vec<[f64; 256]> = (0..d)
             .map(|i| discretized_logistic_pixel_pmf(&pixel_of(&row, pp, d, i), k).unwrap())
             .collect();
@@ -388,14 +389,17 @@ fn mean_and_samples_follow_the_table() -> candle_core::Result<()> {
 fn bad_shapes_and_mixture_counts_are_errors() {
     // 12 parameter columns for 2 dimensions: 6 per dimension, which is K = 2.
     let (p, x) = tensors(vec![0f32; 12], vec![0f32; 2], 1);
-    assert!(discretized_logistic_log_prob(&p, &x, 2).is_ok());
+    assert!(discretized_logistic_log_prob(&p, &x, 2, Kernels::Native).is_ok());
     for k in [0usize, 1, 3] {
-        assert!(discretized_logistic_log_prob(&p, &x, k).is_err(), "k={k}");
+        assert!(
+            discretized_logistic_log_prob(&p, &x, k, Kernels::Native).is_err(),
+            "k={k}"
+        );
         assert!(composite_log_prob(&p, &x, k).is_err(), "k={k}");
     }
     assert!(discretized_logistic_sample(&p, 2, &[0.5]).is_err());
     assert!(discretized_logistic_sample(&p, 2, &[0.5, 0.5]).is_ok());
-    assert!(discretized_logistic_mean(&p, 5).is_err());
+    assert!(discretized_logistic_mean(&p, 5, Kernels::Native).is_err());
     assert!(discretized_logistic_pixel_log_pmf(&[0.0; 5], 2).is_err());
 }
 
