@@ -305,7 +305,7 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
     )?;
     let ranks = match group.ranks() {
         1 => String::new(),
-        n => format!(" on {n} ranks of"),
+        n => format!(" {n} ranks of"),
     };
     tracing::info!(
         "training `{}` on {} ({} train / {} validation examples) on{ranks} {} with {} threads for {} epochs into {}",
