@@ -46,6 +46,9 @@ pub struct TrainState {
     pub epoch_grad_norm_sum: f64,
     #[serde(default)]
     pub epoch_grad_norm_max: f64,
+    /// Seconds the epoch in progress spent in reductions across ranks.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub epoch_reduce_seconds: f64,
     /// The metrics line of the last finished epoch (appended again on resume if the run
     /// stopped between the checkpoint and the line).
     pub last_metrics: Option<EpochMetrics>,
@@ -73,6 +76,7 @@ impl TrainState {
         self.epoch_skipped = 0;
         self.epoch_grad_norm_sum = 0.0;
         self.epoch_grad_norm_max = 0.0;
+        self.epoch_reduce_seconds = 0.0;
         self.rng = rng;
         if metrics.is_some() {
             self.last_metrics = metrics;
@@ -82,6 +86,10 @@ impl TrainState {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn io(path: &Path, e: std::io::Error) -> TrainError {

@@ -15,14 +15,9 @@ use crate::{Result, TrainError};
 /// Whether this process was started by an MPI launcher (`mpirun`/`mpiexec` of OpenMPI, MPICH
 /// or Intel MPI, or Slurm's `srun` with PMI/PMIx).
 pub fn launched() -> bool {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMI_RANK",
-        "PMIX_RANK",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some())
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 /// The ranks of `MPI_COMM_WORLD`.
@@ -82,9 +77,7 @@ impl Link for Mpi {
     }
 
     fn recv(&mut self, from: usize, buf: &mut [f32]) -> Result<()> {
-        self.world
-            .process_at_rank(from as i32)
-            .receive_into(buf);
+        self.world.process_at_rank(from as i32).receive_into(buf);
         Ok(())
     }
 
@@ -94,9 +87,7 @@ impl Link for Mpi {
     }
 
     fn broadcast(&mut self, root: usize, buf: &mut [f32]) -> Result<()> {
-        self.world
-            .process_at_rank(root as i32)
-            .broadcast_into(buf);
+        self.world.process_at_rank(root as i32).broadcast_into(buf);
         Ok(())
     }
 }
@@ -116,7 +107,8 @@ impl Reduce for Mpi {
 
     fn reduce(&mut self, layout: &Layout, mine: &Contribution, device: &Device) -> Result<Reduced> {
         let threads = self.threads;
-        let words = reduce::chain(self, layout, mine, threads, reduce::SEGMENT)?;
+        let segment = reduce::segment_for(layout.len(), self.size);
+        let words = reduce::chain(self, layout, mine, threads, segment)?;
         Reduced::from_flat(layout, words, device)
     }
 

@@ -365,7 +365,9 @@ impl Reduced {
         let mut by_name = BTreeMap::new();
         for ((name, var, off), p) in layout.vars.iter().zip(present) {
             if p {
-                let view = flat.narrow(0, *off, var.elem_count())?.reshape(var.shape())?;
+                let view = flat
+                    .narrow(0, *off, var.elem_count())?
+                    .reshape(var.shape())?;
                 by_name.insert(name.clone(), view);
             }
         }
@@ -528,8 +530,16 @@ pub trait Link {
     fn broadcast(&mut self, root: usize, buf: &mut [f32]) -> Result<()>;
 }
 
-/// Gradient words per segment of the chain: 1 MiB.
+/// The largest segment of the chain: 1 MiB of gradients.
 pub const SEGMENT: usize = 1 << 18;
+
+/// Words per segment of a chain of `ranks` over a buffer of `len` words: the buffer cut into
+/// about as many segments as there are ranks (the chain's time is then about two transfers of
+/// the buffer, its pipeline filling in one of them), between 16 KiB (below which the messages'
+/// latency dominates) and 1 MiB.
+pub fn segment_for(len: usize, ranks: usize) -> usize {
+    (len / ranks.saturating_sub(1).max(1)).clamp(1 << 12, SEGMENT)
+}
 
 /// The reduction as a chain in rank order: rank r receives each segment of the partial sum of
 /// ranks `0..r`, adds its own shards, and passes it on, segment after segment (so the ranks
@@ -583,7 +593,12 @@ pub fn chain_sum(link: &mut dyn Link, mine: &[Vec<f64>], len: usize) -> Result<V
 /// The shards of a batch of `n` examples for `ranks` ranks of `threads` threads: every shard
 /// of the batch (as one process of `ranks × threads` threads splits it) and the indices of
 /// this rank's (possibly none, when the batch has fewer examples than shards).
-pub fn shards_of(n: usize, ranks: usize, rank: usize, threads: usize) -> (Vec<Range<usize>>, Range<usize>) {
+pub fn shards_of(
+    n: usize,
+    ranks: usize,
+    rank: usize,
+    threads: usize,
+) -> (Vec<Range<usize>>, Range<usize>) {
     let all = par::split(n, ranks * threads);
     let a = (rank * threads).min(all.len());
     let b = ((rank + 1) * threads).min(all.len());

@@ -93,6 +93,8 @@ pub fn decision(group: &mut dyn Reduce, mine: [u8; 2]) -> Result<[u8; 2]> {
     group.broadcast(&mut bytes)?;
     match bytes[..] {
         [a, b] => Ok([a, b]),
-        _ => Err(TrainError::Internal("rank 0 sent a malformed decision".into())),
+        _ => Err(TrainError::Internal(
+            "rank 0 sent a malformed decision".into(),
+        )),
     }
 }

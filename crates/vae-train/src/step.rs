@@ -48,6 +48,8 @@ pub struct StepLoss {
     /// The signals seen by any rank before the reduction ([`crate::reduce::STOP_INTERRUPT`],
     /// [`crate::reduce::STOP_TERMINATE`]).
     pub stop: u8,
+    /// Seconds spent in collectives (the reduction; free bits' KL), waiting included.
+    pub reduce_seconds: f64,
 }
 
 impl Trainer {
@@ -131,8 +133,11 @@ impl Trainer {
         }
         let labels = data.gather_labels(indices);
         let eps = Noise::draw(&self.model, k, n, &mut self.noise);
-        let passes = self.shard_passes(group, buf, labels.as_deref(), &eps, beta, mine)?;
+        let mut waited = 0.0;
+        let passes =
+            self.shard_passes(group, buf, labels.as_deref(), &eps, beta, mine, &mut waited)?;
         group.set_threads(threads);
+        let started = std::time::Instant::now();
         let reduced = group.reduce(
             &self.layout,
             &Contribution {
@@ -142,6 +147,7 @@ impl Trainer {
             &self.device,
         )?;
         drop(passes);
+        waited += started.elapsed().as_secs_f64();
         let neg_elbo = reduced.recon + reduced.kl_units.iter().sum::<f64>();
         if !neg_elbo.is_finite() {
             return Err(TrainError::NonFinite {
@@ -166,9 +172,9 @@ impl Trainer {
         }
         let t = &self.cfg.train;
         self.opt.set_norm_groups(group.ranks() * threads);
-        let info =
-            self.opt
-                .step_or_skip(&reduced.grads, threads, t.grad_clip, t.skip_threshold)?;
+        let info = self
+            .opt
+            .step_or_skip(&reduced.grads, threads, t.grad_clip, t.skip_threshold)?;
         if !info.applied && !info.skipped {
             return Err(TrainError::NonFinite {
                 what: "gradient norm",
@@ -191,12 +197,14 @@ impl Trainer {
             grad_norm: info.grad_norm,
             skipped: info.skipped,
             stop: reduced.stop,
+            reduce_seconds: waited,
         })
     }
 
     /// Phase one: forward passes of this rank's shards `mine` (row ranges of the batch), then
     /// (once the free-bits mask of the whole batch is known) their backward passes. In one
     /// process, stops before any gradient is formed when the loss is not finite.
+    #[allow(clippy::too_many_arguments)]
     fn shard_passes(
         &self,
         group: &mut dyn Reduce,
@@ -205,6 +213,7 @@ impl Trainer {
         eps: &Noise,
         beta: f64,
         mine: &[Range<usize>],
+        waited: &mut f64,
     ) -> Result<Vec<Shard>> {
         let n = eps.n;
         let d = self.model.config().shape.dim();
@@ -244,7 +253,10 @@ impl Trainer {
         // collective of its own across ranks. In one process the loss is checked here, before
         // any backward pass; across ranks, on the reduced terms after the step's reduction.
         let batch = if objective.free_bits > 0.0 {
-            Some(group.sum_shards(&sums, units + 1)?)
+            let started = std::time::Instant::now();
+            let b = group.sum_shards(&sums, units + 1)?;
+            *waited += started.elapsed().as_secs_f64();
+            Some(b)
         } else if group.ranks() == 1 {
             Some(Local::default().sum_shards(&sums, units + 1)?)
         } else {

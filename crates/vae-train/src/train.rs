@@ -238,6 +238,15 @@ pub fn run_in(
 
     let hash = cfg.hash();
     let mut trainer = Trainer::new(cfg, device)?;
+    let ranks = group.ranks();
+    if ranks > 1 {
+        obs.note(&format!(
+            "{ranks} ranks x {} threads: each step all-reduces {} values ({:.1} MiB)",
+            shards / ranks,
+            trainer.layout.len(),
+            trainer.layout.len() as f64 * 4.0 / (1 << 20) as f64
+        ));
+    }
     let mut state = TrainState {
         version: STATE_VERSION,
         epoch: 1,
@@ -253,6 +262,7 @@ pub fn run_in(
         epoch_skipped: 0,
         epoch_grad_norm_sum: 0.0,
         epoch_grad_norm_max: 0.0,
+        epoch_reduce_seconds: 0.0,
         last_metrics: None,
         config_hash: hash.clone(),
         shards: Some(shards),
@@ -347,6 +357,7 @@ pub fn run_in(
             state.epoch_skipped += u64::from(loss.skipped);
             state.epoch_grad_norm_sum += loss.grad_norm;
             state.epoch_grad_norm_max = state.epoch_grad_norm_max.max(loss.grad_norm);
+            state.epoch_reduce_seconds += loss.reduce_seconds;
             state.batch = b + 1;
             state.cursor = ((b + 1) * t.batch_size).min(train.len());
             state.step = trainer.step;
@@ -393,8 +404,17 @@ pub fn run_in(
         // are then every rank's.
         let decided = on_root(group, || -> Result<[u8; 2]> {
             let m = finish_epoch(
-                &trainer, &mut state, splits, &dir, val_prep, &sample_rng, epoch, beta, seconds,
+                &trainer,
+                &mut state,
+                splits,
+                &dir,
+                val_prep,
+                &sample_rng,
+                epoch,
+                beta,
+                seconds,
                 batches,
+                ranks,
             )?;
             obs.epoch(&m);
             last = Some(m);
@@ -447,6 +467,7 @@ fn finish_epoch(
     beta: f64,
     seconds: f64,
     batches: usize,
+    ranks: usize,
 ) -> Result<EpochMetrics> {
     let t = &trainer.cfg.train;
     let train = &splits.train;
@@ -476,6 +497,7 @@ fn finish_epoch(
         skipped_updates: t.skip_threshold.map(|_| state.epoch_skipped),
         grad_norm_mean: Some(state.epoch_grad_norm_sum / batches.max(1) as f64),
         grad_norm_max: Some(state.epoch_grad_norm_max),
+        reduce_seconds: (ranks > 1).then_some(state.epoch_reduce_seconds),
     };
     if !m.val_loss.is_finite() {
         return Err(TrainError::NonFiniteAt {

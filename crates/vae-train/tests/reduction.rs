@@ -167,7 +167,13 @@ fn train(
                         }
                     }
                     for (_, var) in t.opt.variables() {
-                        for v in var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+                        for v in var
+                            .as_tensor()
+                            .flatten_all()
+                            .unwrap()
+                            .to_vec1::<f32>()
+                            .unwrap()
+                        {
                             bytes.extend_from_slice(&v.to_le_bytes());
                         }
                     }
@@ -192,7 +198,9 @@ fn ranks_of_threads_give_the_bytes_of_one_process() {
         let init = train(preset, 1, 4, 0, 64, free_bits, clip, reduce::SEGMENT);
         assert_ne!(one, init, "{preset:?}: the steps changed nothing");
         for (n_ranks, threads, segment) in [(2, 2, 1000), (4, 1, 4096), (3, 1, reduce::SEGMENT)] {
-            let many = train(preset, n_ranks, threads, steps, 64, free_bits, clip, segment);
+            let many = train(
+                preset, n_ranks, threads, steps, 64, free_bits, clip, segment,
+            );
             for (r, w) in many.iter().enumerate() {
                 if n_ranks * threads == 4 {
                     assert!(
@@ -204,7 +212,16 @@ fn ranks_of_threads_give_the_bytes_of_one_process() {
                 }
             }
             if n_ranks * threads != 4 {
-                let same = train(preset, 1, n_ranks * threads, steps, 64, free_bits, clip, segment);
+                let same = train(
+                    preset,
+                    1,
+                    n_ranks * threads,
+                    steps,
+                    64,
+                    free_bits,
+                    clip,
+                    segment,
+                );
                 assert!(
                     many[0] == same[0],
                     "{preset:?}: {n_ranks} ranks differ from {} threads",
