@@ -91,7 +91,8 @@ impl Layout {
     /// gradients in pieces of at most `max` words.
     pub fn segments(&self, max: usize) -> Vec<Range<usize>> {
         let h = self.header_len();
-        let mut out = vec![0..h];
+        let mut out = Vec::with_capacity(1 + self.params().div_ceil(max.max(1)));
+        out.push(0..h);
         let max = max.max(1);
         let mut a = h;
         while a < self.len {

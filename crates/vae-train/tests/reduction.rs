@@ -128,8 +128,9 @@ fn config(preset: Preset, threads: usize, free_bits: f64, clip: Option<f64>) -> 
     }
 }
 
-/// The weights after `steps` steps of batch `batch` on `n_ranks` simulated ranks of
+/// The losses, gradient norms and weights after `steps` steps of batch `batch` on `n_ranks` simulated ranks of
 /// `threads` threads each (every rank's weights, which must be equal).
+#[allow(clippy::too_many_arguments)]
 fn train(
     preset: Preset,
     n_ranks: usize,
