@@ -4,8 +4,9 @@
 //! `mpirun` checkpoints; ranks started with other flags fail once, with one error.
 //!
 //! Needs OpenMPI (`apt-get install openmpi-bin libopenmpi-dev libclang-dev`). Without `mpirun`
-//! each test says on its output that it was skipped; CI installs OpenMPI and sets
-//! `VAE_REQUIRE_MPI=1`, which turns a missing `mpirun` or a failed build into a failure.
+//! (or when the MPI build fails) each test says on its output that it was skipped; CI installs
+//! OpenMPI and sets `VAE_REQUIRE_MPI=1`, which turns a skip into a failure. The tests using the
+//! plain binary (`train`) call it after `mpirun`, once the MPI build has put it back.
 
 // Test code may unwrap and expect: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,8 +29,10 @@ fn skip(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
-/// `vae-train` built with `--features mpi` into `<target>/mpi`, once per test process; the
-/// reason when it cannot be had.
+/// `vae-train` built with `--features mpi`, once per test process, copied to
+/// `target/<profile>/vae-train-mpi`; the reason when it cannot be had. It is built in the
+/// workspace's target directory (only vae-train and the MPI bindings are compiled again), after
+/// which the plain binary is put back in place.
 fn mpi_binary() -> Result<PathBuf, String> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
@@ -39,33 +42,43 @@ fn mpi_binary() -> Result<PathBuf, String> {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !found {
-                return Err("mpirun is not on PATH (apt-get install openmpi-bin libopenmpi-dev libclang-dev)".into());
+                return Err(
+                    "mpirun is not on PATH (apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
+                        .into(),
+                );
             }
             let dir = common::bin_dir();
             let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-            let target = dir.parent().expect("target").join("mpi");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut c = Command::new(cargo);
-            c.args(["build", "--quiet", "-p", "vae-train", "--features", "mpi", "--bins"]);
-            if profile != "debug" {
-                c.args(["--profile", profile]);
-            }
-            c.env("CARGO_TARGET_DIR", &target);
-            let out = c.output().map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "`cargo build -p vae-train --features mpi` failed (are libopenmpi-dev and libclang-dev installed?):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let exe = target
-                .join(profile)
-                .join(format!("vae-train{}", std::env::consts::EXE_SUFFIX));
-            if exe.is_file() {
-                Ok(exe)
-            } else {
-                Err(format!("{} is missing after the build", exe.display()))
-            }
+            let build = |features: &[&str]| -> Result<(), String> {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut c = Command::new(cargo);
+                c.args(["build", "--quiet", "-p", "vae-train", "--bins"]).args(features);
+                if profile != "debug" {
+                    c.args(["--profile", profile]);
+                }
+                if let Some(target) = dir.parent() {
+                    c.env("CARGO_TARGET_DIR", target);
+                }
+                let out = c.output().map_err(|e| format!("running cargo: {e}"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`cargo build -p vae-train {}` failed (are libopenmpi-dev and libclang-dev installed?):\n{}",
+                        features.join(" "),
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                }
+            };
+            let exe = |name: &str| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+            let built = build(&["--features", "mpi"])
+                .and_then(|()| {
+                    std::fs::copy(exe("vae-train"), exe("vae-train-mpi"))
+                        .map_err(|e| format!("copying the MPI build: {e}"))
+                });
+            // The plain binary back, for the other tests.
+            build(&[])?;
+            built.map(|_| exe("vae-train-mpi"))
         })
         .clone()
 }
