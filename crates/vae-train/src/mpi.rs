@@ -35,9 +35,10 @@ impl Mpi {
     pub fn init() -> Option<(Universe, Self)> {
         // A rank waiting in the reduction polls; OpenMPI then spins on its core unless told to
         // yield it, which on a machine with more work than cores (its own threads, another
-        // rank, other jobs) took the core the others needed: on 2 cores under load, 2 ranks
-        // spent 2.3x as long in the reductions of an epoch spinning as yielding. A user's own
-        // setting wins. (Read from the environment by MPI_Init, before any thread exists.)
+        // rank, other jobs) takes the core the others need: on 2 loaded cores, 2 ranks spent
+        // 2.5 to 3 times as long in an epoch's reductions spinning as yielding
+        // (docs/DISTRIBUTED.md). A user's own setting wins. (Read from the environment by
+        // MPI_Init, before any thread exists.)
         const YIELD: &str = "OMPI_MCA_mpi_yield_when_idle";
         if std::env::var_os(YIELD).is_none() {
             std::env::set_var(YIELD, "1");

@@ -555,18 +555,38 @@ pub fn chain(
     let (rank, ranks) = (link.rank(), link.ranks());
     let mut words = vec![0f32; layout.len()];
     let mut folder = Folder::new(layout, mine)?;
+    // Seconds receiving (waiting for the ranks before included), adding, sending (waiting for
+    // the next rank to take it included), broadcasting.
+    let mut times = [0f64; 4];
+    let mut clock = std::time::Instant::now();
+    let mut lap = |i: usize, times: &mut [f64; 4]| {
+        times[i] += clock.elapsed().as_secs_f64();
+        clock = std::time::Instant::now();
+    };
     for r in layout.segments(segment) {
         let seg = &mut words[r.clone()];
         if rank > 0 {
             link.recv(rank - 1, seg)?;
         }
+        lap(0, &mut times);
         folder.fold_parallel(r, seg, threads);
+        lap(1, &mut times);
         if rank + 1 < ranks {
             link.send(rank + 1, seg)?;
         }
+        lap(2, &mut times);
     }
     drop(folder);
     link.broadcast(ranks - 1, &mut words)?;
+    lap(3, &mut times);
+    let ms = times.map(|t| t * 1e3);
+    tracing::debug!(
+        "rank {rank}: receive {:.2} ms, add {:.2} ms, send {:.2} ms, broadcast {:.2} ms",
+        ms[0],
+        ms[1],
+        ms[2],
+        ms[3]
+    );
     Ok(words)
 }
 
