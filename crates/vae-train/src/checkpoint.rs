@@ -46,17 +46,50 @@ pub struct TrainState {
     pub epoch_grad_norm_sum: f64,
     #[serde(default)]
     pub epoch_grad_norm_max: f64,
+    /// Seconds the epoch in progress spent in reductions across ranks.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub epoch_reduce_seconds: f64,
     /// The metrics line of the last finished epoch (appended again on resume if the run
     /// stopped between the checkpoint and the line).
     pub last_metrics: Option<EpochMetrics>,
     /// [`crate::RunConfig::hash`] of the run.
     pub config_hash: String,
+    /// The shards each batch was split into (ranks × threads) when this was written: with the
+    /// same number, a resumed run gives the bytes of an uninterrupted one. Absent in
+    /// checkpoints of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
 }
 
 pub const STATE_VERSION: u32 = 1;
 
+impl TrainState {
+    /// Moves on to the start of the next epoch: its sums cleared, the noise generator at
+    /// `rng`, and `metrics` the epoch just finished (kept as it was when None).
+    pub fn next_epoch(&mut self, rng: [u64; 4], metrics: Option<EpochMetrics>) {
+        self.epoch += 1;
+        self.batch = 0;
+        self.cursor = 0;
+        self.epoch_neg_elbo = 0.0;
+        self.epoch_objective = 0.0;
+        self.epoch_seconds = 0.0;
+        self.epoch_skipped = 0;
+        self.epoch_grad_norm_sum = 0.0;
+        self.epoch_grad_norm_max = 0.0;
+        self.epoch_reduce_seconds = 0.0;
+        self.rng = rng;
+        if metrics.is_some() {
+            self.last_metrics = metrics;
+        }
+    }
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn io(path: &Path, e: std::io::Error) -> TrainError {

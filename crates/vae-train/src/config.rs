@@ -276,6 +276,15 @@ impl RunConfig {
         format!("{h:016x}")
     }
 
+    /// Every setting that differs from `other`, as `path: old -> new` (the ranks of a run
+    /// across processes must agree on all of them).
+    pub fn all_differences(&self, other: &RunConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let value = |c: &RunConfig| serde_json::to_value(c).unwrap_or_default();
+        diff("", &value(self), &value(other), &mut out);
+        out
+    }
+
     /// The settings that differ from `other`, as `path: old -> new`, ignoring those that may
     /// change on resume.
     pub fn differences(&self, other: &RunConfig) -> Vec<String> {

@@ -25,6 +25,10 @@ pub enum TrainError {
     /// Serialising a configuration, a state or a metrics line failed.
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Something failed on one rank of a run across processes, and every rank stops with it
+    /// (`rank` is the first that failed).
+    #[error("{}{msg}", if *rank > 0 { format!("rank {rank}: ") } else { String::new() })]
+    Agreed { rank: usize, msg: String },
     /// A broken invariant of the program itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,6 +49,16 @@ pub enum TrainError {
 }
 
 impl TrainError {
+    /// Whether every rank of a run across processes stops with this same error (it came from
+    /// an agreement, or from values every rank computed alike), so that one rank reporting it
+    /// is enough.
+    pub fn is_agreed(&self) -> bool {
+        matches!(
+            self,
+            Self::Agreed { .. } | Self::NonFinite { .. } | Self::NonFiniteAt { .. }
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

@@ -7,6 +7,9 @@
 //! - [`train`]: the loop ([`train::run`]), the [`train::Observer`] hooks.
 //! - [`metrics`]: the lines of `metrics.jsonl`.
 //! - [`checkpoint`]: atomic checkpoints and exact resume.
+//! - [`reduce`]: the reduction phase of a step (in one process, or a chain across ranks);
+//!   [`replicate`]: what rank 0 sends the others; `mpi` (feature `mpi`): the ranks of an
+//!   MPI job.
 
 pub mod arch_args;
 pub mod checkpoint;
@@ -15,7 +18,11 @@ pub mod config;
 pub mod data_args;
 mod error;
 pub mod metrics;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod optim;
+pub mod reduce;
+pub mod replicate;
 pub mod step;
 pub mod train;
 

@@ -79,6 +79,10 @@ pub struct EpochMetrics {
     pub grad_norm_mean: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_norm_max: Option<f64>,
+    /// Of `seconds`, the time spent in the steps' reductions across ranks, waiting for the
+    /// other ranks included (present only in a run on several ranks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_seconds: Option<f64>,
 }
 
 pub(crate) fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {

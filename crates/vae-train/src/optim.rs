@@ -3,21 +3,23 @@
 //!
 //! candle-nn's optimizers keep their moments private, so the update is ours: the state of each
 //! variable is keyed by its name (not by the order of a map). A step of training is three
-//! phases: the shards' forward and backward passes, [`Adam::reduce`] (the sum of the shards'
-//! gradients of each variable: the phase an all-reduce across devices would replace), and
-//! [`Adam::step`] (two fused passes over memory per variable on the CPU, moments then
+//! phases: the shards' forward and backward passes, the reduction ([`crate::reduce`]: the sum
+//! of the shards' gradients, in one process or across ranks), and [`Adam::step`] on the
+//! reduced gradients (two fused passes over memory per variable on the CPU, moments then
 //! parameter, the kernels in `vae_core::ops::adam`). Variables are split into groups of about
-//! equal size, one thread each.
+//! equal size, the groups over the threads; the gradient norm is summed group by group, so
+//! it depends on the number of groups ([`Adam::set_norm_groups`]), never on the threads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vae_core::candle_core::backprop::GradStore;
 use vae_core::candle_core::{self, DType, Tensor, Var};
-use vae_core::ops::adam::{sum_gradients, sum_squares, AdamUpdate};
+use vae_core::ops::adam::{sum_squares, AdamUpdate};
 use vae_core::ops::Kernels;
 use vae_core::{par, weights};
+
+pub use crate::reduce::Gradients;
 
 /// Hyperparameters of Adam(W).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -56,6 +58,8 @@ pub struct Adam {
     /// The kernels of the update ([`Kernels::Composite`] runs the tensor-operation update on
     /// the CPU too, as on other devices).
     pub kernels: Kernels,
+    /// Groups of variables the gradient norm is summed in (0: one per thread).
+    norm_groups: usize,
 }
 
 /// What one step did.
@@ -84,6 +88,7 @@ impl Adam {
             slots,
             step: 0,
             kernels: Kernels::Native,
+            norm_groups: 0,
         })
     }
 
@@ -101,38 +106,19 @@ impl Adam {
         self.step
     }
 
-    /// Phase two of a step: each variable's gradient summed over the shards' gradient stores,
-    /// in shard order, the variables split over `threads`. A variable no shard has a gradient
-    /// for has none here.
-    pub fn reduce(&self, shards: &[GradStore], threads: usize) -> candle_core::Result<Gradients> {
-        let groups = balanced_groups(self.slots.iter().collect(), threads);
-        let parts = par::map_ranges(
-            groups.len(),
-            groups.len(),
-            |r| -> candle_core::Result<Vec<(String, Tensor)>> {
-                let mut out = Vec::new();
-                for group in &groups[r] {
-                    for (name, slot) in group {
-                        let gs: Vec<&Tensor> = shards
-                            .iter()
-                            .filter_map(|g| g.get(slot.var.as_tensor()))
-                            .collect();
-                        if !gs.is_empty() {
-                            out.push(((*name).clone(), sum_gradients(&gs, self.kernels)?));
-                        }
-                    }
-                }
-                Ok(out)
-            },
-        );
-        let mut by_name = BTreeMap::new();
-        for p in parts {
-            by_name.extend(p?);
-        }
-        Ok(Gradients { by_name })
+    /// The variables by name, in name order.
+    pub fn variables(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.slots.iter().map(|(n, s)| (n, &s.var))
     }
 
-    /// Phase three of a step: applies one update with `grads` (see [`Adam::reduce`]); a
+    /// Sums the squares of the gradient in `n` groups of variables whatever the threads (0:
+    /// one group per thread), so that `R` ranks of `T` threads with `n = R × T` compute the
+    /// norm of one process of `R × T` threads to the last bit.
+    pub fn set_norm_groups(&mut self, n: usize) {
+        self.norm_groups = n;
+    }
+
+    /// Phase three of a step: applies one update with the reduced `grads`; a
     /// variable without a gradient is left unchanged. With `max_norm`, the whole gradient is
     /// scaled down to that Euclidean norm when longer (PyTorch's `clip_grad_norm_`). A
     /// non-finite gradient leaves the weights unchanged and is reported in the returned
@@ -156,25 +142,38 @@ impl Adam {
         max_norm: Option<f64>,
         skip_above: Option<f64>,
     ) -> candle_core::Result<StepInfo> {
-        let groups = balanced_groups(self.slots.iter().collect(), threads);
+        let n_groups = if self.norm_groups > 0 {
+            self.norm_groups
+        } else {
+            threads
+        };
+        let groups = balanced_groups(self.slots.iter().collect(), n_groups);
+        let threads = threads.clamp(1, groups.len().max(1));
+        // Each group's sum in order, the groups over the threads; then the groups' sums in order.
         let sum_over = |f: &(dyn Fn(&Slot, &Tensor) -> candle_core::Result<f64> + Sync)|
          -> candle_core::Result<f64> {
             let parts = par::map_ranges(
                 groups.len(),
-                groups.len(),
-                |r| -> candle_core::Result<f64> {
-                    let mut s = 0.0;
+                threads,
+                |r| -> candle_core::Result<Vec<f64>> {
+                    let mut sums = Vec::with_capacity(r.len());
                     for g in &groups[r] {
+                        let mut s = 0.0;
                         for (name, slot) in g {
-                            if let Some(grad) = grads.by_name.get(*name) {
+                            if let Some(grad) = grads.get(name) {
                                 s += f(slot, grad)?;
                             }
                         }
+                        sums.push(s);
                     }
-                    Ok(s)
+                    Ok(sums)
                 },
             );
-            parts.into_iter().sum()
+            let mut sums = Vec::with_capacity(groups.len());
+            for p in parts {
+                sums.extend(p?);
+            }
+            Ok(sums.into_iter().sum())
         };
         let t = self.step as i32 + 1;
         let c = self.cfg;
@@ -244,17 +243,6 @@ impl Adam {
         })
     }
 
-    /// [`Adam::reduce`] then [`Adam::step`].
-    pub fn step_shards(
-        &mut self,
-        shards: &[GradStore],
-        threads: usize,
-        max_norm: Option<f64>,
-    ) -> candle_core::Result<StepInfo> {
-        let grads = self.reduce(shards, threads)?;
-        self.step(&grads, threads, max_norm)
-    }
-
     /// The state as named tensors (`m.<name>`, `v.<name>`) plus the step count.
     pub fn state_tensors(&self) -> candle_core::Result<(Vec<(String, Tensor)>, u64)> {
         let mut out = Vec::with_capacity(2 * self.slots.len());
@@ -304,10 +292,33 @@ impl Adam {
                 path: path.to_path_buf(),
                 msg: "missing or malformed `step` in the metadata".into(),
             })?;
-        for (name, slot) in &mut self.slots {
-            let m = file.tensors[&format!("m.{name}")].flatten_all()?;
-            let v = file.tensors[&format!("v.{name}")].flatten_all()?;
-            slot.moments = Tensor::stack(&[m, v], 0)?;
+        self.set_state(&file.tensors, step)?;
+        Ok(())
+    }
+
+    /// Sets the state from tensors named as [`Adam::state_tensors`] names them (each present,
+    /// with its variable's number of values).
+    pub fn set_state(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+        step: u64,
+    ) -> candle_core::Result<()> {
+        let mut moments = Vec::with_capacity(self.slots.len());
+        for (name, slot) in &self.slots {
+            let get = |key: String| -> candle_core::Result<Tensor> {
+                let t = tensors
+                    .get(&key)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor `{key}`")))?;
+                if t.elem_count() != slot.var.elem_count() {
+                    candle_core::bail!("tensor `{key}` has {} values", t.elem_count());
+                }
+                t.flatten_all()?.to_device(slot.var.device())
+            };
+            let (m, v) = (get(format!("m.{name}"))?, get(format!("v.{name}"))?);
+            moments.push(Tensor::stack(&[m, v], 0)?);
+        }
+        for (slot, m) in self.slots.values_mut().zip(moments) {
+            slot.moments = m;
         }
         self.step = step;
         Ok(())
@@ -335,24 +346,11 @@ fn balanced_groups<'a>(
         .collect()
 }
 
-/// The gradient of each variable for one update, by name (see [`Adam::reduce`]).
-#[derive(Debug, Default)]
-pub struct Gradients {
-    by_name: BTreeMap<String, Tensor>,
-}
-
-impl Gradients {
-    /// The gradient of the variable `name`, if it has one.
-    pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.by_name.get(name)
-    }
-}
-
 /// The `n` variables with the largest gradient norms, as `name norm` pairs (for the log of a
 /// skipped update: which layers' gradients are the outliers).
 fn largest_norms(grads: &Gradients, n: usize) -> candle_core::Result<String> {
-    let mut norms = Vec::with_capacity(grads.by_name.len());
-    for (name, g) in &grads.by_name {
+    let mut norms = Vec::new();
+    for (name, g) in grads.iter() {
         norms.push((
             g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt(),
             name.as_str(),
@@ -370,7 +368,42 @@ fn largest_norms(grads: &Gradients, n: usize) -> candle_core::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduce::{Contribution, Layout, Local, Reduce, Shard};
+    use vae_core::candle_core::backprop::GradStore;
     use vae_core::candle_core::Device;
+
+    /// The shards' gradients reduced in one process.
+    fn reduced(opt: &Adam, stores: Vec<GradStore>) -> candle_core::Result<Gradients> {
+        let layout = Layout::new(opt.variables().map(|(n, v)| (n.clone(), v.clone())), 0);
+        let shards: Vec<Shard> = stores
+            .into_iter()
+            .map(|grads| Shard {
+                grads,
+                recon: 0.0,
+                kl_units: Vec::new(),
+                objective: 0.0,
+            })
+            .collect();
+        let mine = Contribution {
+            shards: &shards,
+            stop: 0,
+        };
+        Local { threads: 2 }
+            .reduce(&layout, &mine, &Device::Cpu)
+            .map(|r| r.grads)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    /// The reduction then [`Adam::step`].
+    fn step_shards(
+        opt: &mut Adam,
+        stores: Vec<GradStore>,
+        threads: usize,
+        max_norm: Option<f64>,
+    ) -> candle_core::Result<StepInfo> {
+        let grads = reduced(opt, stores)?;
+        opt.step(&grads, threads, max_norm)
+    }
 
     /// Three AdamW steps on f(w) = sum(c * w^2) against the update rule of torch.optim.AdamW
     /// (torch/optim/adamw.py: decay, moments, bias-corrected step), evaluated in f64 here.
@@ -429,7 +462,7 @@ mod tests {
             } else {
                 Kernels::Native
             };
-            opt.step_shards(&[grads], 1, None)?;
+            step_shards(&mut opt, vec![grads], 1, None)?;
         }
         w.as_tensor().to_vec1::<f32>()
     }
@@ -462,7 +495,7 @@ mod tests {
                 let gt = Tensor::new(g.as_slice(), &dev)?;
                 stores.push((w.as_tensor() * &gt)?.sum_all()?.backward()?);
             }
-            let info = opt.step_shards(&stores, 2, clip)?;
+            let info = step_shards(&mut opt, stores, 2, clip)?;
             Ok((w.as_tensor().to_vec1::<f32>()?, info))
         };
         let g = vec![3.0f32, 0.0, -4.0, 0.0];
@@ -509,12 +542,12 @@ mod tests {
                 .sum_all()?
                 .backward()
         };
-        let info = opt.step_shards(&[grad([3.0, 4.0])?], 1, None)?;
+        let info = step_shards(&mut opt, vec![grad([3.0, 4.0])?], 1, None)?;
         assert!(info.applied && !info.skipped);
         let after_one = w.as_tensor().to_vec1::<f32>()?;
         let (moments, _) = opt.state_tensors()?;
         // Norm 50 against a threshold of 4 (clipping would have scaled it to 1): skipped.
-        let g = opt.reduce(&[grad([30.0, 40.0])?], 1)?;
+        let g = reduced(&opt, vec![grad([30.0, 40.0])?])?;
         let info = opt.step_or_skip(&g, 1, Some(1.0), Some(4.0))?;
         assert!(info.skipped && !info.applied);
         assert!((info.grad_norm - 50.0).abs() < 1e-4, "{info:?}");
@@ -525,10 +558,10 @@ mod tests {
             assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
         }
         // Below the threshold the update happens; a non-finite gradient is not a skip.
-        let g = opt.reduce(&[grad([0.3, 0.4])?], 1)?;
+        let g = reduced(&opt, vec![grad([0.3, 0.4])?])?;
         let info = opt.step_or_skip(&g, 1, None, Some(4.0))?;
         assert!(info.applied && !info.skipped && opt.step_count() == 2);
-        let g = opt.reduce(&[grad([f32::NAN, 0.0])?], 1)?;
+        let g = reduced(&opt, vec![grad([f32::NAN, 0.0])?])?;
         let info = opt.step_or_skip(&g, 1, None, Some(4.0))?;
         assert!(!info.applied && !info.skipped);
         Ok(())
@@ -543,7 +576,7 @@ mod tests {
         let mut opt = Adam::new(vec![("w".into(), w.clone())], AdamConfig::default())?;
         for _ in 0..3 {
             let g = w.as_tensor().sqr()?.sum_all()?.backward()?;
-            opt.step_shards(&[g], 1, None)?;
+            step_shards(&mut opt, vec![g], 1, None)?;
         }
         opt.save(&path)?;
         let w2 = Var::new(&[1.0f32, -2.0], &dev)?;

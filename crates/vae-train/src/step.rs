@@ -1,12 +1,15 @@
 //! One training step in three phases: the forward and backward passes of each shard of the
-//! batch (one thread each on the CPU), the reduction of the shards' gradients, and the
-//! optimizer's update.
+//! batch (one thread each on the CPU), the reduction of the shards' gradients and loss terms
+//! ([`crate::reduce`]: in one process, or across the ranks of a run under MPI), and the
+//! optimizer's update, which sees only the reduced gradients.
 //!
-//! The noise of the whole batch is drawn before it is split, the shards are fixed contiguous
-//! ranges and their gradients are summed in shard order, so a given thread count always gives
-//! the same bytes (exact resume rests on it).
+//! The noise of the whole batch is drawn before it is split (by every rank, from the same
+//! generator), the shards are fixed contiguous ranges and their gradients are summed in shard
+//! order, so a given number of shards always gives the same bytes, however they are spread
+//! over ranks and threads (exact resume rests on it).
 
-use vae_core::candle_core::backprop::GradStore;
+use std::ops::Range;
+
 use vae_core::candle_core::{DType, Device, Tensor};
 use vae_core::candle_nn::VarMap;
 use vae_core::{par, Noise, Rng, Terms, Vae};
@@ -15,6 +18,7 @@ use vae_run::batch::rows_to_tensors;
 
 use crate::config::RunConfig;
 use crate::optim::Adam;
+use crate::reduce::{shards_of, Contribution, Layout, Local, Reduce, Shard};
 use crate::{Result, TrainError};
 
 /// Model, optimizer and generators: everything that changes while training.
@@ -27,6 +31,8 @@ pub struct Trainer {
     /// Noise of the reparameterisation trick and of dynamic binarisation.
     pub noise: Rng,
     pub step: u64,
+    /// Where each value lives in a step's reduced buffer.
+    pub layout: Layout,
 }
 
 /// The losses of one step.
@@ -39,17 +45,11 @@ pub struct StepLoss {
     pub grad_norm: f64,
     /// The update was skipped (its gradient norm exceeded `--skip-threshold`).
     pub skipped: bool,
-}
-
-/// What the shards' passes of one batch computed (phase one).
-struct ShardPasses {
-    grads: Vec<GradStore>,
-    /// Reconstruction term summed over the batch.
-    recon: f64,
-    /// KL per latent unit, summed over the batch.
-    kl_units: Vec<f64>,
-    /// The objective, per example.
-    objective: f64,
+    /// The signals seen by any rank before the reduction ([`crate::reduce::STOP_INTERRUPT`],
+    /// [`crate::reduce::STOP_TERMINATE`]).
+    pub stop: u8,
+    /// Seconds spent in collectives (the reduction; free bits' KL), waiting included.
+    pub reduce_seconds: f64,
 }
 
 impl Trainer {
@@ -68,6 +68,10 @@ impl Trainer {
             .collect();
         let mut opt = Adam::new(vars, cfg.train.optimizer)?;
         opt.kernels = kernels;
+        let layout = Layout::new(
+            opt.variables().map(|(n, v)| (n.clone(), v.clone())),
+            model.latent().kl_units(),
+        );
         let noise = Rng::stream(cfg.train.seed, 2);
         Ok(Self {
             cfg,
@@ -77,11 +81,12 @@ impl Trainer {
             opt,
             noise,
             step: 0,
+            layout,
         })
     }
 
-    /// One update on the examples `indices` of `data` with KL weight `beta`; `buf` is reused
-    /// for the batch's values.
+    /// One update on the examples `indices` of `data` with KL weight `beta`, in this process;
+    /// `buf` is reused for the batch's values.
     pub fn train_step(
         &mut self,
         data: &Dataset,
@@ -89,9 +94,40 @@ impl Trainer {
         beta: f64,
         buf: &mut Vec<f32>,
     ) -> Result<StepLoss> {
+        self.train_step_in(&mut Local::default(), data, indices, beta, buf, 0)
+    }
+
+    /// [`Trainer::train_step`] as one of `group.ranks()` processes: this rank reads and runs
+    /// only its own shards of the batch; `stop` (the signals this rank has seen) goes into the
+    /// reduction, and every rank gets the union back in [`StepLoss::stop`].
+    pub fn train_step_in(
+        &mut self,
+        group: &mut dyn Reduce,
+        data: &Dataset,
+        indices: &[usize],
+        beta: f64,
+        buf: &mut Vec<f32>,
+        stop: u8,
+    ) -> Result<StepLoss> {
         let n = indices.len();
         let k = self.cfg.train.objective.iwae_k;
-        data.gather(indices, buf);
+        let threads = par::threads_for(&self.device, self.cfg.train.threads);
+        let (shards, mine) = shards_of(n, group.ranks(), group.rank(), threads);
+        let mine = &shards[mine];
+        if group.ranks() == 1 {
+            data.gather(indices, buf);
+        } else {
+            // Only this rank's rows are read; the others' stay as they were (the generators
+            // below draw for every row, whatever its value).
+            let d = data.shape.dim();
+            buf.resize(n * d, 0.0);
+            if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
+                let rows = first.start..last.end;
+                let mut own = Vec::new();
+                data.gather(&indices[rows.clone()], &mut own);
+                buf[rows.start * d..rows.end * d].copy_from_slice(&own);
+            }
+        }
         if self.cfg.data.binarize == Binarize::Dynamic {
             Binarize::sample(buf, &mut self.noise);
         }
@@ -100,14 +136,48 @@ impl Trainer {
         }
         let labels = data.gather_labels(indices);
         let eps = Noise::draw(&self.model, k, n, &mut self.noise);
-        let threads = par::threads_for(&self.device, self.cfg.train.threads);
-        let passes = self.shard_passes(buf, labels.as_deref(), &eps, beta, threads)?;
-        let neg_elbo = passes.recon + passes.kl_units.iter().sum::<f64>();
-        let grads = self.opt.reduce(&passes.grads, threads)?;
+        let mut waited = 0.0;
+        let passes =
+            self.shard_passes(group, buf, labels.as_deref(), &eps, beta, mine, &mut waited)?;
+        group.set_threads(threads);
+        let started = std::time::Instant::now();
+        let reduced = group.reduce(
+            &self.layout,
+            &Contribution {
+                shards: &passes,
+                stop,
+            },
+            &self.device,
+        )?;
+        drop(passes);
+        waited += started.elapsed().as_secs_f64();
+        let neg_elbo = reduced.recon + reduced.kl_units.iter().sum::<f64>();
+        if !neg_elbo.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "loss",
+                step: self.step + 1,
+                value: neg_elbo,
+            });
+        }
+        let objective = self.cfg.train.objective;
+        let obj = if objective.free_bits > 0.0 {
+            // The loss of the shards leaves out the floored units; the objective has them.
+            reduced.recon / n as f64 + objective.kl_term_value(&reduced.kl_units, n, beta)
+        } else {
+            reduced.objective
+        };
+        if !obj.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "objective",
+                step: self.step + 1,
+                value: obj,
+            });
+        }
         let t = &self.cfg.train;
+        self.opt.set_norm_groups(group.ranks() * threads);
         let info = self
             .opt
-            .step_or_skip(&grads, threads, t.grad_clip, t.skip_threshold)?;
+            .step_or_skip(&reduced.grads, threads, t.grad_clip, t.skip_threshold)?;
         if !info.applied && !info.skipped {
             return Err(TrainError::NonFinite {
                 what: "gradient norm",
@@ -120,106 +190,121 @@ impl Trainer {
             "batch {}: -ELBO {:.2} nats per example (KL {:.2}), gradient norm {:.0}{}",
             self.step,
             neg_elbo / n as f64,
-            passes.kl_units.iter().sum::<f64>() / n as f64,
+            reduced.kl_units.iter().sum::<f64>() / n as f64,
             info.grad_norm,
             if info.skipped { ", skipped" } else { "" }
         );
         Ok(StepLoss {
             neg_elbo,
-            objective: passes.objective,
+            objective: obj,
             grad_norm: info.grad_norm,
             skipped: info.skipped,
+            stop: reduced.stop,
+            reduce_seconds: waited,
         })
     }
 
-    /// Phase one: forward passes of the shards, then (once the free-bits mask of the whole
-    /// batch is known) their backward passes. Stops before any gradient is formed when the
-    /// loss is not finite.
+    /// Phase one: forward passes of this rank's shards `mine` (row ranges of the batch), then
+    /// (once the free-bits mask of the whole batch is known) their backward passes. In one
+    /// process, stops before any gradient is formed when the loss is not finite.
+    #[allow(clippy::too_many_arguments)]
     fn shard_passes(
         &self,
+        group: &mut dyn Reduce,
         x: &[f32],
         labels: Option<&[u32]>,
         eps: &Noise,
         beta: f64,
-        threads: usize,
-    ) -> Result<ShardPasses> {
+        mine: &[Range<usize>],
+        waited: &mut f64,
+    ) -> Result<Vec<Shard>> {
         let n = eps.n;
         let d = self.model.config().shape.dim();
         let objective = self.cfg.train.objective;
         let (model, device) = (&self.model, &self.device);
-        let forward = par::map_ranges(n, threads, |r| -> Result<(Terms, Vec<f64>, f64)> {
-            let (xs, ys) = rows_to_tensors(x, labels, r.clone(), d, model, device)?;
-            let es = eps.rows(r, device)?;
-            let t = model.terms(&xs, ys.as_ref(), &es, beta)?;
-            let kl = t.kl_units.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let recon = t
-                .recon
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            Ok((t, kl, recon))
-        });
+        let each = mine.len();
+        let forward = if each == 0 {
+            Vec::new()
+        } else {
+            par::map_ranges(each, each, |i| -> Result<(Terms, Vec<f64>, f64)> {
+                let r = mine[i.start].clone();
+                let (xs, ys) = rows_to_tensors(x, labels, r.clone(), d, model, device)?;
+                let es = eps.rows(r, device)?;
+                let t = model.terms(&xs, ys.as_ref(), &es, beta)?;
+                let kl = t.kl_units.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                let recon = t
+                    .recon
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                Ok((t, kl, recon))
+            })
+        };
         let units = self.model.latent().kl_units();
-        let mut shards = Vec::with_capacity(forward.len());
-        let (mut recon, mut kl_units) = (0.0, vec![0f64; units]);
+        let mut terms = Vec::with_capacity(forward.len());
+        let mut sums = Vec::with_capacity(forward.len());
         for f in forward {
             let (t, kl, r) = f?;
-            recon += r;
-            kl_units.iter_mut().zip(&kl).for_each(|(a, b)| *a += b);
-            shards.push(t);
+            // Per shard: the reconstruction term, then the KL of each unit.
+            let mut v = Vec::with_capacity(units + 1);
+            v.push(r);
+            v.extend(kl);
+            sums.push(v);
+            terms.push(t);
         }
-        let neg_elbo = recon + kl_units.iter().sum::<f64>();
-        if !neg_elbo.is_finite() {
-            return Err(TrainError::NonFinite {
-                what: "loss",
-                step: self.step + 1,
-                value: neg_elbo,
-            });
-        }
-        // Free bits need the KL of the whole batch: the mask is known only now.
-        let mask = if objective.free_bits > 0.0 {
-            let sums = Tensor::from_vec(
-                kl_units.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                units,
-                device,
-            )?;
-            Some(objective.free_bits_mask(&sums, n)?)
+        // Free bits need the KL of the whole batch: the mask is known only now, after a
+        // collective of its own across ranks. In one process the loss is checked here, before
+        // any backward pass; across ranks, on the reduced terms after the step's reduction.
+        let batch = if objective.free_bits > 0.0 {
+            let started = std::time::Instant::now();
+            let b = group.sum_shards(&sums, units + 1)?;
+            *waited += started.elapsed().as_secs_f64();
+            Some(b)
+        } else if group.ranks() == 1 {
+            Some(Local::default().sum_shards(&sums, units + 1)?)
         } else {
             None
         };
-        let backward = par::map_ranges(
-            shards.len(),
-            shards.len(),
-            |r| -> Result<(GradStore, f64)> {
-                let t = &shards[r.start];
+        if let Some(b) = &batch {
+            let neg_elbo = b[0] + b[1..].iter().sum::<f64>();
+            if !neg_elbo.is_finite() {
+                return Err(TrainError::NonFinite {
+                    what: "loss",
+                    step: self.step + 1,
+                    value: neg_elbo,
+                });
+            }
+        }
+        let mask = match &batch {
+            Some(b) if objective.free_bits > 0.0 => {
+                let kl: Vec<f32> = b[1..].iter().map(|&v| v as f32).collect();
+                let sums = Tensor::from_vec(kl, units, device)?;
+                Some(objective.free_bits_mask(&sums, n)?)
+            }
+            _ => None,
+        };
+        let backward = if terms.is_empty() {
+            Vec::new()
+        } else {
+            par::map_ranges(terms.len(), terms.len(), |r| -> Result<Shard> {
+                let t = &terms[r.start];
                 let loss = objective.shard_loss(t, n, beta, mask.as_ref())?;
                 let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                Ok((loss.backward()?, value))
-            },
-        );
-        let mut grads = Vec::with_capacity(backward.len());
-        let mut obj = 0.0;
-        for b in backward {
-            let (g, v) = b?;
-            grads.push(g);
-            obj += v;
+                Ok(Shard {
+                    grads: loss.backward()?,
+                    recon: 0.0,
+                    kl_units: Vec::new(),
+                    objective: value,
+                })
+            })
+        };
+        let mut out = Vec::with_capacity(backward.len());
+        for (b, s) in backward.into_iter().zip(sums) {
+            let mut shard = b?;
+            shard.recon = s[0];
+            shard.kl_units = s[1..].to_vec();
+            out.push(shard);
         }
-        if objective.free_bits > 0.0 {
-            // The loss of the shards leaves out the floored units; the objective has them.
-            obj = recon / n as f64 + objective.kl_term_value(&kl_units, n, beta);
-        }
-        if !obj.is_finite() {
-            return Err(TrainError::NonFinite {
-                what: "objective",
-                step: self.step + 1,
-                value: obj,
-            });
-        }
-        Ok(ShardPasses {
-            grads,
-            recon,
-            kl_units,
-            objective: obj,
-        })
+        Ok(out)
     }
 }

@@ -3,10 +3,15 @@
 //! Exit status: 0 when done, 1 on an error, 2 on a usage error, 130 after Ctrl-C and 143 after
 //! SIGTERM (each once the current step has finished and a checkpoint is written; a second
 //! signal exits at once).
+//!
+//! Built with the `mpi` feature and started by an MPI launcher (`mpirun -np N vae-train`),
+//! each process is one rank of a data-parallel run ([`vae_train::reduce`]): rank 0 alone
+//! prints and writes the run directory; an error every rank shares is reported once and every
+//! rank exits 1; an error of one rank alone ends the whole job (`MPI_Abort`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -15,7 +20,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vae_run::RunDir;
 use vae_train::cli::Args;
 use vae_train::metrics::EpochMetrics;
+use vae_train::reduce::{Local, Reduce, STOP_INTERRUPT, STOP_TERMINATE};
 use vae_train::train::{self, Observer, Outcome, Start};
+use vae_train::{RunConfig, TrainError};
 
 struct Progress {
     bar: Option<ProgressBar>,
@@ -102,10 +109,61 @@ impl Signals {
     }
 }
 
+/// The ranks this process trains with: itself alone, or the ranks of an MPI job.
+enum Group {
+    Local(Local),
+    #[cfg(feature = "mpi")]
+    Mpi(vae_train::mpi::Mpi),
+}
+
+impl Group {
+    fn reduce(&mut self) -> &mut dyn Reduce {
+        match self {
+            Group::Local(l) => l,
+            #[cfg(feature = "mpi")]
+            Group::Mpi(m) => m,
+        }
+    }
+
+    /// The GPU index of this rank among its node's ranks, when there are several ranks.
+    fn local_rank(&self) -> Option<usize> {
+        match self {
+            Group::Local(_) => None,
+            #[cfg(feature = "mpi")]
+            Group::Mpi(m) => (Reduce::ranks(m) > 1).then(|| m.local_rank()),
+        }
+    }
+
+    /// Ends the process after an error of this rank alone.
+    fn fail_alone(&self) -> ExitCode {
+        match self {
+            Group::Local(_) => ExitCode::FAILURE,
+            #[cfg(feature = "mpi")]
+            Group::Mpi(m) => m.abort(1),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     vae_core::device::configure_process();
     let args = Args::parse();
-    vae_run::flags::init_logging(if args.quiet { "warn" } else { "info" });
+    #[cfg(feature = "mpi")]
+    let mpi = vae_train::mpi::launched()
+        .then(vae_train::mpi::Mpi::init)
+        .flatten();
+    #[cfg(feature = "mpi")]
+    let (_universe, mut group) = match mpi {
+        Some((u, m)) => (Some(u), Group::Mpi(m)),
+        None => (None, Group::Local(Local::default())),
+    };
+    #[cfg(not(feature = "mpi"))]
+    let mut group = Group::Local(Local::default());
+    let rank = group.reduce().rank();
+    vae_run::flags::init_logging(if args.quiet || rank > 0 {
+        "warn"
+    } else {
+        "info"
+    });
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -113,9 +171,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(args, &signals) {
-        Ok(Outcome::Interrupted) => {
-            if signals.term.load(Ordering::SeqCst) && !signals.int.load(Ordering::SeqCst) {
+    match run(args, &signals, &mut group) {
+        Ok((Outcome::Interrupted, bits)) => {
+            if bits & STOP_TERMINATE != 0 && bits & STOP_INTERRUPT == 0 {
                 ExitCode::from(143)
             } else {
                 ExitCode::from(130)
@@ -123,43 +181,134 @@ fn main() -> ExitCode {
         }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let agreed = group.reduce().ranks() == 1
+                || e.downcast_ref::<TrainError>()
+                    .is_some_and(TrainError::is_agreed);
+            if agreed {
+                // Every rank has this error: rank 0 reports it, every rank exits 1.
+                if rank == 0 {
+                    eprintln!("error: {e:#}");
+                }
+                ExitCode::FAILURE
+            } else {
+                eprintln!("error (rank {rank}): {e:#}");
+                group.fail_alone()
+            }
         }
     }
 }
 
-fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
-    let args = args.with_config_file()?;
+/// On every rank: `r`'s failure on any rank becomes every rank's (in one process, `r`).
+fn agree<T>(group: &mut dyn Reduce, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    if group.ranks() == 1 {
+        return r;
+    }
+    match r {
+        Ok(v) => {
+            group.agree(Ok(()))?;
+            Ok(v)
+        }
+        Err(e) => {
+            group.agree(Err(format!("{e:#}")))?;
+            Err(e)
+        }
+    }
+}
+
+/// The configuration a resumed run was written with, read by rank 0 and sent to the others
+/// (which need not see its directory).
+fn saved_config(group: &mut dyn Reduce, dir: &std::path::Path) -> anyhow::Result<RunConfig> {
+    let read = (group.rank() == 0)
+        .then(|| train::read_config(&RunDir::new(dir)).context("--resume"))
+        .transpose();
+    let saved = agree(group, read)?;
+    let mut bytes = match &saved {
+        Some(c) => serde_json::to_vec(c)?,
+        None => Vec::new(),
+    };
+    group.broadcast(&mut bytes)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Refuses ranks started with settings other than rank 0's.
+fn same_settings(group: &mut dyn Reduce, cfg: &RunConfig) -> anyhow::Result<()> {
+    if group.ranks() == 1 {
+        return Ok(());
+    }
+    let mut bytes = serde_json::to_vec(cfg)?;
+    group.broadcast(&mut bytes)?;
+    let first: RunConfig = serde_json::from_slice(&bytes)?;
+    let diffs = first.all_differences(cfg);
+    let mine = if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "started with other settings than rank 0 (every rank must get the same flags and config file): {}",
+            diffs.join(", ")
+        ))
+    };
+    group.agree(mine)?;
+    Ok(())
+}
+
+fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outcome, u8)> {
+    let local_rank = group.local_rank();
+    let group = group.reduce();
+    let args = agree(group, args.with_config_file().map_err(anyhow::Error::from))?;
     let (cfg, out, start, resolved) = match &args.resume {
         Some(dir) => {
-            let saved = train::read_config(&RunDir::new(dir)).context("--resume")?;
-            let cfg = args.resolve_resume(&saved)?;
-            if args.out.as_ref().is_some_and(|o| o != dir) {
-                anyhow::bail!(
-                    "--out: a resumed run stays in its directory {}",
-                    dir.display()
-                );
-            }
-            let resolved = cfg.data.load()?;
-            (cfg, dir.clone(), Start::Resume, resolved)
+            let saved = saved_config(group, dir)?;
+            let resolved = agree(
+                group,
+                (|| {
+                    let cfg = args.resolve_resume(&saved)?;
+                    if args.out.as_ref().is_some_and(|o| o != dir) {
+                        anyhow::bail!(
+                            "--out: a resumed run stays in its directory {}",
+                            dir.display()
+                        );
+                    }
+                    let resolved = cfg.data.load()?;
+                    Ok((cfg, resolved))
+                })(),
+            )?;
+            (resolved.0, dir.clone(), Start::Resume, resolved.1)
         }
         None => {
-            let resolved = args.data_config()?.load()?;
-            let cfg = args.resolve(
-                resolved.splits.train.shape,
-                resolved.splits.train.num_classes,
+            let r = agree(
+                group,
+                (|| {
+                    let resolved = args.data_config()?.load()?;
+                    let cfg = args.resolve(
+                        resolved.splits.train.shape,
+                        resolved.splits.train.num_classes,
+                    )?;
+                    Ok((cfg, resolved))
+                })(),
             )?;
-            let out = args.out_dir(&cfg);
-            (cfg, out, Start::Fresh, resolved)
+            let out = args.out_dir(&r.0);
+            (r.0, out, Start::Fresh, r.1)
         }
     };
+    same_settings(group, &cfg)?;
     if let Some(note) = &resolved.note {
         tracing::info!("{note}");
     }
-    let device = vae_core::device::select(&cfg.train.device)?;
+    // Each rank of a node takes its own GPU (`cuda` and `auto`; an explicit `cuda:N` is kept).
+    let device_name = match (local_rank, cfg.train.device.as_str()) {
+        (Some(i), "cuda" | "auto") if cfg!(feature = "cuda") => format!("cuda:{i}"),
+        _ => cfg.train.device.clone(),
+    };
+    let device = agree(
+        group,
+        vae_core::device::select(&device_name).map_err(anyhow::Error::from),
+    )?;
+    let ranks = match group.ranks() {
+        1 => String::new(),
+        n => format!(" {n} ranks of"),
+    };
     tracing::info!(
-        "training `{}` on {} ({} train / {} validation examples) on {} with {} threads for {} epochs into {}",
+        "training `{}` on {} ({} train / {} validation examples) on{ranks} {} with {} threads for {} epochs into {}",
         cfg.train.preset,
         resolved.source,
         resolved.splits.train.len(),
@@ -169,7 +318,7 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
         cfg.train.epochs,
         out.display()
     );
-    let show_bar = !args.quiet && std::io::stderr().is_terminal();
+    let show_bar = !args.quiet && group.rank() == 0 && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -181,17 +330,22 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     });
     let mut progress = Progress {
         bar,
-        quiet: args.quiet,
+        quiet: args.quiet || group.rank() > 0,
         epochs: cfg.train.epochs,
     };
-    let summary = train::run(
+    let flags = train::Signals {
+        interrupt: &signals.int,
+        terminate: &signals.term,
+    };
+    let summary = train::run_in(
+        group,
         cfg,
         &resolved.splits,
         device,
         &out,
         start,
         &mut progress,
-        &signals.any,
+        flags,
     )
     .with_context(|| format!("training into {}", out.display()))?;
     if let Some(bar) = &progress.bar {
@@ -213,5 +367,5 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     if summary.outcome == Outcome::Interrupted {
         tracing::info!("continue with: vae-train --resume {}", out.display());
     }
-    Ok(summary.outcome)
+    Ok((summary.outcome, summary.signals))
 }
