@@ -176,16 +176,7 @@ impl Adam {
             Ok(sums.into_iter().sum())
         };
         let t = self.step as i32 + 1;
-        let c = self.cfg;
-        let mut update = AdamUpdate {
-            beta1: c.beta1 as f32,
-            beta2: c.beta2 as f32,
-            step_size: (c.lr / (1.0 - c.beta1.powi(t))) as f32,
-            inv_sqrt_bc2: (1.0 / (1.0 - c.beta2.powi(t)).sqrt()) as f32,
-            eps: c.eps as f32,
-            decay: (1.0 - c.lr * c.weight_decay) as f32,
-            scale: 1.0,
-        };
+        let mut update = self.update();
         let k = self.kernels;
         // Clipping and skipping need the norm before the moments change: one read-only pass.
         let clip_norm = if max_norm.is_some() || skip_above.is_some() {
@@ -238,6 +229,79 @@ impl Adam {
         self.step += 1;
         Ok(StepInfo {
             grad_norm,
+            applied: true,
+            skipped: false,
+        })
+    }
+
+    /// The next update's constants, unscaled.
+    fn update(&self) -> AdamUpdate {
+        let t = self.step as i32 + 1;
+        let c = self.cfg;
+        AdamUpdate {
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            step_size: (c.lr / (1.0 - c.beta1.powi(t))) as f32,
+            inv_sqrt_bc2: (1.0 / (1.0 - c.beta2.powi(t)).sqrt()) as f32,
+            eps: c.eps as f32,
+            decay: (1.0 - c.lr * c.weight_decay) as f32,
+            scale: 1.0,
+        }
+    }
+
+    /// The gradient's sum of squares as a tensor on the gradients' device, nothing read: of
+    /// the one buffer the gradients are views into where there is one, else variable by
+    /// variable in name order.
+    pub fn sum_squares_tensor(&self, grads: &Gradients) -> candle_core::Result<Tensor> {
+        let mut total: Option<Tensor> = None;
+        for (_, g) in grads.iter() {
+            let s = g.sqr()?.sum_all()?.to_dtype(DType::F32)?;
+            total = Some(match total {
+                Some(t) => (t + s)?,
+                None => s,
+            });
+        }
+        match total {
+            Some(t) => Ok(t),
+            None => Tensor::new(0f32, &candle_core::Device::Cpu),
+        }
+    }
+
+    /// [`Adam::step_or_skip`] with the gradient's norm already known (read by the caller
+    /// together with the step's other figures): the same decisions, and no value read from
+    /// the gradients' device.
+    pub fn step_with_norm(
+        &mut self,
+        grads: &Gradients,
+        norm: f64,
+        max_norm: Option<f64>,
+        skip_above: Option<f64>,
+    ) -> candle_core::Result<StepInfo> {
+        let refused = |skipped| StepInfo {
+            grad_norm: norm,
+            applied: false,
+            skipped,
+        };
+        if !norm.is_finite() {
+            return Ok(refused(false));
+        }
+        if skip_above.is_some_and(|limit| norm > limit) {
+            return Ok(refused(true));
+        }
+        let mut u = self.update();
+        if let Some(max) = max_norm.filter(|&m| norm > m) {
+            u.scale = (max / (norm + 1e-6)) as f32;
+        }
+        let k = self.kernels;
+        for (name, slot) in &self.slots {
+            if let Some(g) = grads.get(name) {
+                u.moments_in_place(&slot.moments, g, k)?;
+                u.param(&slot.var, &slot.moments, k)?;
+            }
+        }
+        self.step += 1;
+        Ok(StepInfo {
+            grad_norm: norm,
             applied: true,
             skipped: false,
         })

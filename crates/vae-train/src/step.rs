@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use vae_core::candle_core::{DType, Device, Tensor};
 use vae_core::candle_nn::VarMap;
+use vae_core::ops::Kernels;
 use vae_core::{par, Noise, Rng, Terms, Vae};
 use vae_data::{Binarize, Dataset};
 use vae_run::batch::rows_to_tensors;
@@ -20,6 +21,11 @@ use crate::config::RunConfig;
 use crate::optim::Adam;
 use crate::reduce::{shards_of, Contribution, Layout, Local, Reduce, Shard};
 use crate::{Result, TrainError};
+
+/// The stream of the generator whose draws seed each step's noise on a device other than the
+/// CPU (streams 1 to 3 are the initial weights, the CPU's training noise and the sample
+/// grids); step `s` uses stream `NOISE_STREAM + s`.
+const NOISE_STREAM: u64 = 1 << 32;
 
 /// Model, optimizer and generators: everything that changes while training.
 pub struct Trainer {
@@ -135,7 +141,16 @@ impl Trainer {
             vae_data::dequantize(buf, &mut self.noise);
         }
         let labels = data.gather_labels(indices);
-        let eps = Noise::draw(&self.model, k, n, &mut self.noise);
+        let eps = if self.device.is_cpu() {
+            Noise::draw(&self.model, k, n, &mut self.noise)
+        } else {
+            // Seeded for this step: a resumed run draws the noise an uninterrupted one drew.
+            let seed = Rng::stream(self.cfg.train.seed, NOISE_STREAM + self.step).next_u64();
+            Noise::draw_on_device(&self.model, k, n, &self.device, seed)?
+        };
+        if group.ranks() == 1 && self.generic() {
+            return self.generic_step(buf, labels.as_deref(), &eps, beta, threads, stop);
+        }
         let mut waited = 0.0;
         let passes =
             self.shard_passes(group, buf, labels.as_deref(), &eps, beta, mine, &mut waited)?;
@@ -201,6 +216,139 @@ impl Trainer {
             skipped: info.skipped,
             stop: reduced.stop,
             reduce_seconds: waited,
+        })
+    }
+
+    /// Whether the step takes the generic path: another device than the CPU, or the composite
+    /// kernels (which run that path on the CPU, where the tests compare it with the native one).
+    fn generic(&self) -> bool {
+        !self.device.is_cpu() || self.model.kernels() == Kernels::Composite
+    }
+
+    /// One step of the generic path in one process: the phases of [`Trainer::train_step_in`]
+    /// with every figure left on the device until a single read at the end, the
+    /// reconstruction term, the KL of each unit, the objective and the gradient's sum of
+    /// squares together (the native path reads them on the host as they come, where reading
+    /// costs nothing). A non-finite loss stops the run there, before the weights change.
+    fn generic_step(
+        &mut self,
+        x: &[f32],
+        labels: Option<&[u32]>,
+        eps: &Noise,
+        beta: f64,
+        threads: usize,
+        stop: u8,
+    ) -> Result<StepLoss> {
+        let n = eps.n;
+        let d = self.model.config().shape.dim();
+        let objective = self.cfg.train.objective;
+        let (model, device) = (&self.model, &self.device);
+        let (shards, _) = shards_of(n, 1, 0, threads);
+        let each = shards.len();
+        let terms = par::map_ranges(each, each, |i| -> Result<Terms> {
+            let r = shards[i.start].clone();
+            let (xs, ys) = rows_to_tensors(x, labels, r.clone(), d, model, device)?;
+            Ok(model.terms(&xs, ys.as_ref(), &eps.rows(r, device)?, beta)?)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        let total = |parts: Vec<Tensor>| -> Result<Tensor> {
+            let mut it = parts.into_iter();
+            let first = it
+                .next()
+                .ok_or(TrainError::Internal("an empty batch".into()))?;
+            Ok(it.try_fold(first, |a, b| a + b)?)
+        };
+        let kl = total(
+            terms
+                .iter()
+                .map(|t| t.kl_units.sum(0))
+                .collect::<vae_core::candle_core::Result<_>>()?,
+        )?;
+        let recon = total(
+            terms
+                .iter()
+                .map(|t| t.recon.sum_all())
+                .collect::<vae_core::candle_core::Result<_>>()?,
+        )?;
+        let mask = (objective.free_bits > 0.0)
+            .then(|| objective.free_bits_mask(&kl, n))
+            .transpose()?;
+        let passes = par::map_ranges(each, each, |i| -> Result<(Shard, Tensor)> {
+            let loss = objective.shard_loss(&terms[i.start], n, beta, mask.as_ref())?;
+            let shard = Shard {
+                grads: loss.backward()?,
+                recon: 0.0,
+                kl_units: vec![0.0; kl.elem_count()],
+                objective: 0.0,
+            };
+            Ok((shard, loss))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        let (shards, losses): (Vec<Shard>, Vec<Tensor>) = passes.into_iter().unzip();
+        let mut local = Local { threads };
+        let reduced = local.reduce(
+            &self.layout,
+            &Contribution {
+                shards: &shards,
+                stop,
+            },
+            device,
+        )?;
+        drop(shards);
+        let sumsq = self.opt.sum_squares_tensor(&reduced.grads)?;
+        let one = |t: Tensor| -> Result<Tensor> {
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?.reshape(1)?)
+        };
+        let figures = Tensor::cat(
+            &[
+                one(recon)?,
+                kl.to_dtype(DType::F32)?,
+                one(total(losses)?)?,
+                one(sumsq)?,
+            ],
+            0,
+        )?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+        let units = figures.len() - 3;
+        let (recon, kl_units) = (figures[0], &figures[1..1 + units]);
+        let neg_elbo = recon + kl_units.iter().sum::<f64>();
+        let obj = if objective.free_bits > 0.0 {
+            recon / n as f64 + objective.kl_term_value(kl_units, n, beta)
+        } else {
+            figures[1 + units]
+        };
+        for (what, value) in [("loss", neg_elbo), ("objective", obj)] {
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    what,
+                    step: self.step + 1,
+                    value,
+                });
+            }
+        }
+        let t = &self.cfg.train;
+        let norm = figures[2 + units].sqrt();
+        let info = self
+            .opt
+            .step_with_norm(&reduced.grads, norm, t.grad_clip, t.skip_threshold)?;
+        if !info.applied && !info.skipped {
+            return Err(TrainError::NonFinite {
+                what: "gradient norm",
+                step: self.step + 1,
+                value: info.grad_norm,
+            });
+        }
+        self.step += 1;
+        Ok(StepLoss {
+            neg_elbo,
+            objective: obj,
+            grad_norm: info.grad_norm,
+            skipped: info.skipped,
+            stop: reduced.stop,
+            reduce_seconds: 0.0,
         })
     }
 

@@ -119,16 +119,36 @@ impl AdamUpdate {
         var.as_tensor().inplace_op2(moments, &ParamOp(*self))
     }
 
+    /// [`AdamUpdate::moments`] without the sum of squares, so that no value leaves the
+    /// gradient's device (the caller knows the norm already).
+    pub fn moments_in_place(
+        &self,
+        moments: &Tensor,
+        g: &Tensor,
+        k: Kernels,
+    ) -> candle_core::Result<()> {
+        if k.cpu_kernel(&[moments, g]) {
+            self.moments(moments, g, k).map(|_| ())
+        } else {
+            self.composite_moments_update(moments, g)
+        }
+    }
+
     /// [`AdamUpdate::moments`] as tensor operations, for any device.
     pub fn moments_composite(&self, moments: &Tensor, g: &Tensor) -> candle_core::Result<f64> {
+        let sq = sum_squares(&g.flatten_all()?)?;
+        self.composite_moments_update(moments, g)?;
+        Ok(sq)
+    }
+
+    /// The moments' update as tensor operations.
+    fn composite_moments_update(&self, moments: &Tensor, g: &Tensor) -> candle_core::Result<()> {
         let raw = g.flatten_all()?;
-        let sq = sum_squares(&raw)?;
         let grad = (raw * self.scale as f64)?;
         let m = ((moments.get(0)? * self.beta1 as f64)? + (&grad * (1.0 - self.beta1 as f64))?)?;
         let v =
             ((moments.get(1)? * self.beta2 as f64)? + (grad.sqr()? * (1.0 - self.beta2 as f64))?)?;
-        moments.slice_set(&Tensor::stack(&[m, v], 0)?, 0, 0)?;
-        Ok(sq)
+        moments.slice_set(&Tensor::stack(&[m, v], 0)?, 0, 0)
     }
 
     /// [`AdamUpdate::param`] as tensor operations, for any device.
