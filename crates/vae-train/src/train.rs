@@ -105,6 +105,18 @@ fn check_data(cfg: &RunConfig, splits: &Splits) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start a fresh run in `out` when it already holds one.
+pub fn check_fresh(out: &Path) -> Result<()> {
+    if RunDir::new(out).config().exists() {
+        return Err(TrainError::Flag(format!(
+            "{} already holds a run; continue it with --resume {}, or choose another --out",
+            out.display(),
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Trains, writing the run directory `out` as it goes. With [`Start::Resume`] the run continues
 /// from the latest complete checkpoint in `out`. `stop` is polled after every step: when set, a
 /// checkpoint is written and the run returns [`Outcome::Interrupted`].
@@ -121,12 +133,8 @@ pub fn run(
     cfg.model.validate()?;
     check_data(&cfg, splits)?;
     let dir = RunDir::new(out);
-    if start == Start::Fresh && dir.config().exists() {
-        return Err(TrainError::Flag(format!(
-            "{} already holds a run; continue it with --resume {}, or choose another --out",
-            out.display(),
-            out.display()
-        )));
+    if start == Start::Fresh {
+        check_fresh(out)?;
     }
     std::fs::create_dir_all(dir.samples()).map_err(|e| TrainError::io(dir.samples(), e))?;
     let json = serde_json::to_string_pretty(&cfg)?;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use vae_run::RunDir;
 use vae_train::cli::Args;
+use vae_train::launch::Launch;
 use vae_train::metrics::EpochMetrics;
-use vae_train::train::{self, Observer, Outcome, Start};
+use vae_train::train::{self, Observer, Outcome};
 
 struct Progress {
     bar: Option<ProgressBar>,
@@ -48,20 +48,7 @@ impl Observer for Progress {
 
     fn epoch(&mut self, m: &EpochMetrics) {
         if !self.quiet {
-            let skipped = match m.skipped_updates {
-                Some(n) => format!("  {n} updates skipped"),
-                None => String::new(),
-            };
-            self.say(&format!(
-                "epoch {:>3}  train {:.2}  val {:.2} (recon {:.2} + kl {:.2})  {:.1}s  {:.0} ex/s{skipped}",
-                m.epoch,
-                m.train_loss,
-                m.val_loss,
-                m.val_recon,
-                m.val_kl,
-                m.seconds,
-                m.examples_per_second
-            ));
+            self.say(&m.line());
         }
     }
 
@@ -131,44 +118,18 @@ fn main() -> ExitCode {
 
 fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     let args = args.with_config_file()?;
-    let (cfg, out, start, resolved) = match &args.resume {
-        Some(dir) => {
-            let saved = train::read_config(&RunDir::new(dir)).context("--resume")?;
-            let cfg = args.resolve_resume(&saved)?;
-            if args.out.as_ref().is_some_and(|o| o != dir) {
-                anyhow::bail!(
-                    "--out: a resumed run stays in its directory {}",
-                    dir.display()
-                );
-            }
-            let resolved = cfg.data.load()?;
-            (cfg, dir.clone(), Start::Resume, resolved)
-        }
-        None => {
-            let resolved = args.data_config()?.load()?;
-            let cfg = args.resolve(
-                resolved.splits.train.shape,
-                resolved.splits.train.num_classes,
-            )?;
-            let out = args.out_dir(&cfg);
-            (cfg, out, Start::Fresh, resolved)
-        }
-    };
-    if let Some(note) = &resolved.note {
+    let launch = args.launch()?;
+    if let Some(note) = &launch.data.note {
         tracing::info!("{note}");
     }
-    let device = vae_core::device::select(&cfg.train.device)?;
-    tracing::info!(
-        "training `{}` on {} ({} train / {} validation examples) on {} with {} threads for {} epochs into {}",
-        cfg.train.preset,
-        resolved.source,
-        resolved.splits.train.len(),
-        resolved.splits.test.len(),
-        vae_core::device::name(&device),
-        cfg.train.threads,
-        cfg.train.epochs,
-        out.display()
-    );
+    let device = vae_core::device::select(&launch.cfg.train.device)?;
+    tracing::info!("{}", launch.describe(&device));
+    let Launch {
+        cfg,
+        out,
+        start,
+        data,
+    } = launch;
     let show_bar = !args.quiet && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| {
         let bar = ProgressBar::new(0);
@@ -186,7 +147,7 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     };
     let summary = train::run(
         cfg,
-        &resolved.splits,
+        &data.splits,
         device,
         &out,
         start,
@@ -197,18 +158,8 @@ fn run(args: Args, signals: &Signals) -> anyhow::Result<Outcome> {
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
-    if let Some(last) = &summary.last {
-        tracing::info!(
-            "{}: validation loss {:.2} nats (best {:.2}); weights in {}",
-            match summary.outcome {
-                Outcome::Finished => "done",
-                Outcome::EarlyStopped => "stopped early",
-                Outcome::Interrupted => "interrupted",
-            },
-            last.val_loss,
-            summary.best_val_loss.unwrap_or(f64::NAN),
-            out.join("model.safetensors").display()
-        );
+    if let Some(line) = summary.describe(&out) {
+        tracing::info!("{line}");
     }
     if summary.outcome == Outcome::Interrupted {
         tracing::info!("continue with: vae-train --resume {}", out.display());
