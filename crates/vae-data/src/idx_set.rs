@@ -186,7 +186,7 @@ impl IdxSplit<'_> {
     /// Checks the split (`what` names it in messages) and returns its number of images.
     fn check(&self, what: &str) -> Result<usize> {
         let d = self.shape.dim();
-        if d == 0 || self.pixels.len() % d != 0 || self.pixels.is_empty() {
+        if d == 0 || !self.pixels.len().is_multiple_of(d) || self.pixels.is_empty() {
             return Err(DataError::Config(format!(
                 "{what}: {} values do not make whole images of {}x{}x{}",
                 self.pixels.len(),

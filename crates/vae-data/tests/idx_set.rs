@@ -62,8 +62,7 @@ fn grey_images_with_labels_and_a_test_split_read_back_as_written() -> anyhow::Re
 }
 
 #[test]
-fn colour_images_without_labels_or_test_split_hold_out_a_validation_split() -> anyhow::Result<()>
-{
+fn colour_images_without_labels_or_test_split_hold_out_a_validation_split() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let shape = DataShape::image(3, 2, 2);
     let train: Vec<u8> = (0..20 * 12).map(|v| v as u8).collect();
@@ -157,7 +156,9 @@ fn bad_sets_are_refused_naming_the_file_or_the_split() -> anyhow::Result<()> {
         encode_idx(&[2, 2, 2], &px),
     )?;
     std::fs::write(d.join("train-labels-idx1-ubyte"), encode_idx(&[3], &[0; 3]))?;
-    let e = load_idx_set(d, Stream::Off).expect_err("3 labels").to_string();
+    let e = load_idx_set(d, Stream::Off)
+        .expect_err("3 labels")
+        .to_string();
     assert!(
         e.contains("train-labels-idx1-ubyte: 3 labels for the 2 images"),
         "{e}"
@@ -167,7 +168,9 @@ fn bad_sets_are_refused_naming_the_file_or_the_split() -> anyhow::Result<()> {
         d.join("train-images-idx4-ubyte"),
         encode_idx(&[2, 1, 2, 2], &px),
     )?;
-    let e = load_idx_set(d, Stream::Off).expect_err("two forms").to_string();
+    let e = load_idx_set(d, Stream::Off)
+        .expect_err("two forms")
+        .to_string();
     assert!(e.contains("keep one"), "{e}");
     let e = DataConfig::try_from(FlatDataConfig {
         dataset: "idx".into(),
@@ -180,6 +183,9 @@ fn bad_sets_are_refused_naming_the_file_or_the_split() -> anyhow::Result<()> {
         .load()
         .expect_err("no folder")
         .to_string();
-    assert!(e.contains("nowhere") && e.contains("no such directory"), "{e}");
+    assert!(
+        e.contains("nowhere") && e.contains("no such directory"),
+        "{e}"
+    );
     Ok(())
 }
