@@ -90,7 +90,7 @@ fn flags_to_args(flags: Option<&Bound<'_, PyDict>>) -> PyResult<Args> {
             }
             _ => {
                 let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
-                names.extend(["config", "resume", "callback", "labels"]);
+                names.extend(["config", "resume"]);
                 names.sort_unstable();
                 return Err(Failure::input(format!(
                     "unknown flag `{name}` (the flags of vae-train: {})",
