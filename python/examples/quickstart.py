@@ -1,10 +1,13 @@
 """The README's example: train on the embedded sample, encode, sample, compress losslessly."""
 
+import shutil
+
 import numpy as np
 
 import vae_rs
 
 data = vae_rs.datasets.sample()  # uint8 (6000, 28, 28) and (1000, 28, 28), int64 labels
+shutil.rmtree("runs/python-example", ignore_errors=True)  # a fresh run each time
 run = vae_rs.train(data, out="runs/python-example", epochs=2, likelihood="discretized-logistic")
 model = run.load()
 
