@@ -7,6 +7,7 @@ use vae_core::Rng;
 
 use crate::dataset::{Splits, Stream};
 use crate::error::{DataError, Result};
+use crate::idx_set::load_idx_set;
 use crate::images::{load_image_dir, ImageOptions};
 use crate::resolve::{resolve_with, ResolveOptions, Resolved};
 use crate::tabular::{read_csv, read_npy, LabelColumn, Normalize};
@@ -54,6 +55,9 @@ pub fn dequantize_example(values: &mut [f32], seed: u64, index: usize) {
     dequantize(values, &mut Rng::stream(seed, index as u64));
 }
 
+/// The `dataset` of a [`Source::Idx`]: the IDX files of `data_dir`.
+pub const IDX: &str = "idx";
+
 /// The fraction of examples held out for validation when a dataset has no test split and
 /// `--val-fraction` is not given.
 pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
@@ -73,6 +77,9 @@ pub enum Source {
         size: Option<usize>,
         channels: Option<usize>,
     },
+    /// A folder of IDX files of 8-bit images of any size, labels and test split optional
+    /// (`--dataset idx --data-dir DIR`; see [`crate::idx_set`]).
+    Idx { dir: PathBuf },
     /// A table, one example a row: a CSV file or an NPY file holding a 2-D array.
     Table {
         format: TableFormat,
@@ -132,8 +139,9 @@ impl Default for DataConfig {
 /// `dataset` has a serde default, so configurations written before a field existed still load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlatDataConfig {
-    /// A dataset name (`fashion-mnist`, `mnist`, `kmnist`, `cifar10`, `sample`), or the kind of
-    /// source given by one of the fields below (`images`, `csv`, `npy`).
+    /// A dataset name (`fashion-mnist`, `mnist`, `kmnist`, `cifar10`, `sample`), `idx` (the IDX
+    /// files in `data_dir`), or the kind of source given by one of the fields below (`images`,
+    /// `csv`, `npy`).
     pub dataset: String,
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -189,6 +197,10 @@ impl From<DataConfig> for FlatDataConfig {
             Source::Named { name, data_dir } => {
                 f.dataset = name;
                 f.data_dir = data_dir;
+            }
+            Source::Idx { dir } => {
+                f.dataset = IDX.into();
+                f.data_dir = Some(dir);
             }
             Source::Images {
                 dir,
@@ -300,6 +312,14 @@ impl TryFrom<FlatDataConfig> for DataConfig {
             },
             (_, Some(p), _) => table(TableFormat::Csv, p),
             (_, _, Some(p)) => table(TableFormat::Npy, p),
+            _ if f.dataset == IDX => Source::Idx {
+                dir: f.data_dir.clone().ok_or_else(|| {
+                    DataError::Config(
+                        "--dataset idx reads the IDX files of a folder: give it with --data-dir"
+                            .into(),
+                    )
+                })?,
+            },
             _ => Source::Named {
                 name: f.dataset.clone(),
                 data_dir: f.data_dir.clone(),
@@ -338,6 +358,7 @@ impl DataConfig {
     pub fn dataset(&self) -> &str {
         match &self.source {
             Source::Named { name, .. } => name,
+            Source::Idx { .. } => IDX,
             Source::Images { .. } => "images",
             Source::Table {
                 format: TableFormat::Csv,
@@ -372,6 +393,10 @@ impl DataConfig {
                 )?;
                 let notes = r.note.into_iter().collect::<Vec<_>>();
                 (r.splits.train, Some(r.splits.test), r.source, notes)
+            }
+            Source::Idx { dir } => {
+                let (train, test) = load_idx_set(dir, self.stream)?;
+                (train, test, dir.display().to_string(), Vec::new())
             }
             Source::Images {
                 dir,

@@ -1,6 +1,8 @@
 //! vae-data: the datasets of vae, read with every check up front, and batching.
 //!
 //! - [`idx`]: the IDX reader (gzip or raw), and memory-mapping of raw IDX files.
+//! - [`idx_set`]: a folder of IDX files of 8-bit images of any size (`--dataset idx`), read and
+//!   written.
 //! - [`cifar`]: CIFAR-10 binary batches.
 //! - [`images`]: folders of PNG/JPEG pictures.
 //! - [`tabular`]: CSV and NPY files, scaled per column.
@@ -23,6 +25,7 @@ pub mod dataset;
 mod error;
 pub mod hub;
 pub mod idx;
+pub mod idx_set;
 pub mod images;
 pub mod named;
 pub mod resolve;

@@ -7,6 +7,7 @@
 //! DIR/checkpoints/step-NNNNNNNN/   model.safetensors, optimizer.safetensors, state.json
 //! DIR/metrics.jsonl                one JSON object a line, one per epoch
 //! DIR/samples/epoch-NNN.png        an 8x8 grid of samples after each epoch (images only)
+//! DIR/data/                        the training data as IDX files, for runs trained on arrays
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ impl RunDir {
     pub const METRICS: &'static str = "metrics.jsonl";
     pub const SAMPLES: &'static str = "samples";
     pub const CHECKPOINTS: &'static str = "checkpoints";
+    pub const DATA: &'static str = "data";
 
     pub fn new(root: &Path) -> Self {
         Self {
@@ -55,6 +57,11 @@ impl RunDir {
     }
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join(Self::CHECKPOINTS)
+    }
+    /// The training data of a run trained on arrays (the Python package's `train`), as the
+    /// IDX files of `vae_data::idx_set`; its config.json points there.
+    pub fn data(&self) -> PathBuf {
+        self.root.join(Self::DATA)
     }
 
     /// The weights (`model.safetensors`, or `best.safetensors` when `best`) and the config of a

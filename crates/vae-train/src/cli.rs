@@ -152,9 +152,15 @@ impl Args {
 
     /// The run directory.
     pub fn out_dir(&self, cfg: &RunConfig) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs").join(format!("{}-{}", cfg.data.dataset(), cfg.train.preset))
-        })
+        self.out_for(cfg.data.dataset(), cfg.train.preset)
+    }
+
+    /// The run directory of a run on `dataset` with `preset`: `--out`, else
+    /// runs/<dataset>-<preset>.
+    pub fn out_for(&self, dataset: &str, preset: Preset) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(format!("{dataset}-{preset}")))
     }
 
     /// The data part of the configuration.

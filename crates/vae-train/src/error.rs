@@ -32,6 +32,13 @@ pub enum TrainError {
     /// A broken invariant of the program itself.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error with what was being done (a flag, a file) in front.
+    #[error("{what}: {source}")]
+    Context {
+        what: String,
+        #[source]
+        source: Box<TrainError>,
+    },
     /// Inside a step: the loop adds the epoch.
     #[error("the {what} became non-finite ({value}) at step {step}")]
     NonFinite {
@@ -57,6 +64,14 @@ impl TrainError {
             self,
             Self::Agreed { .. } | Self::NonFinite { .. } | Self::NonFiniteAt { .. }
         )
+    }
+
+    /// This error with `what` in front of its message.
+    pub fn context(self, what: impl Into<String>) -> Self {
+        Self::Context {
+            what: what.into(),
+            source: Box::new(self),
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: [`RunConfig`] (model, data, training), saved as `config.json`.
 //! - [`cli`], [`data_args`], [`arch_args`]: the command line and the `--config` TOML file.
+//! - [`launch`]: from the flags to a run ready to start ([`launch::Launch`]).
 //! - [`optim`]: Adam(W) with saveable state; the reduction of the shards' gradients.
 //! - [`step`]: one training step ([`step::Trainer`]): shard passes, reduction, update.
 //! - [`train`]: the loop ([`train::run`]), the [`train::Observer`] hooks.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod data_args;
 mod error;
+pub mod launch;
 pub mod metrics;
 #[cfg(feature = "mpi")]
 pub mod mpi;

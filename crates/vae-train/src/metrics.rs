@@ -85,6 +85,26 @@ pub struct EpochMetrics {
     pub reduce_seconds: Option<f64>,
 }
 
+impl EpochMetrics {
+    /// The epoch in one line, as `vae-train` prints it.
+    pub fn line(&self) -> String {
+        let skipped = match self.skipped_updates {
+            Some(n) => format!("  {n} updates skipped"),
+            None => String::new(),
+        };
+        format!(
+            "epoch {:>3}  train {:.2}  val {:.2} (recon {:.2} + kl {:.2})  {:.1}s  {:.0} ex/s{skipped}",
+            self.epoch,
+            self.train_loss,
+            self.val_loss,
+            self.val_recon,
+            self.val_kl,
+            self.seconds,
+            self.examples_per_second
+        )
+    }
+}
+
 pub(crate) fn write_json_line(path: &Path, value: &impl Serialize) -> Result<()> {
     let line = serde_json::to_string(value)?;
     let mut f = std::fs::OpenOptions::new()

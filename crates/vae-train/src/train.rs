@@ -132,6 +132,18 @@ fn check_data(cfg: &RunConfig, splits: &Splits) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start a fresh run in `out` when it already holds one.
+pub fn check_fresh(out: &Path) -> Result<()> {
+    if RunDir::new(out).config().exists() {
+        return Err(TrainError::Flag(format!(
+            "{} already holds a run; continue it with --resume {}, or choose another --out",
+            out.display(),
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Trains, writing the run directory `out` as it goes. With [`Start::Resume`] the run continues
 /// from the latest complete checkpoint in `out`. `stop` is polled after every step: when set, a
 /// checkpoint is written and the run returns [`Outcome::Interrupted`].
@@ -223,12 +235,8 @@ pub fn run_in(
     everywhere(group, checks)?;
     let dir = RunDir::new(out);
     on_root(group, || {
-        if start == Start::Fresh && dir.config().exists() {
-            return Err(TrainError::Flag(format!(
-                "{} already holds a run; continue it with --resume {}, or choose another --out",
-                out.display(),
-                out.display()
-            )));
+        if start == Start::Fresh {
+            check_fresh(out)?;
         }
         std::fs::create_dir_all(dir.samples()).map_err(|e| TrainError::io(dir.samples(), e))?;
         let json = serde_json::to_string_pretty(&cfg)?;

@@ -1,6 +1,6 @@
 //! Lossless compression with a trained VAE: the model as [`vae_codec`] sees it
-//! ([`CodecModel`]), and the images that `compress` reads and `decompress` writes back
-//! ([`source`]).
+//! ([`CodecModel`]), whole files coded and decoded in memory ([`file`]), and the images that
+//! `compress` reads and `decompress` writes back ([`source`]).
 //!
 //! The coder needs the encoder and the decoder to give the same bits when a file is written
 //! and when it is read, on any CPU. [`CodecModel`] therefore runs the networks only with the
@@ -8,6 +8,7 @@
 //! the decoder's raw outputs to pixel distributions with [`vae_codec::detmath`] alone (no libm),
 //! through the same parameter maps as the training likelihoods of vae-core.
 
+pub mod file;
 pub mod source;
 
 use vae_codec::detmath;

@@ -74,10 +74,27 @@ pub fn from_dataset(data: &Dataset, origin: &str) -> Result<Images> {
                 .map(|&x| (x * 255.0).round().clamp(0.0, 255.0) as u8),
         );
     }
+    from_pixels(pixels, data.shape, origin)
+}
+
+/// `pixels`, images of `shape` (channel-major) one after another, written back as a raw IDX
+/// images file (as an IDX file of those images would be).
+pub fn from_pixels(pixels: Vec<u8>, shape: DataShape, origin: &str) -> Result<Images> {
+    let d = shape.dim();
+    if d == 0 || pixels.is_empty() || !pixels.len().is_multiple_of(d) {
+        return Err(InferError::Input(format!(
+            "{origin}: {} values do not make whole images of {}x{}x{}",
+            pixels.len(),
+            shape.channels,
+            shape.height,
+            shape.width
+        )));
+    }
+    let count = pixels.len() / d;
     Ok(Images {
-        count: data.len(),
+        count,
         container: Container::Idx {
-            header: encode_idx(&idx_dims(data.len(), data.shape), &[]),
+            header: encode_idx(&idx_dims(count, shape), &[]),
         },
         pixels,
         origin: origin.to_string(),

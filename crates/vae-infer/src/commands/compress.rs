@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
-use vae_codec::format::{self, Header, CODEC_VERSION};
 use vae_codec::CodecParams;
 use vae_data::{Dataset, Values};
 use vae_run::eval::{self, Prep, Scoring};
@@ -16,7 +15,7 @@ use vae_run::eval::{self, Prep, Scoring};
 use super::Command;
 use crate::args::{load_split, ModelArgs, Split};
 use crate::codec::source::{self, Images};
-use crate::codec::{check_cpu, fingerprint, CodecModel, PixelKind, SimdArgs};
+use crate::codec::{self, check_cpu, CodecModel, PixelKind, SimdArgs};
 use crate::{InferError, Result};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -188,37 +187,17 @@ impl Command for Args {
             chunk_images: self.chunk_images,
             ..CodecParams::default()
         };
-        let t = Instant::now();
-        let enc = vae_codec::encode(&glue, &imgs.pixels, d, params, threads)
-            .map_err(|e| InferError::Input(format!("{}: {e}", imgs.origin)))?;
-        let seconds = t.elapsed().as_secs_f64();
-
-        let s = m.model.config().shape;
-        let payload = format::payload_bytes(&enc.chunks);
-        let header = Header {
-            codec_version: CODEC_VERSION,
-            params,
-            shape: (s.channels as u32, s.height as u32, s.width as u32),
-            count: imgs.count as u64,
-            latent_dim: m.model.latent_dim() as u32,
-            fingerprint: fingerprint(&m.model, &m.varmap)?,
-            payload_sha256: format::sha256(&payload),
-            original_sha256: format::sha256(&imgs.pixels),
-            container: imgs.container.clone(),
-        };
-        let file = format::write_file(&header, &enc.chunks);
+        let c = codec::file::compress(&m, &glue, &imgs, params, threads)?;
+        let out_name = self.out.display().to_string();
 
         let t = Instant::now();
-        vae_codec::io::write_atomic(&self.out, &file, |back| {
-            let (h, body) = format::parse(back).map_err(|e| e.to_string())?;
-            if h != header {
+        vae_codec::io::write_atomic(&self.out, &c.file, |back| {
+            let back = codec::file::decompress(&m, &glue, back, &out_name, threads)
+                .map_err(|e| e.to_string())?;
+            if back.header != c.header {
                 return Err("the header reads back differently".into());
             }
-            let chunks = format::parse_payload(&h, body).map_err(|e| e.to_string())?;
-            let decoded = vae_codec::decode(&glue, &chunks, imgs.count, d, params, threads)
-                .map_err(|e| e.to_string())?;
-            h.check_original(&decoded).map_err(|e| e.to_string())?;
-            (decoded == imgs.pixels)
+            (back.pixels == imgs.pixels)
                 .then_some(())
                 .ok_or_else(|| "the file decodes to other images".into())
         })
@@ -226,16 +205,17 @@ impl Command for Args {
         let verify_seconds = t.elapsed().as_secs_f64();
 
         let dims = (imgs.count * d) as f64;
-        let bytes = file.len() as u64;
+        let bytes = c.file.len() as u64;
+        let seconds = c.seconds;
         Ok(Report {
             images: imgs.count,
             dims: d,
             bytes,
-            header_bytes: bytes - payload.len() as u64,
+            header_bytes: bytes - c.payload_bytes as u64,
             bits_per_dim: 8.0 * bytes as f64 / dims,
             neg_elbo_bits_per_dim,
-            net_bits_per_dim: enc.net_bits() / dims,
-            initial_bits: enc.initial_bits(),
+            net_bits_per_dim: c.net_bits / dims,
+            initial_bits: c.initial_bits,
             latent_bits: params.latent_bits,
             chunk_images: params.chunk_images,
             seconds,

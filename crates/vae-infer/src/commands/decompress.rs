@@ -3,7 +3,6 @@
 //! names), after their checksum matches the original's. Any failure leaves nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::Serialize;
 use vae_codec::format;
@@ -11,7 +10,7 @@ use vae_codec::format;
 use super::Command;
 use crate::args::ModelArgs;
 use crate::codec::source;
-use crate::codec::{check_cpu, fingerprint, CodecModel, SimdArgs};
+use crate::codec::{self, check_cpu, CodecModel, SimdArgs};
 use crate::{InferError, Result};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -75,40 +74,13 @@ impl Command for Args {
         a.runtime.device = Some(check_cpu(&a.runtime).map(|_| "cpu".to_string())?);
         let threads = a.threads();
         let bytes = std::fs::read(&self.file).map_err(|e| file_err(&self.file, e))?;
-        let (header, payload) = format::parse(&bytes).map_err(|e| file_err(&self.file, e))?;
+        let (header, _) = format::parse(&bytes).map_err(|e| file_err(&self.file, e))?;
         source::check_out_free(&header.container, &self.out)?;
         let m = a.load()?;
         let glue = CodecModel::new(&m.model, self.simd.cap())?;
-        header
-            .check_model(&fingerprint(&m.model, &m.varmap)?)
-            .map_err(|e| file_err(&self.file, e))?;
+        let d = codec::file::decompress(&m, &glue, &bytes, &self.file.display().to_string(), threads)?;
+        let (header, pixels, seconds) = (d.header, d.pixels, d.seconds);
         let s = m.model.config().shape;
-        let (c, h, w) = header.shape;
-        if (c as usize, h as usize, w as usize) != (s.channels, s.height, s.width)
-            || header.latent_dim as usize != m.model.latent_dim()
-        {
-            return Err(file_err(
-                &self.file,
-                format!(
-                    "images of {c}x{h}x{w} with {} latents, but the model has {}x{}x{} and {}",
-                    header.latent_dim,
-                    s.channels,
-                    s.height,
-                    s.width,
-                    m.model.latent_dim()
-                ),
-            ));
-        }
-        let chunks = format::parse_payload(&header, payload).map_err(|e| file_err(&self.file, e))?;
-        let count = usize::try_from(header.count)
-            .map_err(|_| file_err(&self.file, format!("{} images", header.count)))?;
-        let t = Instant::now();
-        let pixels = vae_codec::decode(&glue, &chunks, count, glue.pixels(), header.params, threads)
-            .map_err(|e| file_err(&self.file, e))?;
-        let seconds = t.elapsed().as_secs_f64();
-        header
-            .check_original(&pixels)
-            .map_err(|e| file_err(&self.file, e))?;
         let written = source::write_back(&header.container, &pixels, s, &self.out)?;
         Ok(Report {
             images: header.count,

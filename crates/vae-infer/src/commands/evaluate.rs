@@ -48,6 +48,13 @@ const TIGHT_IW_SAMPLES: usize = 5000;
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub split: Split,
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
+/// The figures of an evaluation of any examples (the report less the split's name).
+#[derive(Debug, Clone, Serialize)]
+pub struct Scores {
     /// What the figures bound: `discrete`, `dequantized`, `binary`, or `none`.
     pub density: Bound,
     #[serde(flatten)]
@@ -71,7 +78,8 @@ pub struct Report {
 
 impl super::Report for Report {
     fn text(&self) -> String {
-        let what = match self.density {
+        let (split, r) = (self.split, &self.scores);
+        let what = match r.density {
             Bound::Discrete => "bounds on -log P of the 8-bit data",
             Bound::Dequantized => "bounds on -log P of the 8-bit data, by uniform dequantization",
             Bound::Binary => "bounds on -log P of the binary data",
@@ -79,29 +87,29 @@ impl super::Report for Report {
         };
         let mut s = format!(
             "{} split, {} examples ({what})\n  negative ELBO  {:.3} nats\n  reconstruction {:.3} nats\n  KL             {:.3} nats",
-            self.split.name(),
-            self.elbo.examples,
-            self.elbo.neg_elbo,
-            self.elbo.recon,
-            self.elbo.kl
+            split.name(),
+            r.elbo.examples,
+            r.elbo.neg_elbo,
+            r.elbo.recon,
+            r.elbo.kl
         );
-        if let Some(nll) = self.nll {
+        if let Some(nll) = r.nll {
             s.push_str(&format!(
                 "\n  NLL ({} samples) {nll:.3} nats",
-                self.iw_samples
+                r.iw_samples
             ));
-            if self.iw_samples < TIGHT_IW_SAMPLES {
+            if r.iw_samples < TIGHT_IW_SAMPLES {
                 s.push_str(&format!(
                     " (an upper bound; --iw-samples {TIGHT_IW_SAMPLES} gives a tighter one)"
                 ));
             }
         }
-        match (self.bits_per_dim, self.cross_entropy_bits_per_dim) {
+        match (r.bits_per_dim, r.cross_entropy_bits_per_dim) {
             (Some(b), _) => s.push_str(&format!("\n  {b:.4} bits/dim")),
             (None, Some(c)) => s.push_str(&format!("\n  cross-entropy {c:.4} bits per value")),
             _ => {}
         }
-        if let Some(n) = &self.note {
+        if let Some(n) = &r.note {
             s.push_str(&format!("\n  ({n})"));
         }
         s
@@ -171,41 +179,62 @@ impl Command for Args {
         let a = &self.model;
         let m = a.load()?;
         let data = load_split(&m, self.split, self.limit)?;
-        if data.is_empty() {
-            return Err(InferError::Flag("no examples to evaluate".into()));
-        }
-        let (elbo, scoring, data) = scored_elbo(&m, data, self.batch_size, a)?;
-        let nll = if self.iw_samples > 0 {
-            let bar = progress_bar(data.len(), self.iw_samples);
-            let l = eval::nll_with_progress(
-                &m.model,
-                &data,
-                &m.device,
-                self.iw_samples,
-                a.seed(),
-                a.threads(),
-                scoring.prep,
-                &|n| bar.inc(n as u64),
-            );
-            bar.finish_and_clear();
-            Some(l?.nll + scoring.offset)
-        } else {
-            None
-        };
-        let dim = data.shape.dim();
-        let best = nll.unwrap_or(elbo.neg_elbo);
-        let cross_entropy = (scoring.bound == Bound::None && m.model.likelihood().is_bernoulli())
-            .then(|| best / (dim as f64 * std::f64::consts::LN_2));
+        let bar = |n: usize| progress_bar(n, self.iw_samples);
+        let scores = evaluate(&m, data, self.batch_size, self.iw_samples, a, &bar)?;
         Ok(Report {
             split: self.split,
-            density: scoring.bound,
-            elbo,
-            nll,
-            bits_per_dim: scoring.bits_per_dim(best, dim),
-            neg_elbo_bits_per_dim: scoring.bits_per_dim(elbo.neg_elbo, dim),
-            cross_entropy_bits_per_dim: cross_entropy,
-            note: scoring.reason,
-            iw_samples: self.iw_samples,
+            scores,
         })
     }
+}
+
+/// Evaluates the model of `m` on `data` (as it is scored, see [`scored_split`]), `batch_size`
+/// examples per pass, with `iw_samples` importance samples for the NLL (0: none); the seed and
+/// threads of `a`. `bar(n)` makes the progress bar of the NLL of `n` examples.
+pub fn evaluate(
+    m: &Loaded,
+    data: Dataset,
+    batch_size: usize,
+    iw_samples: usize,
+    a: &ModelArgs,
+    bar: &dyn Fn(usize) -> indicatif::ProgressBar,
+) -> Result<Scores> {
+    if batch_size == 0 {
+        return Err(InferError::Flag("--batch-size must be at least 1".into()));
+    }
+    if data.is_empty() {
+        return Err(InferError::Flag("no examples to evaluate".into()));
+    }
+    let (elbo, scoring, data) = scored_elbo(m, data, batch_size, a)?;
+    let nll = if iw_samples > 0 {
+        let bar = bar(data.len());
+        let l = eval::nll_with_progress(
+            &m.model,
+            &data,
+            &m.device,
+            iw_samples,
+            a.seed(),
+            a.threads(),
+            scoring.prep,
+            &|n| bar.inc(n as u64),
+        );
+        bar.finish_and_clear();
+        Some(l?.nll + scoring.offset)
+    } else {
+        None
+    };
+    let dim = data.shape.dim();
+    let best = nll.unwrap_or(elbo.neg_elbo);
+    let cross_entropy = (scoring.bound == Bound::None && m.model.likelihood().is_bernoulli())
+        .then(|| best / (dim as f64 * std::f64::consts::LN_2));
+    Ok(Scores {
+        density: scoring.bound,
+        elbo,
+        nll,
+        bits_per_dim: scoring.bits_per_dim(best, dim),
+        neg_elbo_bits_per_dim: scoring.bits_per_dim(elbo.neg_elbo, dim),
+        cross_entropy_bits_per_dim: cross_entropy,
+        note: scoring.reason,
+        iw_samples,
+    })
 }

@@ -8,6 +8,7 @@ use vae_run::sample::{aggregate_posterior, sample_from, LatentGaussian};
 
 use super::Command;
 use crate::args::{load_split, ModelArgs, Split};
+use crate::model::Loaded;
 use crate::{InferError, Result};
 
 /// Seed stream of the pictures of `sample` and of the report's sample grid.
@@ -78,48 +79,19 @@ impl Command for Args {
         if self.n == 0 {
             return Err(InferError::Flag("--n must be at least 1".into()));
         }
-        if self.temperature.is_empty() {
-            return Err(InferError::Flag("--temperature needs a value".into()));
-        }
-        // The top group's temperature scales the prior's deviation; a lower group at 0 is at
-        // its prior mean.
-        for (g, &t) in self.temperature.iter().enumerate() {
-            let ok = t.is_finite() && (t > 0.0 || (g > 0 && t == 0.0));
-            if !ok {
-                return Err(InferError::Flag(format!(
-                    "--temperature must be positive (a group below the top may be 0), got {t}"
-                )));
-            }
-        }
+        check_temperatures(&self.temperature)?;
         let m = self.model.load()?;
-        let groups = m.model.latent().groups.len();
-        if self.temperature.len() > groups {
-            return Err(InferError::Flag(format!(
-                "--temperature: {} values for a model with {groups} latent group{}",
-                self.temperature.len(),
-                if groups == 1 { "" } else { "s" }
-            )));
-        }
-        let mut rng = Rng::stream(self.model.seed(), SAMPLE_STREAM);
-        let source = match self.latent {
-            LatentSource::Prior => LatentGaussian::prior(&m.model),
-            LatentSource::Posterior => {
-                let train = load_split(&m, Split::Train, None)?;
-                aggregate_posterior(&m.model, &train, self.label, &m.device)?
-            }
-        };
-        let x = sample_from(
-            &m.model,
-            &source,
+        let values = draw(
+            &m,
             self.n,
             &self.temperature,
             self.label,
-            &mut rng,
-            &m.device,
+            self.latent,
+            self.model.seed(),
         )?;
-        let values = x.flatten_all()?.to_vec1::<f32>()?;
         let cols = (self.n as f64).sqrt().ceil() as usize;
         vae_run::image::write_grid(&self.out, &values, m.model.config().shape, cols)?;
+        let groups = m.model.latent().groups.len();
         Ok(Report {
             out: self.out.clone(),
             n: self.n,
@@ -133,4 +105,66 @@ impl Command for Args {
                 .collect(),
         })
     }
+}
+
+/// Refuses temperatures that are not positive (a group below the top may be 0).
+fn check_temperatures(temperature: &[f64]) -> Result<()> {
+    if temperature.is_empty() {
+        return Err(InferError::Flag("--temperature needs a value".into()));
+    }
+    // The top group's temperature scales the prior's deviation; a lower group at 0 is at its
+    // prior mean.
+    for (g, &t) in temperature.iter().enumerate() {
+        let ok = t.is_finite() && (t > 0.0 || (g > 0 && t == 0.0));
+        if !ok {
+            return Err(InferError::Flag(format!(
+                "--temperature must be positive (a group below the top may be 0), got {t}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `n` samples of the model of `m`, `[n, dim]` row-major (the likelihood's mean, nominally in
+/// [0, 1]): codes from `latent` at `temperature` (one value per latent group, the last
+/// repeating), of class `label` for a conditional model, drawn from `seed`'s sample stream, as
+/// `sample` draws its grid.
+pub fn draw(
+    m: &Loaded,
+    n: usize,
+    temperature: &[f64],
+    label: Option<u32>,
+    latent: LatentSource,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    if n == 0 {
+        return Err(InferError::Flag("--n must be at least 1".into()));
+    }
+    check_temperatures(temperature)?;
+    let groups = m.model.latent().groups.len();
+    if temperature.len() > groups {
+        return Err(InferError::Flag(format!(
+            "--temperature: {} values for a model with {groups} latent group{}",
+            temperature.len(),
+            if groups == 1 { "" } else { "s" }
+        )));
+    }
+    let mut rng = Rng::stream(seed, SAMPLE_STREAM);
+    let source = match latent {
+        LatentSource::Prior => LatentGaussian::prior(&m.model),
+        LatentSource::Posterior => {
+            let train = load_split(m, Split::Train, None)?;
+            aggregate_posterior(&m.model, &train, label, &m.device)?
+        }
+    };
+    let x = sample_from(
+        &m.model,
+        &source,
+        n,
+        temperature,
+        label,
+        &mut rng,
+        &m.device,
+    )?;
+    Ok(x.flatten_all()?.to_vec1::<f32>()?)
 }

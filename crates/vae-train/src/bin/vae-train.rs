@@ -19,9 +19,10 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use vae_run::RunDir;
 use vae_train::cli::Args;
+use vae_train::launch::Launch;
 use vae_train::metrics::EpochMetrics;
 use vae_train::reduce::{Local, Reduce, STOP_INTERRUPT, STOP_TERMINATE};
-use vae_train::train::{self, Observer, Outcome, Start};
+use vae_train::train::{self, Observer, Outcome};
 use vae_train::{RunConfig, TrainError};
 
 struct Progress {
@@ -255,43 +256,15 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
     let local_rank = group.local_rank();
     let group = group.reduce();
     let args = agree(group, args.with_config_file().map_err(anyhow::Error::from))?;
-    let (cfg, out, start, resolved) = match &args.resume {
-        Some(dir) => {
-            let saved = saved_config(group, dir)?;
-            let resolved = agree(
-                group,
-                (|| {
-                    let cfg = args.resolve_resume(&saved)?;
-                    if args.out.as_ref().is_some_and(|o| o != dir) {
-                        anyhow::bail!(
-                            "--out: a resumed run stays in its directory {}",
-                            dir.display()
-                        );
-                    }
-                    let resolved = cfg.data.load()?;
-                    Ok((cfg, resolved))
-                })(),
-            )?;
-            (resolved.0, dir.clone(), Start::Resume, resolved.1)
-        }
-        None => {
-            let r = agree(
-                group,
-                (|| {
-                    let resolved = args.data_config()?.load()?;
-                    let cfg = args.resolve(
-                        resolved.splits.train.shape,
-                        resolved.splits.train.num_classes,
-                    )?;
-                    Ok((cfg, resolved))
-                })(),
-            )?;
-            let out = args.out_dir(&r.0);
-            (r.0, out, Start::Fresh, r.1)
-        }
-    };
-    same_settings(group, &cfg)?;
-    if let Some(note) = &resolved.note {
+    let saved = args
+        .resume
+        .as_ref()
+        .map(|dir| saved_config(group, dir))
+        .transpose()?;
+    let launch = agree(group, args.launch_with(saved).map_err(anyhow::Error::from))?;
+    let cfg = &launch.cfg;
+    same_settings(group, cfg)?;
+    if let Some(note) = &launch.data.note {
         tracing::info!("{note}");
     }
     // Each rank of a node takes its own GPU (`cuda` and `auto`; an explicit `cuda:N` is kept).
@@ -303,21 +276,13 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
         group,
         vae_core::device::select(&device_name).map_err(anyhow::Error::from),
     )?;
-    let ranks = match group.ranks() {
-        1 => String::new(),
-        n => format!(" {n} ranks of"),
-    };
-    tracing::info!(
-        "training `{}` on {} ({} train / {} validation examples) on{ranks} {} with {} threads for {} epochs into {}",
-        cfg.train.preset,
-        resolved.source,
-        resolved.splits.train.len(),
-        resolved.splits.test.len(),
-        vae_core::device::name(&device),
-        cfg.train.threads,
-        cfg.train.epochs,
-        out.display()
-    );
+    tracing::info!("{}", launch.describe(&device, group.ranks()));
+    let Launch {
+        cfg,
+        out,
+        start,
+        data,
+    } = launch;
     let show_bar = !args.quiet && group.rank() == 0 && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| {
         let bar = ProgressBar::new(0);
@@ -340,7 +305,7 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
     let summary = train::run_in(
         group,
         cfg,
-        &resolved.splits,
+        &data.splits,
         device,
         &out,
         start,
@@ -351,18 +316,8 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
-    if let Some(last) = &summary.last {
-        tracing::info!(
-            "{}: validation loss {:.2} nats (best {:.2}); weights in {}",
-            match summary.outcome {
-                Outcome::Finished => "done",
-                Outcome::EarlyStopped => "stopped early",
-                Outcome::Interrupted => "interrupted",
-            },
-            last.val_loss,
-            summary.best_val_loss.unwrap_or(f64::NAN),
-            out.join("model.safetensors").display()
-        );
+    if let Some(line) = summary.describe(&out) {
+        tracing::info!("{line}");
     }
     if summary.outcome == Outcome::Interrupted {
         tracing::info!("continue with: vae-train --resume {}", out.display());
