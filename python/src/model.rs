@@ -191,7 +191,8 @@ impl Model {
     }
 
     /// `n` new examples: codes from the prior N(0, I) at `temperature` (a float, or one per
-    /// latent group of a hierarchical model), decoded to the likelihood's mean, drawn from
+    /// latent group of a hierarchical model; by default the model's own, as `vae-infer sample`
+    /// takes it), decoded to the likelihood's mean, drawn from
     /// `seed` (the model's seed by default) exactly as `vae-infer sample` draws its grid.
     #[pyo3(signature = (n = 64, *, temperature = None, label = None, seed = None))]
     fn sample<'py>(
@@ -203,7 +204,7 @@ impl Model {
         seed: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let temps: Vec<f64> = match temperature {
-            None => vec![1.0],
+            None => self.loaded.model.sampling_temperatures(),
             Some(t) => match t.extract::<f64>() {
                 Ok(v) => vec![v],
                 Err(_) => t.extract::<Vec<f64>>().map_err(|_| {

@@ -502,6 +502,9 @@ pub fn train(
         if let Some(note) = &launch.data.note {
             say(py, note);
         }
+        for note in &launch.notes {
+            say(py, note);
+        }
         say(py, &launch.describe(&device, 1));
     }
     let stop = AtomicBool::new(false);

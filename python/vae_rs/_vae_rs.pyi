@@ -62,8 +62,9 @@ class Model:
         label: Optional[int] = None,
         seed: Optional[int] = None,
     ) -> Union[Images, Floats]:
-        """``n`` new examples: codes from the prior at ``temperature`` (1.0; one value per
-        latent group of a hierarchical model, the last repeating), decoded to the likelihood's
+        """``n`` new examples: codes from the prior at ``temperature`` (by default the model's:
+        1.0 for a single latent group; one value per latent group of a hierarchical model, the
+        last repeating), decoded to the likelihood's
         mean, drawn from ``seed`` (the model's by default: the same call gives the same images,
         those of ``vae-infer sample`` with that seed)."""
     def reconstruct(

@@ -178,6 +178,11 @@ impl Vae {
         self.net.coding_pass(x, n, choose)
     }
 
+    /// The temperatures of samples unless told otherwise ([`Net::sampling_temperatures`]).
+    pub fn sampling_temperatures(&self) -> Vec<f64> {
+        self.net.sampling_temperatures()
+    }
+
     /// The most rows one pass should take ([`Net::rows_per_pass`]).
     pub fn rows_per_pass(&self) -> Option<usize> {
         self.net.rows_per_pass()

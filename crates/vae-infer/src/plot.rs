@@ -148,6 +148,18 @@ pub fn scatter_png(s: &Scatter) -> Result<Vec<u8>> {
 /// Named series of (x, y) points drawn as lines with markers.
 pub type Series = (String, Vec<(f64, f64)>);
 
+/// The label of an x tick: on an axis of whole numbers (epochs) the whole numbers alone (the
+/// ticks of a short run fall between them, and would all read "1"), one decimal otherwise.
+fn tick_label(v: f64, integral: bool) -> String {
+    if !integral {
+        format!("{v:.1}")
+    } else if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        String::new()
+    }
+}
+
 /// Line chart of `series` as PNG bytes; non-finite points are left out.
 pub fn lines_png(series: &[Series], title: &str, x_desc: &str, y_desc: &str) -> Result<Vec<u8>> {
     fonts()?;
@@ -168,14 +180,8 @@ pub fn lines_png(series: &[Series], title: &str, x_desc: &str, y_desc: &str) -> 
             .y_label_area_size(64)
             .build_cartesian_2d(xs, ys)
             .map_err(e)?;
-        // Whole numbers on an axis of whole numbers (epochs), one decimal otherwise.
-        let whole = |v: &f64| {
-            if all().all(|p| p.0.fract() == 0.0) {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            }
-        };
+        let integral = all().all(|p| p.0.fract() == 0.0);
+        let whole = |v: &f64| tick_label(*v, integral);
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -308,6 +314,18 @@ mod tests {
         let (share, _) = non_white(&png);
         assert!(share > 0.005 && share < 0.5, "{share}");
         Ok(())
+    }
+
+    /// A one-epoch run's axis runs from about 0.9 to 1.1: only its tick at 1 is labelled.
+    #[test]
+    fn epoch_ticks_label_whole_numbers_only() {
+        let labels: Vec<String> = (0..=10)
+            .map(|i| tick_label(0.9 + 0.02 * f64::from(i), true))
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(labels, ["1"]);
+        assert_eq!(tick_label(0.3, false), "0.3");
+        assert_eq!(tick_label(3.0, true), "3");
     }
 
     #[test]

@@ -229,6 +229,20 @@ pub struct RunConfig {
     pub train: TrainConfig,
 }
 
+/// What a resumed run should be told about the settings it changes: a cosine schedule is
+/// planned over the whole run, so a new `--epochs` re-plans it from the current step on.
+pub fn resume_notes(saved: &RunConfig, resumed: &RunConfig) -> Vec<String> {
+    let (a, b) = (&saved.train, &resumed.train);
+    let mut notes = Vec::new();
+    if a.epochs != b.epochs && b.lr_schedule == LrSchedule::Cosine {
+        notes.push(format!(
+            "--epochs {}: the cosine learning-rate schedule, planned over {} epochs, is re-planned              over {} from this step on; the run will not end where a {}-epoch run started afresh              ends (its first epochs ran at the rates of a {}-epoch schedule). To extend runs              without this, train with --lr-schedule constant, or start with the final --epochs",
+            b.epochs, a.epochs, b.epochs, b.epochs, a.epochs
+        ));
+    }
+    notes
+}
+
 /// Settings that may change when a run is resumed: they change how long it runs, where, how
 /// often it is saved, or (learning rate, schedule, clipping) how it goes on from where it
 /// stopped, never what was computed so far.
@@ -317,5 +331,33 @@ fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<
         }
         _ if a != b => out.push(format!("{path}: {a} -> {b}")),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(epochs: usize, schedule: LrSchedule) -> RunConfig {
+        let mut train = TrainConfig::preset(Preset::Hvae);
+        train.epochs = epochs;
+        train.lr_schedule = schedule;
+        RunConfig {
+            model: Preset::Hvae.model(vae_core::DataShape::image(1, 28, 28)),
+            data: DataConfig::default(),
+            train,
+        }
+    }
+
+    /// A resumed cosine run told of its re-planned schedule when its epochs change, and only
+    /// then.
+    #[test]
+    fn a_new_epoch_count_re_plans_a_cosine_schedule_and_says_so() {
+        let notes = resume_notes(&run(1, LrSchedule::Cosine), &run(2, LrSchedule::Cosine));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("re-planned") && notes[0].contains("--epochs 2"));
+        assert!(resume_notes(&run(2, LrSchedule::Cosine), &run(2, LrSchedule::Cosine)).is_empty());
+        let constant = (run(1, LrSchedule::Constant), run(3, LrSchedule::Constant));
+        assert!(resume_notes(&constant.0, &constant.1).is_empty());
     }
 }

@@ -21,6 +21,9 @@ pub struct Launch {
     pub start: Start,
     /// The data, loaded, with where it came from.
     pub data: Resolved,
+    /// What the caller should tell the user before the run starts (such as a resumed run's
+    /// re-planned schedule).
+    pub notes: Vec<String>,
 }
 
 impl Args {
@@ -44,6 +47,7 @@ impl Args {
         match (&self.resume, saved) {
             (Some(dir), Some(saved)) => {
                 let cfg = self.resolve_resume(&saved)?;
+                let notes = crate::config::resume_notes(&saved, &cfg);
                 if self.out.as_ref().is_some_and(|o| o != dir) {
                     return Err(TrainError::Flag(format!(
                         "--out: a resumed run stays in its directory {}",
@@ -56,6 +60,7 @@ impl Args {
                     out: dir.clone(),
                     start: Start::Resume,
                     data,
+                    notes,
                 })
             }
             (Some(dir), None) => Err(TrainError::Flag(format!(
@@ -71,6 +76,7 @@ impl Args {
                     out,
                     start: Start::Fresh,
                     data,
+                    notes: Vec::new(),
                 })
             }
         }

@@ -525,7 +525,7 @@ fn finish_epoch(
         let samples = vae_run::sample::sample(
             &eval_model,
             64,
-            &[1.0],
+            &eval_model.sampling_temperatures(),
             None,
             &mut sample_rng.clone(),
             &trainer.device,

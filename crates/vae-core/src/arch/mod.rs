@@ -235,6 +235,12 @@ pub trait Net: std::fmt::Debug + Send + Sync {
         ))
     }
 
+    /// The temperatures pictures of samples use unless told otherwise, one per latent group,
+    /// top group first, the last repeating (see [`Net::generate`]).
+    fn sampling_temperatures(&self) -> Vec<f64> {
+        vec![1.0]
+    }
+
     /// The most rows (examples times samples) one pass should take to keep its buffers small;
     /// `None` when any batch fits.
     fn rows_per_pass(&self) -> Option<usize> {

@@ -141,10 +141,15 @@ impl Command for Args {
         let linear = classify_latents(&lat, Method::Linear, self.knn_k, &logistic)?;
 
         let shape = m.model.config().shape;
+        // A hierarchical model's prior is its top-down hierarchy, and the pictures of the latent
+        // space walk its top group alone: the captions say so.
+        let hierarchical = m.model.latent().groups.len() > 1;
+        let temperatures = m.model.sampling_temperatures();
         let mut sections = Vec::new();
         if shape.is_image() {
             let mut rng = vae_core::Rng::stream(a.seed(), SAMPLE_STREAM);
-            let x = vae_run::sample::sample(&m.model, 64, &[1.0], None, &mut rng, &m.device)?;
+            let x =
+                vae_run::sample::sample(&m.model, 64, &temperatures, None, &mut rng, &m.device)?;
             let samples =
                 vae_run::image::grid_png(&x.flatten_all()?.to_vec1::<f32>()?, shape, 8, 2)?;
             let n = 32.min(splits.test.len());
@@ -153,7 +158,13 @@ impl Command for Args {
                 heading: "Samples and reconstructions".into(),
                 figures: vec![
                     Figure {
-                        caption: "64 samples: codes drawn from the prior N(0, I), decoded to the likelihood's mean".into(),
+                        caption: if hierarchical {
+                            format!(
+                                "64 samples from the model's prior: the top group's code drawn from N(0, I), each lower group from its prior given the groups above (temperatures {temperatures:?}, top group first), decoded to the likelihood's mean"
+                            )
+                        } else {
+                            "64 samples: codes drawn from the prior N(0, I), decoded to the likelihood's mean".into()
+                        },
                         png: samples,
                     },
                     Figure {
@@ -175,6 +186,10 @@ impl Command for Args {
                     100.0 * q
                 ),
                 None => "Posterior means of the test split, coloured by label".into(),
+            } + if hierarchical {
+                " (the top latent group)"
+            } else {
+                ""
             },
             png: scatter.png,
         }];
@@ -186,7 +201,12 @@ impl Command for Args {
             let (d0, d1) = (active[0], active[1]);
             latent_figs.push(Figure {
                 caption: format!(
-                    "The decoded manifold over latent dimensions {d0} and {d1} (those whose posterior means vary most) at prior quantiles, 15 x 15; the other dimensions at 0"
+                    "The decoded manifold over latent dimensions {d0} and {d1} (those whose posterior means vary most) at prior quantiles, 15 x 15; the other dimensions at 0{}",
+                    if hierarchical {
+                        "; dimensions of the top group, every lower group at its prior mean"
+                    } else {
+                        ""
+                    }
                 ),
                 png: manifold_png(&m, (d0, d1), 15, label)?,
             });
@@ -195,9 +215,14 @@ impl Command for Args {
             let dims: Vec<usize> = active.iter().copied().take(10).collect();
             latent_figs.push(Figure {
                 caption: format!(
-                    "Traversals from -3 to 3 around the zero code of the {} most varying latent dimensions (rows: {:?})",
+                    "Traversals from -3 to 3 around the zero code of the {} most varying latent dimensions (rows: {:?}){}",
                     dims.len(),
-                    dims
+                    dims,
+                    if hierarchical {
+                        "; dimensions of the top group, every lower group at its prior mean"
+                    } else {
+                        ""
+                    }
                 ),
                 png: traversal_png(&m, &vec![0f32; l], &dims, 3.0, 9, label)?,
             });

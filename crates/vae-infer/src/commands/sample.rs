@@ -26,8 +26,9 @@ pub struct Args {
     pub label: Option<u32>,
     /// Scale of the prior's standard deviation; for a hierarchical model one value per latent
     /// group, comma-separated, top group first (e.g. 1.0,0.8,0.6), the last value repeating
-    /// for the groups after it.
-    #[arg(long, value_delimiter = ',', default_value = "1.0")]
+    /// for the groups after it. Default: 1 for a single latent group; the architecture's
+    /// choice for a hierarchical model (the JSON report gives the values used).
+    #[arg(long, value_delimiter = ',')]
     pub temperature: Vec<f64>,
     /// Where codes come from: `prior` (N(0, I)) or `posterior` (the aggregate posterior of the
     /// training split, of class --label if given: samples that stay where the data is).
@@ -79,12 +80,17 @@ impl Command for Args {
         if self.n == 0 {
             return Err(InferError::Flag("--n must be at least 1".into()));
         }
-        check_temperatures(&self.temperature)?;
         let m = self.model.load()?;
+        let temperature = if self.temperature.is_empty() {
+            m.model.sampling_temperatures()
+        } else {
+            self.temperature.clone()
+        };
+        check_temperatures(&temperature)?;
         let values = draw(
             &m,
             self.n,
-            &self.temperature,
+            &temperature,
             self.label,
             self.latent,
             self.model.seed(),
@@ -99,7 +105,7 @@ impl Command for Args {
             cols,
             temperatures: (0..groups)
                 .map(|g| {
-                    let t = &self.temperature;
+                    let t = &temperature;
                     t.get(g).or(t.last()).copied().unwrap_or(1.0)
                 })
                 .collect(),

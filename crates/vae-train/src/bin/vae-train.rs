@@ -267,6 +267,9 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
     if let Some(note) = &launch.data.note {
         tracing::info!("{note}");
     }
+    for note in &launch.notes {
+        tracing::warn!("{note}");
+    }
     // Each rank of a node takes its own GPU (`cuda` and `auto`; an explicit `cuda:N` is kept).
     let device_name = match (local_rank, cfg.train.device.as_str()) {
         (Some(i), "cuda" | "auto") if cfg!(feature = "cuda") => format!("cuda:{i}"),
@@ -282,6 +285,7 @@ fn run(args: Args, signals: &Signals, group: &mut Group) -> anyhow::Result<(Outc
         out,
         start,
         data,
+        ..
     } = launch;
     let show_bar = !args.quiet && group.rank() == 0 && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| {
