@@ -178,6 +178,17 @@ impl Vae {
         self.net.coding_pass(x, n, choose)
     }
 
+    /// The coding pass through every latent group without the likelihood's parameters
+    /// ([`Net::coding_pass_latents`]).
+    pub fn coding_pass_latents(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut crate::arch::ChooseLatent,
+    ) -> Result<()> {
+        self.net.coding_pass_latents(x, n, choose)
+    }
+
     /// The temperatures of samples unless told otherwise ([`Net::sampling_temperatures`]).
     pub fn sampling_temperatures(&self) -> Vec<f64> {
         self.net.sampling_temperatures()

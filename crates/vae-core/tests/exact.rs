@@ -1,5 +1,5 @@
-//! Exact mode (`Kernels::Exact`): random mlp and conv VAEs, with relu and with tanh
-//! activations, give bit-identical encoder and decoder outputs at every SIMD level, with the
+//! Exact mode (`Kernels::Exact`): random mlp, conv and hierarchical VAEs, with relu and with
+//! tanh activations, give bit-identical encoder and decoder outputs at every SIMD level, with the
 //! batch split over 1 or 2 threads and one image at a time, and agree with the normal path to
 //! f32 tolerance; gelu, which has no exact pass, is refused.
 
@@ -69,6 +69,8 @@ fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
         (Preset::PytorchExample, Activation::Tanh),
         (Preset::Conv, Activation::Relu),
         (Preset::Conv, Activation::Tanh),
+        (Preset::Hvae, Activation::Relu),
+        (Preset::Hvae, Activation::Tanh),
     ] {
         let preset_name = format!("{preset:?} {activation:?}");
         let cfg = config(preset, activation);
@@ -158,4 +160,88 @@ fn gelu_has_no_exact_pass() {
         let e = exact.encode(&x, None).unwrap_err().to_string();
         assert!(e.contains("gelu") && e.contains("exact"), "{preset:?}: {e}");
     }
+}
+
+/// Every value a hierarchical model's coding pass shows its callback (each group's prior and
+/// posterior), as bits; the callback takes the posterior means as the values.
+fn coding_values(model: &Vae, x: &Tensor, latents_only: bool) -> (Vec<u32>, Option<Vec<u32>>) {
+    let n = x.dim(0).unwrap();
+    let mut seen = Vec::new();
+    let mut bits = |t: &Tensor| {
+        seen.extend(
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits()),
+        )
+    };
+    let mut choose = |_g: usize,
+                      prior: Option<&vae_core::arch::CodingGaussian>,
+                      post: Option<&vae_core::arch::CodingGaussian>| {
+        if let Some(p) = prior {
+            bits(&p.mu);
+            bits(&p.raw_log_sigma);
+        }
+        let q = post.unwrap();
+        bits(&q.mu);
+        bits(&q.raw_log_sigma);
+        Ok(q.mu.clone())
+    };
+    let params = if latents_only {
+        model.coding_pass_latents(Some(x), n, &mut choose).unwrap();
+        None
+    } else {
+        let p = model.coding_pass(Some(x), n, &mut choose).unwrap();
+        Some(
+            p.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+        )
+    };
+    (seen, params)
+}
+
+/// The hierarchical model's coding pass in exact mode: the same priors, posteriors and
+/// likelihood parameters at every SIMD level and for one image as inside a batch, and the pass
+/// that stops after the last group shows its callback the same values as the whole pass.
+#[test]
+fn hierarchical_coding_pass_is_exact_and_its_latent_part_agrees() {
+    let dev = Device::Cpu;
+    let cfg = config(Preset::Hvae, Activation::Relu);
+    let (_vars, model) = Vae::init(&cfg, &dev, &mut Rng::new(5)).unwrap();
+    let n = 3;
+    let pixels: Vec<f32> = Rng::new(6)
+        .normal_vec(n * 784)
+        .iter()
+        .map(|v| (v.abs() * 0.3).min(1.0))
+        .collect();
+    let x = Tensor::from_vec(pixels, (n, 784), &dev).unwrap();
+    let exact = model.with_kernels(Kernels::exact()).unwrap();
+    let (seen, params) = coding_values(&exact, &x, false);
+    let (seen_latents, none) = coding_values(&exact, &x, true);
+    assert!(none.is_none() && !seen.is_empty());
+    assert_eq!(seen_latents, seen, "the latent pass shows other values");
+    for level in [SimdLevel::Baseline, SimdLevel::V3, SimdLevel::V4] {
+        let capped = model
+            .with_kernels(Kernels::Exact { simd: Some(level) })
+            .unwrap();
+        assert_eq!(
+            coding_values(&capped, &x, false),
+            (seen.clone(), params.clone()),
+            "{level:?}"
+        );
+    }
+    // One image alone: its likelihood parameters are its rows of the batch's.
+    let one = coding_values(&exact, &x.narrow(0, 1, 1).unwrap(), false)
+        .1
+        .unwrap();
+    let params = params.unwrap();
+    let per = params.len() / n;
+    assert_eq!(one, params[per..2 * per], "one image against the batch");
 }

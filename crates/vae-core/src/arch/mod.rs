@@ -235,6 +235,18 @@ pub trait Net: std::fmt::Debug + Send + Sync {
         ))
     }
 
+    /// [`Net::coding_pass`] without the likelihood's parameters (what a decoder that pushes
+    /// the groups back with their posteriors needs): `choose` is called as there, and the
+    /// pass may stop after the last group.
+    fn coding_pass_latents(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut ChooseLatent,
+    ) -> Result<()> {
+        self.coding_pass(x, n, choose).map(|_| ())
+    }
+
     /// The temperatures pictures of samples use unless told otherwise, one per latent group,
     /// top group first, the last repeating (see [`Net::generate`]).
     fn sampling_temperatures(&self) -> Vec<f64> {

@@ -56,9 +56,9 @@ pub fn activate(y: &Tensor, act: Act, k: Kernels) -> candle_core::Result<Tensor>
     }
 }
 
-/// Exact mode's convolutions: the fixed-order kernels of `ops/exact.rs` on `[B, C, H, W]` maps,
-/// the activation from [`crate::fastmath`]; the memory orders change by transposes, which move
-/// values without changing them.
+/// Exact mode's convolutions: the fixed-order kernels of `ops/exact/` on maps of either
+/// memory order (channels-last inside; the orders move values without changing them), the
+/// activation from [`crate::fastmath`].
 fn exact_conv(
     x: &Tensor,
     w: &Tensor,
@@ -68,19 +68,10 @@ fn exact_conv(
     simd: Option<fastmath::SimdLevel>,
 ) -> candle_core::Result<Tensor> {
     fastmath::with_simd_cap(simd, || {
-        let x = match o.input {
-            MapLayout::Nchw => x.clone(),
-            MapLayout::Nhwc => x.permute((0, 3, 1, 2))?.contiguous()?,
-        };
-        let y = if transposed {
-            exact::conv_transpose2d(&x, w, b, o.stride, o.pad)?
+        if transposed {
+            exact::conv_transpose2d(x, w, b, o)
         } else {
-            exact::conv2d(&x, w, b, o.stride, o.pad)?
-        };
-        let y = exact::activate_tensor(&y, o.act)?;
-        match o.output {
-            MapLayout::Nchw => Ok(y),
-            MapLayout::Nhwc => y.permute((0, 2, 3, 1))?.contiguous(),
+            exact::conv2d(x, w, b, o)
         }
     })
 }

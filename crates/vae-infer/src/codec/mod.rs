@@ -358,38 +358,44 @@ impl LatentModel for CodecModel {
         let dims = self.group_dims();
         // The callback's own error, kept whole: the model's error type cannot carry it.
         let mut failed: Option<CodecError> = None;
-        let raw = self
-            .vae
-            .coding_pass(x.as_ref(), rows, &mut |g, prior, post| {
-                let mut step = || -> vae_codec::Result<Tensor> {
-                    let dim = dims.get(g).copied().unwrap_or(0);
-                    let priors = match prior {
-                        Some(p) => group_gaussians(p)?,
-                        None => vec![vec![Gaussian::STANDARD; dim]; rows],
-                    };
-                    let posts = post.map(group_gaussians).transpose()?;
-                    let values = choose(g, &priors, posts.as_deref())?;
-                    if values.len() != rows || values.iter().any(|v| v.len() != dim) {
-                        return Err(CodecError::BadParameter(format!(
-                            "latent values of the wrong shape for group {g}"
-                        )));
-                    }
-                    let flat: Vec<f32> = values.into_iter().flatten().collect();
-                    Tensor::from_vec(flat, (rows, dim), &Device::Cpu).map_err(model_err)
+        let mut step = |g: usize, prior: Option<&CodingGaussian>, post: Option<&CodingGaussian>| {
+            let mut run = || -> vae_codec::Result<Tensor> {
+                let dim = dims.get(g).copied().unwrap_or(0);
+                let priors = match prior {
+                    Some(p) => group_gaussians(p)?,
+                    None => vec![vec![Gaussian::STANDARD; dim]; rows],
                 };
-                step().map_err(|e| {
-                    let m = e.to_string();
-                    failed = Some(e);
-                    vae_core::Error::Config(m)
-                })
-            });
+                let posts = post.map(group_gaussians).transpose()?;
+                let values = choose(g, &priors, posts.as_deref())?;
+                if values.len() != rows || values.iter().any(|v| v.len() != dim) {
+                    return Err(CodecError::BadParameter(format!(
+                        "latent values of the wrong shape for group {g}"
+                    )));
+                }
+                let flat: Vec<f32> = values.into_iter().flatten().collect();
+                Tensor::from_vec(flat, (rows, dim), &Device::Cpu).map_err(model_err)
+            };
+            run().map_err(|e| {
+                let m = e.to_string();
+                failed = Some(e);
+                vae_core::Error::Config(m)
+            })
+        };
+        // Without pixels the pass stops after the last group.
+        let raw = if pixels {
+            self.vae.coding_pass(x.as_ref(), rows, &mut step).map(Some)
+        } else {
+            self.vae
+                .coding_pass_latents(x.as_ref(), rows, &mut step)
+                .map(|()| None)
+        };
         let raw = match (raw, failed) {
             (_, Some(e)) => return Err(e),
             (r, None) => r.map_err(model_err)?,
         };
-        if !pixels {
+        let Some(raw) = raw else {
             return Ok(Vec::new());
-        }
+        };
         raw.to_vec2::<f32>()
             .map_err(model_err)?
             .iter()

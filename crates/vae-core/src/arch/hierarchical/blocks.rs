@@ -70,14 +70,18 @@ impl Maps {
     }
 
     /// 2x2 average pooling (h and w even), as a reshape and two sums (their backward passes
-    /// are broadcasts); each output is ((a + b) + (c + d)) / 4 in either order.
+    /// are broadcasts); each output is ((a + b) + (c + d)) / 4 in either order. On the CPU
+    /// channels-last maps take the one-pass kernel, in exact mode too (its sums are these,
+    /// element by element).
     pub(crate) fn avg_pool2(self, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
         let y = match self.0 {
             MapLayout::Nchw => {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)?
             }
-            MapLayout::Nhwc if k.fused(&[x]) => return ops::avg_pool2_last(x),
+            MapLayout::Nhwc if k.fused(&[x]) || (k.is_exact() && Kernels::Native.fused(&[x])) => {
+                return ops::avg_pool2_last(x)
+            }
             MapLayout::Nhwc => {
                 let (n, h, w, c) = x.dims4()?;
                 x.reshape((n, h / 2, 2, w / 2, 2, c))?.sum(4)?.sum(2)?

@@ -173,6 +173,16 @@ impl Hierarchical {
     fn top_down(
         &self,
         z_top: &Tensor,
+        choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let h = self.through_groups(z_top, choose)?;
+        self.output(h)
+    }
+
+    /// The top-down pass of [`Hierarchical::top_down`] up to the state after the last group.
+    fn through_groups(
+        &self,
+        z_top: &Tensor,
         mut choose: impl FnMut(usize, usize, &Tensor, &GroupBlock, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let n = z_top.dim(0)?;
@@ -197,7 +207,12 @@ impl Hierarchical {
                 g += 1;
             }
         }
-        h = self.maps.up2(&h)?;
+        Ok(h)
+    }
+
+    /// The likelihood's raw parameters `[n, P·D]` from the state after the last group.
+    fn output(&self, h: Tensor) -> Result<Tensor> {
+        let mut h = self.maps.up2(&h)?;
         for block in &self.out_blocks {
             h = block.forward(&h, self.maps)?;
         }
@@ -275,6 +290,48 @@ impl Hierarchical {
             Ok(q.mu)
         })?;
         Ok((params, qs))
+    }
+    /// The coding pass ([`Net::coding_pass`]) up to the state after the last group.
+    fn coding_groups(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut ChooseLatent,
+    ) -> Result<Tensor> {
+        let acts = x.map(|x| self.bottom_up(x)).transpose()?;
+        let q_top = match &acts {
+            Some(a) => {
+                let (mu, raw) = self.top_posterior_raw(&a[0])?;
+                Some(CodingGaussian {
+                    mu,
+                    raw_log_sigma: (raw * 0.5)?,
+                })
+            }
+            None => None,
+        };
+        let z_top = choose(0, None, q_top.as_ref())?;
+        if z_top.dims() != [n, self.latent] {
+            return Err(Error::Config(format!(
+                "hierarchical: top values of shape {:?} for {n} rows of {}",
+                z_top.dims(),
+                self.latent
+            )));
+        }
+        let spatial = |raw: &Tensor| -> Result<CodingGaussian> {
+            Ok(CodingGaussian {
+                mu: self.group_values(&self.maps.narrow(raw, 0, self.z)?)?,
+                raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
+            })
+        };
+        self.through_groups(&z_top, |g, si, h, block, raw_prior| {
+            let prior = spatial(raw_prior)?;
+            let post = match &acts {
+                Some(a) => Some(spatial(&self.posterior_raw(block, h, &a[si])?)?),
+                None => None,
+            };
+            let z = choose(g, Some(&prior), post.as_ref())?;
+            self.group_map(&z, si, n)
+        })
     }
 }
 
@@ -429,40 +486,18 @@ impl Net for Hierarchical {
         n: usize,
         choose: &mut ChooseLatent,
     ) -> Result<Tensor> {
-        let acts = x.map(|x| self.bottom_up(x)).transpose()?;
-        let q_top = match &acts {
-            Some(a) => {
-                let (mu, raw) = self.top_posterior_raw(&a[0])?;
-                Some(CodingGaussian {
-                    mu,
-                    raw_log_sigma: (raw * 0.5)?,
-                })
-            }
-            None => None,
-        };
-        let z_top = choose(0, None, q_top.as_ref())?;
-        if z_top.dims() != [n, self.latent] {
-            return Err(Error::Config(format!(
-                "hierarchical: top values of shape {:?} for {n} rows of {}",
-                z_top.dims(),
-                self.latent
-            )));
-        }
-        let spatial = |raw: &Tensor| -> Result<CodingGaussian> {
-            Ok(CodingGaussian {
-                mu: self.group_values(&self.maps.narrow(raw, 0, self.z)?)?,
-                raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
-            })
-        };
-        self.top_down(&z_top, |g, si, h, block, raw_prior| {
-            let prior = spatial(raw_prior)?;
-            let post = match &acts {
-                Some(a) => Some(spatial(&self.posterior_raw(block, h, &a[si])?)?),
-                None => None,
-            };
-            let z = choose(g, Some(&prior), post.as_ref())?;
-            self.group_map(&z, si, n)
-        })
+        let h = self.coding_groups(x, n, choose)?;
+        self.output(h)
+    }
+
+    /// Stops after the last group: the output blocks at the image's resolution are skipped.
+    fn coding_pass_latents(
+        &self,
+        x: Option<&Tensor>,
+        n: usize,
+        choose: &mut ChooseLatent,
+    ) -> Result<()> {
+        self.coding_groups(x, n, choose).map(|_| ())
     }
 
     /// VDVAE's initialisation on top of the default: every bias zero, the last layer of each

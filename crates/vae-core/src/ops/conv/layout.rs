@@ -21,7 +21,7 @@ const KEEP_FLOATS: usize = 8 << 20;
 /// unspecified (whatever an earlier operation left): `f` must write every element it reads.
 /// The products, im2col and transposes of a training step reuse the same buffers step after
 /// step instead of allocating (and zeroing, and faulting in) tens of megabytes each time.
-pub(super) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(in crate::ops) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH
         .with(|s| {
             let mut pool = s.borrow_mut();
@@ -60,7 +60,7 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 /// Rows `first..` of the im2col matrix `[b * ho * wo, k * k * c]` of `x` `[b, h, w, c]`, as
 /// many as `out` holds: columns in `(ky, kx, c)` order, zeros where the window leaves the
 /// image. Writes every element of `out`.
-pub(super) fn im2col(x: &[f32], g: Geom, first: usize, out: &mut [f32]) {
+pub(in crate::ops) fn im2col(x: &[f32], g: Geom, first: usize, out: &mut [f32]) {
     let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
     let (run, line) = (k * c, g.w * c);
     let ncol = k * run;
@@ -98,7 +98,7 @@ pub(super) fn im2col(x: &[f32], g: Geom, first: usize, out: &mut [f32]) {
 multiversion! {
     /// The adjoint of [`im2col`]: adds `cols`, rows `first..` of an im2col matrix, into the
     /// image `x` `[b, h, w, c]` (which holds the values to add to).
-    pub(super) fn col2im(cols: &[f32], g: Geom, first: usize, x: &mut [f32]) {
+    pub(in crate::ops) fn col2im(cols: &[f32], g: Geom, first: usize, x: &mut [f32]) {
         let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
         let (run, line) = (k * c, g.w * c);
         let ncol = k * run;
@@ -134,7 +134,7 @@ multiversion! {
 }
 
 /// `[b, c, s]` (channels first) to `[b, s, c]` (channels last); `out` is fully written.
-pub(super) fn to_last(x: &[f32], b: usize, c: usize, s: usize, out: &mut [f32]) {
+pub(in crate::ops) fn to_last(x: &[f32], b: usize, c: usize, s: usize, out: &mut [f32]) {
     for (src, dst) in x
         .chunks_exact(c * s)
         .zip(out.chunks_exact_mut(c * s))
@@ -149,7 +149,7 @@ pub(super) fn to_last(x: &[f32], b: usize, c: usize, s: usize, out: &mut [f32]) 
 }
 
 /// `[b, s, c]` to `[b, c, s]`, adding `bias[c]` when given and applying `act`.
-pub(super) fn to_first(
+pub(in crate::ops) fn to_first(
     y: &[f32],
     b: usize,
     c: usize,

@@ -22,7 +22,7 @@
 
 mod block;
 mod kernels;
-mod layout;
+pub(super) mod layout;
 #[cfg(test)]
 mod tests;
 
@@ -177,12 +177,6 @@ impl Geom {
     }
     pub(super) fn wo(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
-    }
-    /// The input position of output `o` and kernel offset `kk` along one axis, if inside.
-    pub(super) fn at(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
-        (o * self.stride + kk)
-            .checked_sub(self.pad)
-            .filter(|&i| i < size)
     }
     /// Rows of the im2col matrix (output pixels of the batch).
     fn rows(&self) -> usize {
