@@ -24,7 +24,9 @@
 //! | 157 | n | container: the IDX file's header bytes, or the count of names (u32) then each name (u16 length, UTF-8) |
 //! | 157 + n | 32 | SHA-256 of all the header bytes before it |
 //!
-//! The payload is, per chunk: the seed prefix (u32), the word count (u32), the words (u32).
+//! The payload is, per chunk: the seed prefix (u32), the word count (u32), the count of its
+//! levels (u16: one per latent group), the levels (u32 each: the image of the chunk from which
+//! on each group is coded, see [`Chunk`]), the words (u32).
 //! The file ends with the payload: trailing bytes are an error.
 
 use sha2::{Digest, Sha256};
@@ -35,7 +37,7 @@ use crate::models::PRECISION;
 /// The first bytes of every compressed file.
 pub const MAGIC: [u8; 8] = *b"\x89VAEBB\r\n";
 /// The layout version this code reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// The version of the coder's arithmetic (detmath, models, bins, ANS parameters): a stream
 /// written by another version would not decode to the same pixels.
 pub const CODEC_VERSION: u16 = 1;
@@ -144,11 +146,15 @@ pub fn fingerprint(config_json: &[u8], weights: &[u8]) -> [u8; 32] {
 
 /// The payload bytes of the chunks.
 pub fn payload_bytes(chunks: &[Chunk]) -> Vec<u8> {
-    let n: usize = chunks.iter().map(|c| 8 + 4 * c.words.len()).sum();
+    let n: usize = chunks.iter().map(Chunk::stored_bytes).sum();
     let mut out = Vec::with_capacity(n);
     for c in chunks {
         out.extend_from_slice(&c.seed_prefix.to_le_bytes());
         out.extend_from_slice(&(c.words.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(c.levels.len() as u16).to_le_bytes());
+        for l in &c.levels {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
         for w in &c.words {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -439,9 +445,14 @@ pub fn parse_payload(header: &Header, payload: &[u8]) -> Result<Vec<Chunk>, Form
     for _ in 0..chunks {
         let seed_prefix = r.u32("payload")?;
         let n = r.u32("payload")? as usize;
+        let levels = r.u16("payload")? as usize;
+        let levels = (0..levels)
+            .map(|_| r.u32("payload"))
+            .collect::<Result<Vec<_>, _>>()?;
         let words = r.take(n.saturating_mul(4), "payload")?;
         out.push(Chunk {
             seed_prefix,
+            levels,
             words: words
                 .chunks_exact(4)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))

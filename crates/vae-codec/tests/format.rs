@@ -188,7 +188,7 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             "empty" => Some("empty file"),
             "magic-only" => Some("truncated file: it ends inside the format version"),
             "bad-magic" => Some("bad magic"),
-            "version-2" => Some("unsupported format version 2"),
+            "version-9" => Some("unsupported format version 9"),
             "codec-9" => Some("unsupported codec version 9"),
             "header-length-huge" | "header-length-small" => Some("invalid header: header length"),
             "header-cut" => Some("truncated file: it ends inside the payload checksum"),
