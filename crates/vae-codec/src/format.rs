@@ -38,9 +38,10 @@ use crate::models::PRECISION;
 pub const MAGIC: [u8; 8] = *b"\x89VAEBB\r\n";
 /// The layout version this code reads and writes.
 pub const FORMAT_VERSION: u16 = 2;
-/// The version of the coder's arithmetic (detmath, models, bins, ANS parameters): a stream
-/// written by another version would not decode to the same pixels.
-pub const CODEC_VERSION: u16 = 1;
+/// The version of the coder's arithmetic (the exact model passes, detmath, models, bins, ANS
+/// parameters): a stream written by another version would not decode to the same pixels.
+/// Version 2: the exact convolutions sum in the `(ky, kx, c)` order of channels-last maps.
+pub const CODEC_VERSION: u16 = 2;
 
 /// The longest header accepted (names of a large folder included).
 const MAX_HEADER: usize = 1 << 28;
