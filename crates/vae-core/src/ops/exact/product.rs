@@ -37,15 +37,16 @@ pub(super) fn pack(
     col: impl Fn(usize) -> usize,
 ) {
     for (p, panel) in out.chunks_exact_mut(k * NR).enumerate() {
-        let cols: [Option<usize>; NR] = std::array::from_fn(|l| {
-            let j = p * NR + l;
-            (j < n).then(|| col(j))
-        });
+        // The panel's columns inside `b`, and where its padding starts.
+        let w = NR.min(n.saturating_sub(p * NR));
+        let cols: [usize; NR] = std::array::from_fn(|l| if l < w { col(p * NR + l) } else { 0 });
         for (t, dst) in panel.chunks_exact_mut(NR).enumerate() {
             let r = row(t);
-            for (v, c) in dst.iter_mut().zip(&cols) {
-                *v = c.map_or(0.0, |c| src[r + c]);
+            let (vals, pad) = dst.split_at_mut(w);
+            for (v, c) in vals.iter_mut().zip(&cols) {
+                *v = src[r + c];
             }
+            pad.fill(0.0);
         }
     }
 }
