@@ -19,10 +19,21 @@
 //! | 80 | 8 | payload length in bytes |
 //! | 88 | 32 | SHA-256 of the payload |
 //! | 120 | 32 | SHA-256 of the original pixels (count × channels × height × width bytes) |
-//! | 152 | 1 | container kind: 0 raw pixels, 1 IDX file, 2 folder of PNG files |
+//! | 152 | 1 | container kind: 0 raw pixels, 1 IDX file, 2 folder of PNG files, 3 PNG files in tiles (format version 2) |
 //! | 153 | 4 | container length n |
-//! | 157 | n | container: the IDX file's header bytes, or the count of names (u32) then each name (u16 length, UTF-8) |
+//! | 157 | n | container (below) |
 //! | 157 + n | 32 | SHA-256 of all the header bytes before it |
+//!
+//! The container: nothing (kind 0); the IDX file's header bytes (kind 1); the count of names
+//! (u32) then each name (u16 length, UTF-8), one per image (kind 2); for kind 3, one byte
+//! (0: one PNG file, 1: a folder of them), the count of files (u32), then per file its name
+//! (u16 length, UTF-8), height and width (u32 each) and channels (u8).
+//!
+//! Kind 3 codes pictures of any size: each is cut into tiles of the image shape, row-major
+//! ([`tile_grid`]), the last column and row of tiles padded by repeating the picture's last
+//! column and row; the images of the file are the tiles, picture after picture, and the
+//! original checksum covers the pictures' own pixels (each channel-major, one after another),
+//! without the padding. Version 1 files (kinds 0 to 2, the same layout) are read as well.
 //!
 //! The payload is, per chunk: the seed prefix (u32), the word count (u32), the words (u32).
 //! The file ends with the payload: trailing bytes are an error.
@@ -34,8 +45,10 @@ use crate::models::PRECISION;
 
 /// The first bytes of every compressed file.
 pub const MAGIC: [u8; 8] = *b"\x89VAEBB\r\n";
-/// The layout version this code reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The layout version this code writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest layout version this code reads (version 1 has no container kind 3).
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// The version of the coder's arithmetic (detmath, models, bins, ANS parameters): a stream
 /// written by another version would not decode to the same pixels.
 pub const CODEC_VERSION: u16 = 1;
@@ -55,7 +68,9 @@ pub enum FormatError {
     Truncated(&'static str),
     #[error("not a vae compressed file (bad magic)")]
     BadMagic,
-    #[error("unsupported format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "unsupported format version {0} (this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u16),
     #[error("unsupported codec version {0} (this build codes version {CODEC_VERSION})")]
     UnsupportedCodec(u16),
@@ -76,9 +91,41 @@ pub enum Container {
     Raw,
     /// An IDX file: its header bytes (magic and dimensions), followed by the pixels.
     Idx { header: Vec<u8> },
-    /// A folder of PNG files: their relative names, in image order.
+    /// A folder of PNG files of the image shape: their relative names, in image order.
     PngFolder { names: Vec<String> },
+    /// PNG files of any size, each coded as its tiles of the image shape (see the module's
+    /// documentation): one file (`folder` false; its name is only recorded) or a folder of
+    /// files of these relative names.
+    Tiled { folder: bool, files: Vec<TiledFile> },
 }
+
+/// A picture coded in tiles: its name, size and channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TiledFile {
+    pub name: String,
+    pub height: u32,
+    pub width: u32,
+    pub channels: u8,
+}
+
+impl TiledFile {
+    /// Its values (height × width × channels).
+    pub fn values(&self) -> u64 {
+        u64::from(self.height) * u64::from(self.width) * u64::from(self.channels)
+    }
+}
+
+/// The tiles of `tile_height` × `tile_width` that cover a picture of `height` × `width`: rows
+/// and columns of tiles (the last row and column padded).
+pub fn tile_grid(height: u32, width: u32, tile_height: u32, tile_width: u32) -> (u64, u64) {
+    (
+        u64::from(height).div_ceil(u64::from(tile_height.max(1))),
+        u64::from(width).div_ceil(u64::from(tile_width.max(1))),
+    )
+}
+
+/// The longest side of a picture coded in tiles.
+pub const MAX_TILED_SIDE: u32 = 1 << 20;
 
 /// Everything the header records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +235,18 @@ pub fn write_file(header: &Header, chunks: &[Chunk]) -> Vec<u8> {
             }
             (2, c)
         }
+        Container::Tiled { folder, files } => {
+            let mut c = vec![u8::from(*folder)];
+            c.extend_from_slice(&(files.len() as u32).to_le_bytes());
+            for f in files {
+                c.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+                c.extend_from_slice(f.name.as_bytes());
+                c.extend_from_slice(&f.height.to_le_bytes());
+                c.extend_from_slice(&f.width.to_le_bytes());
+                c.push(f.channels);
+            }
+            (3, c)
+        }
     };
     h.push(container.0);
     h.extend_from_slice(&(container.1.len() as u32).to_le_bytes());
@@ -253,7 +312,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     let mut r = Reader { b: bytes, at: 0 };
     r.take(8, "magic")?;
     let version = r.u16("format version")?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(FormatError::UnsupportedVersion(version));
     }
     let codec_version = r.u16("codec version")?;
@@ -291,7 +350,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     if sha256(rest) != f.payload_sha256 {
         return Err(FormatError::Checksum("payload"));
     }
-    let h = f.into_header(codec_version)?;
+    let h = f.into_header(version, codec_version)?;
     Ok((h, rest))
 }
 
@@ -347,7 +406,7 @@ fn probe_fields(r: &mut Reader) -> Result<Fields, FormatError> {
 }
 
 impl Fields {
-    fn into_header(self, codec_version: u16) -> Result<Header, FormatError> {
+    fn into_header(self, version: u16, codec_version: u16) -> Result<Header, FormatError> {
         if !crate::models::LATENT_BITS.contains(&(self.latent_bits as u32)) {
             return Err(invalid(format!(
                 "latent bin precision {}",
@@ -383,6 +442,7 @@ impl Fields {
             2 => Container::PngFolder {
                 names: parse_names(&self.container, self.count)?,
             },
+            3 if version >= 2 => parse_tiled(&self.container, self.shape, self.count)?,
             k => return Err(invalid(format!("container kind {k}"))),
         };
         Ok(Header {
@@ -402,6 +462,34 @@ impl Fields {
     }
 }
 
+/// One file name (u16 length, UTF-8), which must be a plain relative path.
+fn read_name(r: &mut Reader) -> Result<String, FormatError> {
+    let len = r.u16("file names")? as usize;
+    let s = std::str::from_utf8(r.take(len, "file names")?)
+        .map_err(|_| invalid("a file name is not UTF-8"))?;
+    let p = std::path::Path::new(s);
+    if s.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(invalid(format!(
+            "file name `{s}` is not a plain relative path"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// Refuses a name given twice (its second file would replace the first).
+fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), FormatError> {
+    let mut sorted: Vec<&str> = names.collect();
+    sorted.sort_unstable();
+    match sorted.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(invalid(format!("file name `{}` appears twice", w[0]))),
+        None => Ok(()),
+    }
+}
+
 fn parse_names(b: &[u8], count: u64) -> Result<Vec<String>, FormatError> {
     let mut r = Reader { b, at: 0 };
     let n = r.u32("file names")? as u64;
@@ -410,25 +498,66 @@ fn parse_names(b: &[u8], count: u64) -> Result<Vec<String>, FormatError> {
     }
     let mut names = Vec::new();
     for _ in 0..n {
-        let len = r.u16("file names")? as usize;
-        let s = std::str::from_utf8(r.take(len, "file names")?)
-            .map_err(|_| invalid("a file name is not UTF-8"))?;
-        let p = std::path::Path::new(s);
-        if s.is_empty()
-            || p.is_absolute()
-            || p.components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(invalid(format!(
-                "file name `{s}` is not a plain relative path"
-            )));
-        }
-        names.push(s.to_string());
+        names.push(read_name(&mut r)?);
     }
     if r.at != b.len() {
         return Err(invalid("bytes after the file names"));
     }
+    check_unique(names.iter().map(String::as_str))?;
     Ok(names)
+}
+
+/// The files of a tiled container (kind 3) whose tiles of `shape` must be the `count` images.
+fn parse_tiled(b: &[u8], shape: (u32, u32, u32), count: u64) -> Result<Container, FormatError> {
+    let mut r = Reader { b, at: 0 };
+    let folder = match r.u8("file names")? {
+        0 => false,
+        1 => true,
+        f => return Err(invalid(format!("tiled container form {f}"))),
+    };
+    let n = r.u32("file names")? as u64;
+    if n == 0 || n > count || (!folder && n != 1) {
+        return Err(invalid(format!("{n} files for {count} tiles")));
+    }
+    let (mut files, mut tiles, mut values) = (Vec::new(), 0u64, 0u64);
+    for _ in 0..n {
+        let name = read_name(&mut r)?;
+        let (height, width) = (r.u32("file sizes")?, r.u32("file sizes")?);
+        let channels = r.u8("file sizes")?;
+        if !(1..=MAX_TILED_SIDE).contains(&height) || !(1..=MAX_TILED_SIDE).contains(&width) {
+            return Err(invalid(format!("`{name}`: a picture of {height}x{width}")));
+        }
+        if u32::from(channels) != shape.0 {
+            return Err(invalid(format!(
+                "`{name}`: {channels} channels in tiles of {}",
+                shape.0
+            )));
+        }
+        let (rows, cols) = tile_grid(height, width, shape.1, shape.2);
+        let f = TiledFile {
+            name,
+            height,
+            width,
+            channels,
+        };
+        // rows · cols ≤ 2^40 and values ≤ 2^48; the sums saturate rather than wrap.
+        tiles = tiles.saturating_add(rows * cols);
+        values = values.saturating_add(f.values());
+        files.push(f);
+    }
+    if tiles != count {
+        return Err(invalid(format!(
+            "files of {tiles} tiles for {count} images"
+        )));
+    }
+    if values > 1 << 46 {
+        return Err(invalid(format!("pictures of {values} values")));
+    }
+    if r.at != b.len() {
+        return Err(invalid("bytes after the file names"));
+    }
+    check_unique(files.iter().map(|f| f.name.as_str()))?;
+    Ok(Container::Tiled { folder, files })
 }
 
 /// Splits a checked payload into the chunks `header` announces.
