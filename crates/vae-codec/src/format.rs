@@ -27,13 +27,14 @@
 //! The container: nothing (kind 0); the IDX file's header bytes (kind 1); the count of names
 //! (u32) then each name (u16 length, UTF-8), one per image (kind 2); for kind 3, one byte
 //! (0: one PNG file, 1: a folder of them), the count of files (u32), then per file its name
-//! (u16 length, UTF-8), height and width (u32 each) and channels (u8).
+//! (u16 length, UTF-8), height and width (u32 each), channels (u8) and padding (u8 kind: 0
+//! the edges repeated, 1 a constant; u8 the constant, 0 for the edges).
 //!
 //! Kind 3 codes pictures of any size: each is cut into tiles of the image shape, row-major
-//! ([`tile_grid`]), the last column and row of tiles padded by repeating the picture's last
-//! column and row; the images of the file are the tiles, picture after picture, and the
-//! original checksum covers the pictures' own pixels (each channel-major, one after another),
-//! without the padding. Version 1 files (kinds 0 to 2, the same layout) are read as well.
+//! ([`tile_grid`]), the last column and row of tiles padded as its [`Padding`] says; the
+//! images of the file are the tiles, picture after picture, and the original checksum covers
+//! the pictures' own pixels (each channel-major, one after another), without the padding.
+//! Version 1 files (kinds 0 to 2, the same layout) are read as well.
 //!
 //! The payload is, per chunk: the seed prefix (u32), the word count (u32), the words (u32).
 //! The file ends with the payload: trailing bytes are an error.
@@ -99,13 +100,34 @@ pub enum Container {
     Tiled { folder: bool, files: Vec<TiledFile> },
 }
 
-/// A picture coded in tiles: its name, size and channels.
+/// A picture coded in tiles: its name, size and channels, and what fills its edge tiles
+/// beyond it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TiledFile {
     pub name: String,
     pub height: u32,
     pub width: u32,
     pub channels: u8,
+    pub padding: Padding,
+}
+
+/// What fills the tiles of a picture's last row and column beyond the picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// The picture's last column and row, repeated.
+    Edge,
+    /// One value everywhere.
+    Constant(u8),
+}
+
+impl Padding {
+    /// The two bytes of the container.
+    fn bytes(self) -> [u8; 2] {
+        match self {
+            Padding::Edge => [0, 0],
+            Padding::Constant(v) => [1, v],
+        }
+    }
 }
 
 impl TiledFile {
@@ -244,6 +266,7 @@ pub fn write_file(header: &Header, chunks: &[Chunk]) -> Vec<u8> {
                 c.extend_from_slice(&f.height.to_le_bytes());
                 c.extend_from_slice(&f.width.to_le_bytes());
                 c.push(f.channels);
+                c.extend_from_slice(&f.padding.bytes());
             }
             (3, c)
         }
@@ -524,6 +547,11 @@ fn parse_tiled(b: &[u8], shape: (u32, u32, u32), count: u64) -> Result<Container
         let name = read_name(&mut r)?;
         let (height, width) = (r.u32("file sizes")?, r.u32("file sizes")?);
         let channels = r.u8("file sizes")?;
+        let padding = match (r.u8("file sizes")?, r.u8("file sizes")?) {
+            (0, 0) => Padding::Edge,
+            (1, v) => Padding::Constant(v),
+            (k, v) => return Err(invalid(format!("`{name}`: padding {k} {v}"))),
+        };
         if !(1..=MAX_TILED_SIDE).contains(&height) || !(1..=MAX_TILED_SIDE).contains(&width) {
             return Err(invalid(format!("`{name}`: a picture of {height}x{width}")));
         }
@@ -539,6 +567,7 @@ fn parse_tiled(b: &[u8], shape: (u32, u32, u32), count: u64) -> Result<Container
             height,
             width,
             channels,
+            padding,
         };
         // rows · cols ≤ 2^40 and values ≤ 2^48; the sums saturate rather than wrap.
         tiles = tiles.saturating_add(rows * cols);

@@ -9,7 +9,7 @@ mod common;
 use common::{block_images, BlockModel, Kind};
 use vae_codec::format::{
     fingerprint, parse, parse_payload, sha256, tile_grid, write_file, Container, FormatError,
-    Header, TiledFile, CODEC_VERSION, FORMAT_VERSION,
+    Header, Padding, TiledFile, CODEC_VERSION, FORMAT_VERSION,
 };
 use vae_codec::{decode, encode, CodecParams};
 
@@ -19,6 +19,11 @@ fn tiled(name: &str, height: u32, width: u32) -> TiledFile {
         height,
         width,
         channels: 1,
+        padding: if height.is_multiple_of(2) {
+            Padding::Edge
+        } else {
+            Padding::Constant(height as u8)
+        },
     }
 }
 
@@ -259,6 +264,7 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             "tiled-form-2" => Some("tiled container form 2"),
             "tiled-duplicate-names" => Some("file name `a.png` appears twice"),
             "tiled-file-two-pictures" => Some("2 files for 2 tiles"),
+            "tiled-padding-7" => Some("`sub/b.png`: padding 7 0"),
             "payload-word-count-huge" => None,
             other => panic!("seed `{other}` has no expectation"),
         };
@@ -284,5 +290,5 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             (w, g) => panic!("{name}: expected {w:?}, got {g:?}"),
         }
     }
-    assert_eq!(seen, 37);
+    assert_eq!(seen, 38);
 }

@@ -11,6 +11,7 @@
 //! through the same parameter maps as the training likelihoods of vae-core.
 
 pub mod file;
+pub mod padding;
 pub mod png;
 pub mod source;
 pub mod stdio;
@@ -20,7 +21,7 @@ use clap::ValueEnum;
 use vae_codec::detmath;
 use vae_codec::{Choose, CodecError, Gaussian, LatentModel, PixelParams, SingleLatentModel};
 use vae_core::arch::CodingGaussian;
-use vae_core::candle_core::{Device, Tensor};
+use vae_core::candle_core::{DType, Device, Tensor};
 use vae_core::fastmath::{simd_level, with_simd_cap, SimdLevel};
 use vae_core::likelihood::LikelihoodSettings;
 use vae_core::ops::Kernels;
@@ -209,6 +210,23 @@ impl CodecModel {
             .flat_map(|im| im.iter().map(|&v| v as f32 * (1.0 / 255.0)))
             .collect();
         Tensor::from_vec(x, (images.len(), d), &Device::Cpu).map_err(model_err)
+    }
+
+    /// The negative ELBO of each image (8-bit pixels, channel-major) in nats, with every
+    /// latent group at its posterior mean: about what coding it costs, for choices made before
+    /// coding (see [`padding`]).
+    pub fn cost_at_means(&self, images: &[&[u8]]) -> Result<Vec<f64>> {
+        let x = self
+            .input(images)
+            .map_err(|e| InferError::Input(e.to_string()))?;
+        let eps = Tensor::zeros(
+            (images.len(), self.vae.latent().noise_dim()),
+            DType::F32,
+            &Device::Cpu,
+        )?;
+        let t = self.vae.elbo_terms(&x, None, &eps)?;
+        let cost = (&t.recon + &t.kl()?)?;
+        Ok(cost.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
     }
 
     /// The raw decoder outputs for codes `zs`, one row each.

@@ -65,7 +65,7 @@ fn check_header(head: &[u8], name: &Path, channels: usize) -> Result<()> {
         return Err(file_err(
             name,
             format!(
-                "a {what} PNG: the model codes 8-bit {} PNG files (its {channels} channel{}), \
+                "{what} pixels: the model codes 8-bit {} PNG files ({channels} channel{}), \
                  without alpha",
                 kind_name(channels),
                 if channels == 1 { "" } else { "s" }
@@ -225,12 +225,12 @@ mod tests {
             (
                 png(DynamicImage::ImageRgb8(image::ImageBuffer::new(3, 3))),
                 1,
-                "8-bit RGB PNG: the model codes 8-bit grey",
+                "8-bit RGB pixels: the model codes 8-bit grey",
             ),
             (
                 png(DynamicImage::ImageLuma8(image::ImageBuffer::new(3, 3))),
                 3,
-                "8-bit grey PNG: the model codes 8-bit RGB",
+                "8-bit grey pixels: the model codes 8-bit RGB",
             ),
             (b"GIF89a....".to_vec(), 1, "not a PNG file"),
             (SIGNATURE.to_vec(), 1, "without its header"),

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use vae_codec::format::TiledFile;
+use vae_codec::format::{Padding, TiledFile};
 use vae_codec::Container;
 use vae_core::DataShape;
 use vae_data::idx::{encode_idx, read_idx_bytes, read_idx_file, IdxArray};
@@ -17,6 +17,10 @@ use vae_data::Dataset;
 use super::png::{self, Picture};
 use super::tiles;
 use crate::{InferError, Result};
+
+/// How the pictures of a file or folder to be coded in tiles are padded: one padding each
+/// (see [`super::padding::choose`]).
+pub type ChoosePadding<'a> = dyn Fn(&[&Picture]) -> Result<Vec<Padding>> + 'a;
 
 /// Images to code: `count` images of `shape`, channel-major, one after another.
 #[derive(Debug, Clone)]
@@ -106,9 +110,9 @@ pub fn originals<'a>(
             .get(at..at + n)
             .ok_or_else(|| InferError::Input(format!("{}: fewer images than its tiles", f.name)))?;
         let px = tiles::crop(own, pic, shape)?;
-        if tiles::cut(&px, pic, shape)? != own {
+        if tiles::cut(&px, pic, shape, f.padding)? != own {
             return Err(InferError::Input(format!(
-                "{}: the padding of its tiles is not its edges",
+                "{}: the padding of its tiles is not the one recorded",
                 f.name
             )));
         }
@@ -230,41 +234,57 @@ fn from_idx_array(arr: IdxArray, path: &Path, shape: DataShape) -> Result<Images
 
 /// The bytes of a file given on standard input: a PNG file (by its signature; coded in tiles,
 /// decompressed as one PNG file) or an IDX file, raw or gzipped (as [`from_idx`]).
-pub fn from_bytes(bytes: &[u8], name: &Path, shape: DataShape) -> Result<Images> {
+pub fn from_bytes(
+    bytes: &[u8],
+    name: &Path,
+    shape: DataShape,
+    pad: &ChoosePadding,
+) -> Result<Images> {
     if png::is_png(bytes) {
         let pic = png::decode(bytes, name, shape.channels)?;
-        return tiled(vec![("-".into(), pic)], false, shape, name);
+        return tiled(vec![("-".into(), pic)], false, shape, name, pad);
     }
     let arr = read_idx_bytes(bytes, name, idx_dims(0, shape).len())?;
     from_idx_array(arr, name, shape)
 }
 
 /// One PNG file of any size (8-bit, the model's channels), coded in tiles.
-pub fn from_png_file(path: &Path, shape: DataShape) -> Result<Images> {
+pub fn from_png_file(path: &Path, shape: DataShape, pad: &ChoosePadding) -> Result<Images> {
     let pic = png::read(path, shape.channels)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| file_err(path, "the file name is not valid UTF-8"))?;
-    tiled(vec![(name.to_string(), pic)], false, shape, path)
+    tiled(vec![(name.to_string(), pic)], false, shape, path, pad)
 }
 
-/// Pictures coded in tiles of `shape`, picture after picture: one file or a folder.
+/// Pictures coded in tiles of `shape`, picture after picture, each padded as `pad` chooses:
+/// one file or a folder.
 fn tiled(
     pics: Vec<(String, Picture)>,
     folder: bool,
     shape: DataShape,
     origin: &Path,
+    pad: &ChoosePadding,
 ) -> Result<Images> {
+    let paddings = pad(&pics.iter().map(|(_, p)| p).collect::<Vec<_>>())?;
+    if paddings.len() != pics.len() {
+        return Err(InferError::Input(format!(
+            "{} paddings for {} pictures",
+            paddings.len(),
+            pics.len()
+        )));
+    }
     let mut pixels = Vec::new();
     let mut files = Vec::with_capacity(pics.len());
-    for (name, pic) in pics {
-        pixels.extend(tiles::cut(&pic.pixels, pic.shape, shape)?);
+    for ((name, pic), padding) in pics.into_iter().zip(paddings) {
+        pixels.extend(tiles::cut(&pic.pixels, pic.shape, shape, padding)?);
         files.push(TiledFile {
             name,
             height: pic.shape.height as u32,
             width: pic.shape.width as u32,
             channels: pic.shape.channels as u8,
+            padding,
         });
     }
     Ok(Images {
@@ -310,7 +330,7 @@ fn png_names(dir: &Path) -> Result<Vec<String>> {
 
 /// The PNG files under `dir` (8-bit, the model's channels, any size), in name order. A folder
 /// of pictures of the model's size codes them as its images; any other size, tiles.
-pub fn from_png_dir(dir: &Path, shape: DataShape) -> Result<Images> {
+pub fn from_png_dir(dir: &Path, shape: DataShape, pad: &ChoosePadding) -> Result<Images> {
     if !dir.is_dir() {
         return Err(file_err(dir, "--images: not a directory"));
     }
@@ -324,7 +344,7 @@ pub fn from_png_dir(dir: &Path, shape: DataShape) -> Result<Images> {
         pics.push((n, pic));
     }
     if pics.iter().any(|(_, p)| p.shape != shape) {
-        return tiled(pics, true, shape, dir);
+        return tiled(pics, true, shape, dir, pad);
     }
     let mut pixels = Vec::with_capacity(pics.len() * shape.dim());
     let mut names = Vec::with_capacity(pics.len());

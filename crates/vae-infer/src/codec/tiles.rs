@@ -1,11 +1,11 @@
 //! Pictures of any size as images of the model's size, and back. A picture of H × W is cut
 //! into ceil(H/h) × ceil(W/w) tiles of the model's h × w, row-major ([`tile_grid`]); the tiles
-//! of the last row and column are padded by repeating the picture's last row and column (edge
-//! replication: a padded tile is as smooth as the picture's edge, which the model codes
-//! cheaply, where zeros would draw a hard edge). The padding is coded with the tiles, so it
-//! is counted in the rate; cropping takes the picture back out.
+//! of the last row and column are padded beyond the picture ([`Padding`]: its last row and
+//! column repeated, or a constant). The padding is coded with the tiles, so it is counted in
+//! the rate; cropping takes the picture back out. Which padding a picture gets is the model's
+//! choice ([`super::padding`]).
 
-use vae_codec::format::tile_grid;
+use vae_codec::format::{tile_grid, Padding};
 use vae_core::DataShape;
 
 use crate::{InferError, Result};
@@ -36,9 +36,38 @@ fn check(pic: DataShape, tile: DataShape) -> Result<()> {
     Ok(())
 }
 
+/// Whether a picture of `pic` leaves part of its last tiles to the padding.
+pub fn is_padded(pic: DataShape, tile: DataShape) -> bool {
+    !pic.height.is_multiple_of(tile.height.max(1)) || !pic.width.is_multiple_of(tile.width.max(1))
+}
+
+/// The indices of the tiles that hold padding (the last row and column of tiles, where the
+/// picture does not fill them), in order.
+pub fn padded_tiles(pic: DataShape, tile: DataShape) -> Vec<usize> {
+    let (rows, cols) = grid(pic, tile);
+    let (short_row, short_col) = (
+        !pic.height.is_multiple_of(tile.height.max(1)),
+        !pic.width.is_multiple_of(tile.width.max(1)),
+    );
+    (0..rows * cols)
+        .filter(|t| (short_row && t / cols == rows - 1) || (short_col && t % cols == cols - 1))
+        .collect()
+}
+
 /// The tiles of `tile` of the picture `px` (channel-major, of `pic`), one after another,
-/// each channel-major, the last row and column of tiles padded by edge replication.
-pub fn cut(px: &[u8], pic: DataShape, tile: DataShape) -> Result<Vec<u8>> {
+/// each channel-major, the last row and column of tiles padded with `padding`.
+pub fn cut(px: &[u8], pic: DataShape, tile: DataShape, padding: Padding) -> Result<Vec<u8>> {
+    cut_some(px, pic, tile, padding, 0..count(pic, tile))
+}
+
+/// The tiles `which` (indices in row-major order) of [`cut`].
+pub fn cut_some(
+    px: &[u8],
+    pic: DataShape,
+    tile: DataShape,
+    padding: Padding,
+    which: impl IntoIterator<Item = usize>,
+) -> Result<Vec<u8>> {
     check(pic, tile)?;
     if px.len() != pic.dim() {
         return Err(InferError::Input(format!(
@@ -51,16 +80,29 @@ pub fn cut(px: &[u8], pic: DataShape, tile: DataShape) -> Result<Vec<u8>> {
     }
     let (rows, cols) = grid(pic, tile);
     let (h, w, th, tw) = (pic.height, pic.width, tile.height, tile.width);
-    let mut out = Vec::with_capacity(rows * cols * tile.dim());
-    for ty in 0..rows {
-        for tx in 0..cols {
-            for plane in px.chunks_exact(h * w) {
-                for y in 0..th {
-                    let row = &plane[(ty * th + y).min(h - 1) * w..][..w];
-                    let x0 = tx * tw;
-                    let inside = tw.min(w - x0);
-                    out.extend_from_slice(&row[x0..x0 + inside]);
-                    out.extend(std::iter::repeat_n(row[w - 1], tw - inside));
+    let mut out = Vec::new();
+    for t in which {
+        if t >= rows * cols {
+            return Err(InferError::Input(format!(
+                "tile {t} of a picture of {} tiles",
+                rows * cols
+            )));
+        }
+        let (y0, x0) = (t / cols * th, t % cols * tw);
+        let inside = tw.min(w - x0);
+        for plane in px.chunks_exact(h * w) {
+            for sy in y0..y0 + th {
+                let row = &plane[sy.min(h - 1) * w..][..w];
+                match padding {
+                    Padding::Constant(v) if sy >= h => out.extend(std::iter::repeat_n(v, tw)),
+                    Padding::Constant(v) => {
+                        out.extend_from_slice(&row[x0..x0 + inside]);
+                        out.extend(std::iter::repeat_n(v, tw - inside));
+                    }
+                    Padding::Edge => {
+                        out.extend_from_slice(&row[x0..x0 + inside]);
+                        out.extend(std::iter::repeat_n(row[w - 1], tw - inside));
+                    }
                 }
             }
         }
@@ -124,24 +166,34 @@ mod tests {
             ] {
                 let pic = DataShape::image(c, h, w);
                 let px = picture(pic);
-                let tiles = cut(&px, pic, tile).unwrap();
                 assert_eq!(count(pic, tile), n, "{h}x{w}");
-                assert_eq!(tiles.len(), n * tile.dim(), "{h}x{w}");
-                assert_eq!(crop(&tiles, pic, tile).unwrap(), px, "{h}x{w}");
-                if (h, w) == (4, 5) {
-                    assert_eq!(tiles, px);
+                for padding in [Padding::Edge, Padding::Constant(0), Padding::Constant(9)] {
+                    let tiles = cut(&px, pic, tile, padding).unwrap();
+                    assert_eq!(tiles.len(), n * tile.dim(), "{h}x{w}");
+                    assert_eq!(crop(&tiles, pic, tile).unwrap(), px, "{h}x{w}");
+                    if (h, w) == (4, 5) {
+                        assert_eq!(tiles, px);
+                    }
                 }
             }
         }
     }
 
-    /// The padding repeats the last column and row: a 3x5 picture in 2x2 tiles (2 x 3 tiles).
+    /// Edge padding repeats the last column and row, constant padding fills: a 3x5 picture
+    /// in 2x2 tiles (2 x 3 tiles, the last row and column of them padded).
     #[test]
-    fn padding_repeats_the_edges() {
-        let pic = DataShape::image(1, 3, 5);
+    fn padding_repeats_the_edges_or_fills() {
+        let (pic, tile) = (DataShape::image(1, 3, 5), DataShape::image(1, 2, 2));
         let px: Vec<u8> = (10..25).collect();
+        assert!(is_padded(pic, tile));
+        assert_eq!(padded_tiles(pic, tile), [2, 3, 4, 5]);
         // rows: 10..15, 15..20, 20..25
-        let tiles = cut(&px, pic, DataShape::image(1, 2, 2)).unwrap();
+        let tiles = cut(&px, pic, tile, Padding::Edge).unwrap();
+        assert_eq!(
+            cut_some(&px, pic, tile, Padding::Edge, [2, 5]).unwrap(),
+            [&tiles[8..12], &tiles[20..24]].concat()
+        );
+        assert!(cut_some(&px, pic, tile, Padding::Edge, [6]).is_err());
         let want: Vec<u8> = [
             [10, 11, 15, 16],
             [12, 13, 17, 18],
@@ -152,21 +204,44 @@ mod tests {
         ]
         .concat();
         assert_eq!(tiles, want);
+        let tiles = cut(&px, pic, tile, Padding::Constant(1)).unwrap();
+        let want: Vec<u8> = [
+            [10, 11, 15, 16],
+            [12, 13, 17, 18],
+            [14, 1, 19, 1],
+            [20, 21, 1, 1],
+            [22, 23, 1, 1],
+            [24, 1, 1, 1],
+        ]
+        .concat();
+        assert_eq!(tiles, want);
+        let whole = DataShape::image(1, 4, 6);
+        assert!(!is_padded(whole, tile));
+        assert!(padded_tiles(whole, tile).is_empty());
+        assert_eq!(padded_tiles(DataShape::image(1, 4, 5), tile), [2, 5]);
     }
 
     /// Colour tiles are channel-major, each plane padded from its own edge.
     #[test]
     fn colour_tiles_are_channel_major() {
         let pic = DataShape::image(3, 1, 1);
-        let tiles = cut(&[1, 2, 3], pic, DataShape::image(3, 2, 1)).unwrap();
+        let tiles = cut(&[1, 2, 3], pic, DataShape::image(3, 2, 1), Padding::Edge).unwrap();
         assert_eq!(tiles, [1, 1, 2, 2, 3, 3]);
+        let tiles = cut(
+            &[1, 2, 3],
+            pic,
+            DataShape::image(3, 2, 1),
+            Padding::Constant(0),
+        )
+        .unwrap();
+        assert_eq!(tiles, [1, 0, 2, 0, 3, 0]);
     }
 
     #[test]
     fn sizes_that_disagree_are_refused() {
         let (pic, tile) = (DataShape::image(1, 3, 3), DataShape::image(1, 2, 2));
-        assert!(cut(&[0; 8], pic, tile).is_err());
+        assert!(cut(&[0; 8], pic, tile, Padding::Edge).is_err());
         assert!(crop(&[0; 15], pic, tile).is_err());
-        assert!(cut(&[0; 9], pic, DataShape::image(3, 2, 2)).is_err());
+        assert!(cut(&[0; 9], pic, DataShape::image(3, 2, 2), Padding::Edge).is_err());
     }
 }

@@ -6,18 +6,20 @@
 //! The file is decoded again before it is renamed into place (or written to standard
 //! output): nothing is reported as written unless it decodes to the images.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use vae_codec::CodecParams;
+use vae_codec::{CodecParams, Container};
+use vae_core::DataShape;
 use vae_data::{Dataset, Values};
 use vae_run::eval::{self, Prep, Scoring};
 
 use super::Command;
 use crate::args::{load_split, ModelArgs, Split};
 use crate::codec::source::{self, Images};
-use crate::codec::{png, stdio};
+use crate::codec::{padding, png, stdio, tiles};
 use crate::codec::{self, check_cpu, CodecModel, SimdArgs};
 use crate::{InferError, Result};
 
@@ -53,6 +55,12 @@ pub struct Args {
     /// leave threads idle. Recorded in the file.
     #[arg(long, value_name = "N", default_value_t = CodecParams::default().chunk_images, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_images: u32,
+    /// What pads the last row and column of tiles of a picture of another size than the
+    /// model's: `auto` (the model's choice per picture among its edges repeated, 0 and 255:
+    /// the one its tiles cost least), `edge`, or a value from 0 to 255. Coded, so counted in
+    /// the rate; recorded in the file.
+    #[arg(long, value_name = "auto|edge|V", default_value = "auto")]
+    pub padding: padding::PaddingChoice,
     #[command(flatten)]
     pub simd: SimdArgs,
 }
@@ -71,6 +79,9 @@ pub struct Report {
     /// Values coded: tiles × dims, the padding of the tiles at the pictures' right and bottom
     /// edges (their last column and row repeated) included.
     pub coded_values: u64,
+    /// The pictures whose last tiles hold padding, by the padding the model chose for them
+    /// (`edge`: the last column and row repeated, or the constant).
+    pub padding: BTreeMap<String, usize>,
     /// Bytes of the file, header included.
     pub bytes: u64,
     /// Bytes of the header (checksums, shape, names, sizes, ...).
@@ -112,9 +123,18 @@ impl super::Report for Report {
         let tiles = if self.coded_values == self.values {
             String::new()
         } else {
+            let padding: Vec<String> = self
+                .padding
+                .iter()
+                .map(|(p, n)| format!("{p} for {n}"))
+                .collect();
             format!(
-                "\n  in {} tiles, edges repeated: {} values coded for {} ({:.4} bits per coded value)",
-                self.tiles, self.coded_values, self.values, self.bits_per_coded_dim
+                "\n  in {} tiles, padded with {}: {} values coded for {} ({:.4} bits per coded value)",
+                self.tiles,
+                padding.join(", "),
+                self.coded_values,
+                self.values,
+                self.bits_per_coded_dim
             )
         };
         format!(
@@ -153,9 +173,16 @@ fn is_png_file(path: &Path) -> bool {
 }
 
 impl Args {
-    /// The images to code, read and checked against the model's shape.
-    fn images(&self, m: &crate::model::Loaded) -> Result<Images> {
+    /// The images to code, read and checked against the model's shape; pictures coded in
+    /// tiles are padded as the model chooses (scored on `threads` threads).
+    fn images(
+        &self,
+        m: &crate::model::Loaded,
+        glue: &CodecModel,
+        threads: usize,
+    ) -> Result<Images> {
         let shape = m.model.config().shape;
+        let pad = |pics: &[&png::Picture]| padding::paddings(self.padding, glue, pics, threads);
         if let Some(split) = self.split {
             if self.limit == Some(0) {
                 return Err(InferError::Flag("--limit must be at least 1".into()));
@@ -167,12 +194,13 @@ impl Args {
         }
         match (&self.input, &self.idx, &self.images) {
             (Some(p), _, _) if stdio::is_dash(p) => {
-                source::from_bytes(&stdio::read_stdin()?, Path::new("standard input"), shape)
+                let bytes = stdio::read_stdin()?;
+                source::from_bytes(&bytes, Path::new("standard input"), shape, &pad)
             }
-            (Some(p), _, _) if p.is_dir() => source::from_png_dir(p, shape),
-            (Some(p), _, _) if is_png_file(p) => source::from_png_file(p, shape),
+            (Some(p), _, _) if p.is_dir() => source::from_png_dir(p, shape, &pad),
+            (Some(p), _, _) if is_png_file(p) => source::from_png_file(p, shape, &pad),
             (Some(p), _, _) | (None, Some(p), _) => source::from_idx(p, shape),
-            (None, None, Some(d)) => source::from_png_dir(d, shape),
+            (None, None, Some(d)) => source::from_png_dir(d, shape, &pad),
             (None, None, None) => Err(InferError::Flag(
                 "give the images: FILE.png, --split, --idx FILE, --images DIR or -".into(),
             )),
@@ -229,7 +257,7 @@ impl Command for Args {
         let threads = a.threads();
         let m = a.load()?;
         let glue = CodecModel::new(&m.model, self.simd.cap())?;
-        let imgs = self.images(&m)?;
+        let imgs = self.images(&m, &glue, threads)?;
         glue.check_values(&imgs.pixels, |i| imgs.name(i))?;
         let d = glue.pixels();
 
@@ -271,8 +299,18 @@ impl Command for Args {
         let per_value = values as f64;
         let bytes = c.file.len() as u64;
         let seconds = c.seconds;
+        let mut padded = BTreeMap::new();
+        if let Container::Tiled { files, .. } = &imgs.container {
+            for f in files {
+                let shape = DataShape::image(f.channels.into(), f.height as usize, f.width as usize);
+                if tiles::is_padded(shape, imgs.shape) {
+                    *padded.entry(padding::name(f.padding)).or_insert(0) += 1;
+                }
+            }
+        }
         Ok(Report {
             images: imgs.pictures(),
+            padding: padded,
             tiles: imgs.count,
             dims: d,
             values,
