@@ -9,11 +9,15 @@ vae-core's `Vae::init` draws too), loss, optimizer (Adam 1e-3), batch (128) and 
 - `iwae`: mlp 784-200-200-50, tanh, Bernoulli logits, dynamic binarisation (each training batch
   drawn as Bernoulli(x)); with `--iwae-k K > 1` the loss is the importance-weighted bound with K
   samples, else the ELBO.
+- `hvae`: the hierarchical net with a discretized logistic mixture and its own recipe (batch 64,
+  KL warm-up, free bits, learning-rate warm-up and cosine decay, clipping and skipping of outlier
+  updates), all in `torch_hvae.py`; `hvae_twin_check.py` checks it against a vae run's weights.
 The validation loss is the one-sample negative ELBO of the (grey-level) test split, per example.
 
 Set-up once:  python3 -m venv torchref && torchref/bin/pip install torch numpy scikit-learn
 Data:         apt-get install -y dataset-fashion-mnist   (IDX files in /usr/share/datasets/fashion-mnist)
 Speed:        torchref/bin/python torch_vae.py --threads 1 --epochs 2 [--preset conv]
+Sample:       ... --data-dir data/fashion-mnist-sample   (the 6,000 + 1,000 images vae embeds)
 Quality:      torchref/bin/python torch_vae.py --threads 1 --epochs 10 --evaluate
 GPU:          torchref/bin/python torch_vae.py --device cuda --epochs 3   (default --device cpu)
 Prints one JSON object per epoch, then one with the evaluation numbers of docs/RESULTS.md."""
@@ -126,22 +130,50 @@ def iw_nll(model, x, k):
     return -float(np.mean(out))
 
 
+def validation_loss(model, xte, hvae):
+    """The one-sample negative ELBO of the test split, per example."""
+    with torch.no_grad():
+        if hvae:
+            # 250 rows a pass, as vae-train's validation (train.rs, VAL_BATCH).
+            return sum(model.neg_elbo(xte[i : i + 250]).sum().item() for i in range(0, len(xte), 250)) / len(xte)
+        return sum(neg_elbo_sum(model, xte[i : i + 1000]).item() for i in range(0, len(xte), 1000)) / len(xte)
+
+
+def plain_epoch(model, opt, xtr, bs, loss_sum, dynamic, dev):
+    """One epoch of Adam on the summed loss in a fresh random order, the last batch short."""
+    total, perm = 0.0, torch.randperm(len(xtr)).to(dev)
+    for i in range(0, len(xtr), bs):
+        x = xtr[perm[i : i + bs]]
+        if dynamic:
+            x = torch.bernoulli(x)
+        loss = loss_sum(model, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item()
+    return total
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, help="128 (64 for hvae, its preset's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--evaluate", action="store_true")
     ap.add_argument("--iw-samples", type=int, default=1000)
     ap.add_argument("--iw-limit", type=int, default=1000)
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--samples", type=int, default=10000)
-    ap.add_argument("--preset", choices=["pytorch-example", "conv", "iwae"], default="pytorch-example")
+    ap.add_argument("--preset", choices=["pytorch-example", "conv", "iwae", "hvae"], default="pytorch-example")
     ap.add_argument("--iwae-k", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     a = ap.parse_args()
+    hvae = a.preset == "hvae"
+    if hvae and (a.evaluate or a.iwae_k > 1):
+        raise SystemExit("--preset hvae: --evaluate and --iwae-k are for the Bernoulli presets "
+                         "(hvae_twin_check.py evaluates the hvae twin)")
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {a.device}: this PyTorch sees no CUDA device")
@@ -152,30 +184,33 @@ def main():
     xtr, ytr = load(a.data_dir, "train")
     xte, yte = load(a.data_dir, "test")
     xtr, xte = xtr.to(dev), xte.to(dev)
-    model = {"pytorch-example": Vae, "conv": ConvVae, "iwae": IwaeVae}[a.preset]().to(dev)
+    if hvae:
+        from torch_hvae import HierarchicalVae, Recipe
+        model, recipe = HierarchicalVae().to(dev), Recipe()
+        opt = recipe.optimizer(model)
+        bs = a.batch_size or recipe.batch_size
+        recipe.batch_size = bs
+        step, total_steps = 0, a.epochs * -(-len(xtr) // bs)
+    else:
+        model = {"pytorch-example": Vae, "conv": ConvVae, "iwae": IwaeVae}[a.preset]().to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        bs = a.batch_size or 128
     dynamic = a.preset == "iwae"
     loss_sum = (lambda m, x: neg_iwae_sum(m, x, a.iwae_k)) if a.iwae_k > 1 else neg_elbo_sum
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    bs = a.batch_size
     for epoch in range(1, a.epochs + 1):
         sync()
-        t, total, perm = time.perf_counter(), 0.0, torch.randperm(len(xtr)).to(dev)
-        for i in range(0, len(xtr), bs):
-            x = xtr[perm[i : i + bs]]
-            if dynamic:
-                x = torch.bernoulli(x)
-            loss = loss_sum(model, x)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
+        t, extra = time.perf_counter(), {}
+        if hvae:
+            total, step, skipped = recipe.train_epoch(model, opt, xtr, epoch, step, total_steps)
+            extra = {"skipped_updates": skipped, "step": step}
+        else:
+            total = plain_epoch(model, opt, xtr, bs, loss_sum, dynamic, dev)
         sync()
         seconds = time.perf_counter() - t
-        with torch.no_grad():
-            val = sum(neg_elbo_sum(model, xte[i : i + 1000]).item() for i in range(0, len(xte), 1000)) / len(xte)
+        val = validation_loss(model, xte, hvae)
         print(json.dumps({"epoch": epoch, "train_loss": total / len(xtr), "val_loss": val, "seconds": seconds,
                           "examples_per_second": len(xtr) / seconds, "threads": a.threads,
-                          "preset": a.preset, "iwae_k": a.iwae_k}), flush=True)
+                          "preset": a.preset, "iwae_k": a.iwae_k, "batch_size": bs, **extra}), flush=True)
     if a.throughput:
         with torch.no_grad():
             sync()
@@ -188,7 +223,10 @@ def main():
             sync()
             t = time.perf_counter()
             for i in range(0, a.samples, 1000):
-                torch.sigmoid(model.decode(z[i : i + 1000]))
+                if hvae:
+                    model.sample_mean(min(1000, a.samples - i), dev)
+                else:
+                    torch.sigmoid(model.decode(z[i : i + 1000]))
             sync()
             sample = a.samples / (time.perf_counter() - t)
         print(json.dumps({"encode_per_second": encode, "sample_per_second": sample, "threads": a.threads}), flush=True)

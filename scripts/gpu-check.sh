@@ -12,16 +12,24 @@
 #              epochs, which the GPU's must match within 0.5%
 # --venv       the PyTorch venv (default /opt/torch/.venv): libraries, Python, the PyTorch twin
 # --device     cuda (default) or cpu
-# --epochs     epochs per training run (default 3)
+# --epochs     epochs per training run of pytorch-example and conv (default 3)
+# --hvae-epochs   epochs of the hvae run (default 1)
+# --hvae-data-dir the IDX files the hvae trains on (default --data-dir; the repository's
+#              data/fashion-mnist-sample, 6,000 training images, keeps it within a short budget)
+# --presets    comma-separated presets to train, each beside its PyTorch twin (default
+#              pytorch-example,conv,hvae)
+# --kernels    native (default) or composite: vae-train's --kernels (on the CPU, composite runs
+#              the path a GPU runs, so a CPU reference of either path can be written)
 # --steps      comma-separated subset of smi,train,infer,resume,torch,repeat (default all)
 # --budget     seconds the whole check may take (default 450); each step's time limit is cut
 #              to what is left, and a step with no time left is reported as not run
 #
-# Steps: nvidia-smi; `vae-train` of presets pytorch-example and conv (epoch seconds and
-# validation loss from metrics.jsonl); `vae-infer evaluate` (100 importance samples, first
+# Steps: nvidia-smi; `vae-train` of each preset (epoch seconds and validation loss from
+# metrics.jsonl); `vae-infer evaluate` (100 importance samples, first
 # 1000 test images), `sample` and `report` of the pytorch-example run; a run killed with
 # SIGKILL after a mid-run checkpoint, resumed, and compared byte for byte (cmp) with the
-# uninterrupted one; bench/torch_vae.py on the same device; a repeat of the uninterrupted run
+# uninterrupted one; bench/torch_vae.py's twin of each preset on the same device (ours/PyTorch
+# per preset); a repeat of the uninterrupted run
 # (whether training on this device is deterministic at all). A failed step is recorded and
 # the others still run; the exit status is 1 if any step failed or was not run.
 #
@@ -35,16 +43,19 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BIN_DIR="" DATA_DIR="" OUT="" CPU_REF="" VENV=/opt/torch/.venv DEVICE=cuda EPOCHS=3
-STEPS=all BUDGET=450
+STEPS=all BUDGET=450 HVAE_EPOCHS=1 HVAE_DATA_DIR="" PRESETS=pytorch-example,conv,hvae KERNELS=native
 while (($#)); do
   case $1 in
     -h | --help) usage; exit 0 ;;
-    --bin-dir | --data-dir | --out | --cpu-ref | --venv | --device | --epochs | --steps | --budget)
+    --bin-dir | --data-dir | --out | --cpu-ref | --venv | --device | --epochs | --steps | --budget | \
+      --hvae-epochs | --hvae-data-dir | --presets | --kernels)
       if (($# < 2)); then echo "gpu-check: $1 needs a value" >&2; exit 2; fi
       case $1 in
         --bin-dir) BIN_DIR=$2 ;; --data-dir) DATA_DIR=$2 ;; --out) OUT=$2 ;;
         --cpu-ref) CPU_REF=$2 ;; --venv) VENV=$2 ;; --device) DEVICE=$2 ;;
         --epochs) EPOCHS=$2 ;; --steps) STEPS=$2 ;; --budget) BUDGET=$2 ;;
+        --hvae-epochs) HVAE_EPOCHS=$2 ;; --hvae-data-dir) HVAE_DATA_DIR=$2 ;;
+        --presets) PRESETS=$2 ;; --kernels) KERNELS=$2 ;;
       esac
       shift 2 ;;
     *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -54,6 +65,11 @@ for v in BIN_DIR DATA_DIR OUT; do
   if [[ -z ${!v} ]]; then echo "gpu-check: --$(tr '_A-Z' '-a-z' <<<"$v") is required" >&2; exit 2; fi
 done
 [[ $EPOCHS =~ ^[1-9][0-9]*$ ]] || { echo "gpu-check: --epochs $EPOCHS: a positive integer" >&2; exit 2; }
+[[ $HVAE_EPOCHS =~ ^[1-9][0-9]*$ ]] || { echo "gpu-check: --hvae-epochs $HVAE_EPOCHS: a positive integer" >&2; exit 2; }
+[[ $KERNELS == native || $KERNELS == composite ]] || { echo "gpu-check: --kernels $KERNELS: native or composite" >&2; exit 2; }
+for p in ${PRESETS//,/ }; do
+  case $p in pytorch-example | conv | hvae) ;; *) echo "gpu-check: --presets: unknown preset $p" >&2; exit 2 ;; esac
+done
 [[ $BUDGET =~ ^[1-9][0-9]*$ ]] || { echo "gpu-check: --budget $BUDGET: seconds" >&2; exit 2; }
 [[ -z $CPU_REF || -f $CPU_REF ]] || { echo "gpu-check: --cpu-ref $CPU_REF: no such file" >&2; exit 2; }
 [[ -d $DATA_DIR ]] || { echo "gpu-check: --data-dir $DATA_DIR: no such directory" >&2; exit 2; }
@@ -61,6 +77,9 @@ done
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 DATA_DIR="$(cd "$DATA_DIR" && pwd)"
+HVAE_DATA_DIR="${HVAE_DATA_DIR:-$DATA_DIR}"
+[[ -d $HVAE_DATA_DIR ]] || { echo "gpu-check: --hvae-data-dir $HVAE_DATA_DIR: no such directory" >&2; exit 2; }
+HVAE_DATA_DIR="$(cd "$HVAE_DATA_DIR" && pwd)"
 LOGS="$OUT/logs"
 RUNS="$OUT/runs"
 rm -rf "${OUT:?}/logs" "${OUT:?}/runs" "${OUT:?}/bin" "${OUT:?}/infer"
@@ -167,11 +186,23 @@ needs_run() {
   return 1
 }
 
-common=(--dataset fashion-mnist --data-dir "$DATA_DIR" --epochs "$EPOCHS" --device "$DEVICE" --seed 0 --quiet)
+common=(--dataset fashion-mnist --device "$DEVICE" --seed 0 --quiet --kernels "$KERNELS")
+pe_args=(--data-dir "$DATA_DIR" --epochs "$EPOCHS")
 PE="$RUNS/pytorch-example"
+# Per preset: its data, epochs and time limit (seconds) for vae and for its twin.
+preset_args() {
+  case $1 in
+    hvae) echo "--data-dir $HVAE_DATA_DIR --epochs $HVAE_EPOCHS" ;;
+    *) echo "--data-dir $DATA_DIR --epochs $EPOCHS" ;;
+  esac
+}
+preset_limit() { case $1 in pytorch-example) echo 150 ;; *) echo 240 ;; esac; }
 if [[ -n $TRAIN ]] && want train; then
-  run train-pytorch-example 150 "$TRAIN" --preset pytorch-example "${common[@]}" --out "$PE" || true
-  run train-conv 240 "$TRAIN" --preset conv "${common[@]}" --out "$RUNS/conv" || true
+  for p in ${PRESETS//,/ }; do
+    # shellcheck disable=SC2046 # preset_args is word lists of paths without spaces
+    run "train-$p" "$(preset_limit "$p")" "$TRAIN" --preset "$p" "${common[@]}" $(preset_args "$p") \
+      --out "$RUNS/$p" || true
+  done
 fi
 
 if needs_run infer; then
@@ -195,7 +226,7 @@ if needs_run resume; then
     record resume-kill no-time 0 "budget spent"
   else
     start=$SECONDS
-    "$TRAIN" --preset pytorch-example "${common[@]}" --checkpoint-every "$every" --out "$KILLED" \
+    "$TRAIN" --preset pytorch-example "${common[@]}" "${pe_args[@]}" --checkpoint-every "$every" --out "$KILLED" \
       >"$LOGS/resume-kill.out" 2>"$LOGS/resume-kill.err" &
     pid=$!
     step=0
@@ -224,7 +255,10 @@ fi
 
 if want torch; then
   TWIN="$HERE/../bench/torch_vae.py"
-  run torch-pytorch-example 180 "$PY" "$TWIN" --device "$DEVICE" --epochs "$EPOCHS" --data-dir "$DATA_DIR" || true
+  for p in ${PRESETS//,/ }; do
+    # shellcheck disable=SC2046
+    run "torch-$p" "$(preset_limit "$p")" "$PY" "$TWIN" --preset "$p" --device "$DEVICE" $(preset_args "$p") || true
+  done
 fi
 
 if [[ -n $INFER && -f $PE/model.safetensors ]] && want infer; then
@@ -232,7 +266,7 @@ if [[ -n $INFER && -f $PE/model.safetensors ]] && want infer; then
 fi
 
 if needs_run repeat; then
-  if run repeat-pytorch-example 150 "$TRAIN" --preset pytorch-example "${common[@]}" --out "$RUNS/repeat"; then
+  if run repeat-pytorch-example 150 "$TRAIN" --preset pytorch-example "${common[@]}" "${pe_args[@]}" --out "$RUNS/repeat"; then
     if cmp -s "$PE/model.safetensors" "$RUNS/repeat/model.safetensors"; then
       record repeat-identical ok 0 "two uninterrupted runs give the same bytes"
     else
@@ -243,10 +277,11 @@ if needs_run repeat; then
 fi
 
 # gpu.json and GPU.md from what the steps left; comparisons with the CPU reference.
-if ! "$PY" - "$OUT" "$DEVICE" "$EPOCHS" "$CPU_REF" "$DATA_DIR" <<'PYEOF'; then
+if ! "$PY" - "$OUT" "$DEVICE" "$EPOCHS" "$CPU_REF" "$DATA_DIR" "$PRESETS" "$KERNELS" <<'PYEOF'; then
 import json, os, statistics, sys
 
 out, device, epochs, cpu_ref, data_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+presets, kernels = sys.argv[6].split(","), sys.argv[7]
 logs, runs = os.path.join(out, "logs"), os.path.join(out, "runs")
 failed = False
 
@@ -304,7 +339,7 @@ def summary(epoch_rows):
 
 
 train = {}
-for preset in ["pytorch-example", "conv"]:
+for preset in presets:
     s = summary(json_lines(read(os.path.join(runs, preset, "metrics.jsonl"))))
     if s:
         train[preset] = s
@@ -341,11 +376,15 @@ for preset, c in comparisons.items():
     steps.append({"step": f"cpu-ref-{preset}", "status": "ok" if c["ok"] else "failed", "seconds": 0,
                   "note": note + ("" if c["ok"] else ", over 0.5%" if "relative_difference" in c else "")})
 
-torch = summary(json_lines(read(os.path.join(logs, "torch-pytorch-example.out"))))
-if torch and "pytorch-example" in train:
-    torch["ours_over_torch_seconds"] = (
-        train["pytorch-example"]["median_seconds_after_first"] / torch["median_seconds_after_first"]
-    )
+torch = {}
+for preset in presets:
+    t = summary(json_lines(read(os.path.join(logs, f"torch-{preset}.out"))))
+    if t:
+        if preset in train:
+            t["ours_over_torch_seconds"] = (
+                train[preset]["median_seconds_after_first"] / t["median_seconds_after_first"]
+            )
+        torch[preset] = t
 
 infer = {}
 for name in ["evaluate", "sample", "report"]:
@@ -356,6 +395,8 @@ for name in ["evaluate", "sample", "report"]:
 result = {
     "device": device,
     "epochs_per_run": epochs,
+    "presets": presets,
+    "kernels": kernels,
     "data_dir": data_dir,
     "gpu": gpu,
     "ld_library_path": read(os.path.join(logs, "ld_library_path.txt")).strip(),
@@ -376,19 +417,20 @@ if gpu:
               f"CUDA {gpu.get('cuda_version', '?')} (driver), compute capability {gpu.get('compute_cap', '?')}.")
 else:
     md.append(f"Device `{device}`; no nvidia-smi information.")
-md += ["", f"## Training, {epochs} epochs of the Fashion-MNIST of `{data_dir}`, batch 128", "",
-       "| run | s/epoch (median after the first) | first epoch s | val loss | CPU val loss | difference | speed-up over CPU |",
-       "| --- | --- | --- | --- | --- | --- | --- |"]
+md += ["", f"## Training (`--kernels {kernels}`), {epochs} epochs of the Fashion-MNIST of `{data_dir}` "
+       "(hvae: see its log's command), each preset's batch", "",
+       "| run | s/epoch (median after the first) | first epoch s | val loss | CPU val loss | difference | speed-up over CPU | PyTorch s/epoch | ours/PyTorch |",
+       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 for preset, s in train.items():
     c = comparisons.get(preset, {})
     diff = f"{100 * c['relative_difference']:.3f}% ({'ok' if c['ok'] else 'over 0.5%'})" if "relative_difference" in c else ""
     md.append(f"| vae `{preset}` | {f2(s['median_seconds_after_first'])} | {f2(s['seconds'][0])} | "
-              f"{f2(s['final_val_loss'])} | {f2(c.get('cpu_val_loss'))} | {diff} | {f2(c.get('speedup'))} |")
-if torch:
-    md.append(f"| PyTorch `bench/torch_vae.py` | {f2(torch['median_seconds_after_first'])} | {f2(torch['seconds'][0])} | "
-              f"{f2(torch['final_val_loss'])} | | | |")
-    if "ours_over_torch_seconds" in torch:
-        md += ["", f"vae `pytorch-example` / PyTorch, seconds per epoch: {torch['ours_over_torch_seconds']:.2f}."]
+              f"{f2(s['final_val_loss'])} | {f2(c.get('cpu_val_loss'))} | {diff} | {f2(c.get('speedup'))} | "
+              f"{f2(torch.get(preset, {}).get('median_seconds_after_first'))} | "
+              f"{f2(torch.get(preset, {}).get('ours_over_torch_seconds'))} |")
+for preset, t in torch.items():
+    md.append(f"| PyTorch `bench/torch_vae.py --preset {preset}` | {f2(t['median_seconds_after_first'])} | "
+              f"{f2(t['seconds'][0])} | {f2(t['final_val_loss'])} | | | | | |")
 if "evaluate" in infer:
     e = infer["evaluate"]
     md += ["", "## vae-infer", "",

@@ -638,7 +638,7 @@ fn piped(mut c: Command, input: &[u8]) -> Output {
 
 /// Checks a compress report of pictures of `values` values in `tiles` tiles of 28x28: every
 /// rate is per value given, the padding's cost included, the file's bits are the header, the
-/// net bits and the initial bits, and the net rate is the negative ELBO's.
+/// net bits and the initial bits, and the net rate is about the negative ELBO's.
 fn check_tiled_rate(r: &serde_json::Value, values: u64, tiles: u64) {
     assert_eq!(r["values"].as_u64(), Some(values), "{r}");
     assert_eq!(r["tiles"].as_u64(), Some(tiles), "{r}");
@@ -661,9 +661,18 @@ fn check_tiled_rate(r: &serde_json::Value, values: u64, tiles: u64) {
         (8.0 * header + net * values as f64 + initial - 8.0 * bytes).abs() < 1e-6 * 8.0 * bytes,
         "header + net + initial bits != file bits: {r}"
     );
-    // One to sixteen images: their one-sample negative ELBO is itself off by a few percent.
+    // A chunk's first image codes its pixels with its latents at their prior means (nothing
+    // on the stack pays for popping them), the images after it through their posteriors. One
+    // tile alone is that first image: it costs more than its negative ELBO (3.65 against 3.36
+    // bits per value, measured with this model), and well under 8 bits. From six tiles on,
+    // the first's extra cost is spread, and the one-sample negative ELBO of so few images is
+    // itself off by a few percent.
     let elbo = num(r, "neg_elbo_bits_per_dim");
-    assert!((net - elbo).abs() < 0.06 * elbo, "net {net} vs ELBO {elbo}");
+    if tiles == 1 {
+        assert!(net > elbo && net < 1.25 * elbo, "net {net} vs ELBO {elbo}");
+    } else {
+        assert!((net - elbo).abs() < 0.06 * elbo, "net {net} vs ELBO {elbo}");
+    }
 }
 
 /// The tiles of an `h` x `w` grey picture with its last column and row repeated, written

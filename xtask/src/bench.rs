@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: the training speed of a preset (by default the reference workload,
-//! `pytorch-example`; also `conv` and `iwae`, with `--iwae-k K`) on full Fashion-MNIST, batch 128,
-//! against its PyTorch twin in `bench/torch_vae.py` on the same machine, in alternating runs.
+//! `pytorch-example`; also `conv`, `iwae` with `--iwae-k K`, and `hvae`) on full Fashion-MNIST
+//! (or the IDX files of `--data-dir`) with the preset's batch and optimizer, against its PyTorch
+//! twin in `bench/torch_vae.py` (`bench/torch_hvae.py` for `hvae`) on the same machine, in
+//! alternating runs.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,7 +10,10 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{build_release, flag, root};
+use crate::{build_release, find, flag, read_maybe_gz, root};
+
+/// The presets that have a PyTorch twin.
+const PRESETS: [&str; 4] = ["pytorch-example", "conv", "iwae", "hvae"];
 
 /// Runs `cmd` to completion and returns its stdout and the peak resident memory (KiB) of the
 /// process, from the kernel's accounting of the reaped child.
@@ -65,6 +70,24 @@ fn field(v: &Value, k: &str) -> f64 {
     v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
+/// The number of images of the IDX file `stem` (gzipped or not) in `dir`, from its header.
+fn idx_count(dir: &std::path::Path, stem: &str) -> Result<usize> {
+    let path = find(dir, stem)?;
+    let bytes = read_maybe_gz(&path)?;
+    let count = bytes
+        .get(4..8)
+        .with_context(|| format!("{}: truncated IDX header", path.display()))?;
+    Ok(u32::from_be_bytes(count.try_into()?) as usize)
+}
+
+/// What a preset trains with (`TrainConfig::preset` in crates/vae-train/src/config.rs).
+fn recipe(preset: &str) -> &'static str {
+    match preset {
+        "hvae" => "batch 64, Adam 1e-3 (200-step warm-up, cosine decay), KL warm-up over 1 epoch, free bits 0.5 per group",
+        _ => "batch 128, Adam 1e-3",
+    }
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let epochs: usize = flag(args, "--epochs")?
         .unwrap_or_else(|| "3".into())
@@ -84,8 +107,11 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let python = flag(args, "--vs-torch")?;
     let preset = flag(args, "--preset")?.unwrap_or_else(|| "pytorch-example".into());
-    if !["pytorch-example", "conv", "iwae"].contains(&preset.as_str()) {
-        bail!("--preset {preset}: the PyTorch twins are pytorch-example, conv and iwae");
+    if !PRESETS.contains(&preset.as_str()) {
+        bail!(
+            "--preset {preset}: the PyTorch twins are {}",
+            PRESETS.join(", ")
+        );
     }
     let iwae_k: usize = flag(args, "--iwae-k")?
         .unwrap_or_else(|| "1".into())
@@ -102,6 +128,8 @@ pub fn run(args: &[String]) -> Result<()> {
             data_dir.display()
         );
     }
+    let train_images = idx_count(&data_dir, "train-images-idx3-ubyte")?;
+    let test_images = idx_count(&data_dir, "t10k-images-idx3-ubyte")?;
     let root = root();
     // Binaries built elsewhere (an older commit, to compare with) or the current tree's.
     let bins = match flag(args, "--bin-dir")? {
@@ -214,7 +242,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut r = json!({
             "threads": t,
             "seconds_per_epoch": secs,
-            "examples_per_second": 60000.0 / secs,
+            "examples_per_second": train_images as f64 / secs,
             "peak_rss_mib": rss as f64 / 1024.0,
             "val_loss": ov,
             "encode_per_second": e,
@@ -244,14 +272,35 @@ pub fn run(args: &[String]) -> Result<()> {
         String::new()
     };
     let report = json!({
-        "workload": format!("preset {preset}{k}, full Fashion-MNIST (60,000 train images), batch 128, Adam 1e-3"),
+        "workload": format!(
+            "preset {preset}{k}, Fashion-MNIST from {} ({train_images} train images), {}",
+            data_dir.display(),
+            recipe(&preset)
+        ),
         "preset": preset,
         "iwae_k": iwae_k,
         "epochs": epochs,
         "repeats": repeats,
-        "dataset_u8_mib": 70000.0 * 784.0 / 1048576.0,
+        "train_images": train_images,
+        "dataset_u8_mib": ((train_images + test_images) * 784) as f64 / 1048576.0,
         "results": results,
     });
     println!("{report}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded sample holds the first 6,000 training and 1,000 test images
+    /// (data/fashion-mnist-sample, written by `cargo xtask sample-data`).
+    #[test]
+    fn idx_count_reads_the_header() -> Result<()> {
+        let dir = root().join("data/fashion-mnist-sample");
+        assert_eq!(idx_count(&dir, "train-images-idx3-ubyte")?, 6000);
+        assert_eq!(idx_count(&dir, "t10k-images-idx3-ubyte")?, 1000);
+        assert!(idx_count(&dir, "no-such-file").is_err());
+        Ok(())
+    }
 }

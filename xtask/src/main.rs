@@ -16,9 +16,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench [--epochs N] [--repeats N] [--threads 1,2] [--data-dir DIR] [--vs-torch PYTHON]
-        [--preset pytorch-example|conv|iwae] [--iwae-k K] [--bin-dir DIR]
-      train a preset (default the reference workload, pytorch-example; full Fashion-MNIST,
-      batch 128) and print one JSON object: median seconds per epoch, examples/s, peak RSS,
+        [--preset pytorch-example|conv|iwae|hvae] [--iwae-k K] [--bin-dir DIR]
+      train a preset (default the reference workload, pytorch-example; full Fashion-MNIST or
+      the IDX files of --data-dir, the preset's batch and optimizer) and print one JSON object:
+      median seconds per epoch, examples/s, peak RSS,
       encode and sample throughput per thread count; with --vs-torch, run the preset's twin in
       bench/torch_vae.py with that Python in alternation and add PyTorch's figures and the
       ratios ours/PyTorch; --bin-dir takes vae-train and vae-infer from DIR instead of building

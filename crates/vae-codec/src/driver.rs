@@ -17,9 +17,19 @@
 //! model's output for an image does not depend on the batch it is in (vae-core's exact mode
 //! guarantees this).
 //!
-//! Each stack starts from fixed pseudo-random seed words ([`seed_words`]), so that the first
-//! image's latents are popped from random-looking bits; seed words never touched by the coding
-//! are not stored (see [`Chunk`]).
+//! Each stack starts from fixed pseudo-random seed words ([`seed_words`]); seed words never
+//! touched by the coding are not stored (see [`Chunk`]). What a chunk's first images pop off
+//! its stack comes from the seed, and the file must carry it: popping every group of the first
+//! image would cost some 14 bits per latent value (~99,000 bits for the hierarchical preset's
+//! 7,088), more than a hundred images' worth of their own bits. So a chunk warms up: an image
+//! codes only the first `m` groups, top first, as many as the bits its predecessors pushed
+//! can pay for (the first image none), and every group below is set to its prior mean, a value
+//! both sides compute without a bit. `m` never falls within a chunk; the image at which each
+//! group count is first reached is stored with the chunk ([`Chunk::levels`]). This plays the
+//! part Bit-Swap (Kingma et al. 2019) plays for models whose posteriors form a Markov chain,
+//! which a top-down hierarchy's (each group's posterior depends on the image) do not: there the
+//! decoder can push a group back only once it has the image, so every popped group must be
+//! paid for before the image is pushed.
 
 use crate::bitsback::{
     bin_values, coder_err, pop_latents, pop_latents_prior, pop_pixels, push_latents_posterior,
@@ -138,14 +148,50 @@ impl ImageRate {
 
 /// One chunk's compressed stack. `seed_prefix` leading words of the seed were never touched
 /// and are left out of `words`: the stack is `seed_words(..)[..seed_prefix] ++ words`.
+/// `levels[l]` is the index (in the chunk) of the first image that codes more than `l` latent
+/// groups (the chunk's length where none does): image `i` codes the groups `l` with
+/// `levels[l] <= i`, the top ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub seed_prefix: u32,
+    pub levels: Vec<u32>,
     pub words: Vec<u32>,
 }
 
-/// Bytes a chunk takes in a payload besides its words (two u32 counts).
-pub const CHUNK_OVERHEAD_BYTES: usize = 8;
+impl Chunk {
+    /// Bytes the chunk takes in a payload: its counts (u32 seed prefix, u32 word count, u16
+    /// level count), its levels (u32) and its words.
+    pub fn stored_bytes(&self) -> usize {
+        10 + 4 * self.levels.len() + 4 * self.words.len()
+    }
+
+    /// The groups image `i` of the chunk codes.
+    pub fn groups_of(&self, i: usize) -> usize {
+        self.levels.iter().filter(|&&l| l as usize <= i).count()
+    }
+}
+
+/// How many latent groups the next image of a chunk codes: the most, top first, whose pops
+/// (about `latent_bits` per value) the bits its predecessors left on the stack (`avail`) pay
+/// for, and never fewer than the image before (`at_least`).
+fn affordable(dims: &[usize], latent_bits: u32, avail: f64, at_least: usize) -> usize {
+    // The coder's state words are not the images' bits.
+    let mut budget = avail - 64.0;
+    let mut m = 0;
+    for &d in dims {
+        budget -= (d as u64 * u64::from(latent_bits)) as f64;
+        if budget < 0.0 {
+            break;
+        }
+        m += 1;
+    }
+    m.max(at_least)
+}
+
+/// The values of a group an image does not code: each latent at its prior's mean.
+fn prior_means(priors: &[Gaussian]) -> Vec<f32> {
+    priors.iter().map(|p| p.mu as f32).collect()
+}
 
 /// The result of [`encode`].
 #[derive(Debug, Clone)]
@@ -156,11 +202,11 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// Bits of the chunks as stored (words and per-chunk counts).
+    /// Bits of the chunks as stored (words, levels and per-chunk counts).
     pub fn payload_bits(&self) -> u64 {
         self.chunks
             .iter()
-            .map(|c| (c.words.len() * 4 + CHUNK_OVERHEAD_BYTES) as u64 * 8)
+            .map(|c| c.stored_bytes() as u64 * 8)
             .sum()
     }
 
@@ -169,9 +215,9 @@ impl Encoded {
         self.rates.iter().map(ImageRate::net_bits).sum()
     }
 
-    /// The payload's bits beyond the images' net bits: per chunk, what its first image could
-    /// not get back (its latents were popped from the seed, which is not stored), the coder's
-    /// final state and the chunk's counts.
+    /// The payload's bits beyond the images' net bits: per chunk, what was popped from the
+    /// seed (which is not stored) and never got back, the coder's final state and the chunk's
+    /// counts. A chunk's warm-up (its first images coding fewer groups) is in their net bits.
     pub fn initial_bits(&self) -> f64 {
         self.payload_bits() as f64 - self.net_bits()
     }
@@ -310,6 +356,7 @@ pub fn encode<M: LatentModel>(
     } = setup(model, images.len(), pixels, params)?;
     let ranges = chunk_ranges(count, params.chunk_images as usize);
     let image = |i: usize| &images[i * pixels..][..pixels];
+    let groups = dims.len();
     let coded = par_groups(ranges.len(), threads, |group| {
         let ranges = &ranges[group];
         let mut coders = ranges
@@ -317,18 +364,33 @@ pub fn encode<M: LatentModel>(
             .map(|_| seeded(&seed))
             .collect::<Result<Vec<_>>>()?;
         let mut rates = vec![Vec::new(); ranges.len()];
+        // Per chunk: the groups its last image coded, the bits its images left on the stack,
+        // and where each group count was first reached.
+        let mut coding = vec![0usize; ranges.len()];
+        let mut avail = vec![0.0f64; ranges.len()];
+        let mut levels: Vec<Vec<u32>> = ranges
+            .iter()
+            .map(|r| vec![r.len() as u32; groups])
+            .collect();
         let longest = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
         for step in 0..longest {
             let active: Vec<usize> = (0..ranges.len())
                 .filter(|&c| step < ranges[c].len())
                 .collect();
+            for &c in &active {
+                let m = affordable(&dims, bins.bits(), avail[c], coding[c]);
+                for level in &mut levels[c][coding[c]..m] {
+                    *level = step as u32;
+                }
+                coding[c] = m;
+            }
             let imgs: Vec<&[u8]> = active
                 .iter()
                 .map(|&c| image(ranges[c].start + step))
                 .collect();
             let n = active.len();
-            // Per row: the bins popped for each group, and the bits they took.
-            let mut popped: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(dims.len()); n];
+            // Per row: the bins popped for each group it codes, and the bits they took.
+            let mut popped: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(groups); n];
             let mut posterior_bits = vec![0.0; n];
             let px = model.top_down(Some(&imgs), n, true, &mut |g, priors, posts| {
                 let posts = posts.ok_or_else(|| shape_err("no posteriors"))?;
@@ -337,6 +399,10 @@ pub fn encode<M: LatentModel>(
                 check_rows(posts, n, dim, "posteriors")?;
                 let mut values = Vec::with_capacity(n);
                 for (r, &c) in active.iter().enumerate() {
+                    if g >= coding[c] {
+                        values.push(prior_means(&priors[r]));
+                        continue;
+                    }
                     let (i, bits) = pop_latents(&mut coders[c], bins, &priors[r], &posts[r])?;
                     values.push(bin_values(bins, &priors[r], &i));
                     popped[r].push(i);
@@ -344,7 +410,12 @@ pub fn encode<M: LatentModel>(
                 }
                 Ok(values)
             })?;
-            if px.len() != n || popped.iter().any(|p| p.len() != dims.len()) {
+            if px.len() != n
+                || active
+                    .iter()
+                    .zip(&popped)
+                    .any(|(&c, p)| p.len() != coding[c])
+            {
                 return Err(shape_err("pixel parameters or groups"));
             }
             for (r, &c) in active.iter().enumerate() {
@@ -353,21 +424,25 @@ pub fn encode<M: LatentModel>(
                 for i in popped[r].iter().rev() {
                     prior_bits += push_latents_prior(&mut coders[c], bins, i)?;
                 }
-                rates[c].push(ImageRate {
+                let rate = ImageRate {
                     pixel_bits,
                     prior_bits,
                     posterior_bits: posterior_bits[r],
-                });
+                };
+                avail[c] += rate.net_bits();
+                rates[c].push(rate);
             }
         }
         coders
             .into_iter()
             .zip(rates)
-            .map(|(coder, rates)| {
+            .zip(levels)
+            .map(|((coder, rates), levels)| {
                 let words = coder.into_compressed().map_err(coder_err)?;
                 let prefix = words.iter().zip(&seed).take_while(|(a, b)| a == b).count();
                 let chunk = Chunk {
                     seed_prefix: prefix as u32,
+                    levels,
                     words: words[prefix..].to_vec(),
                 };
                 Ok((chunk, rates))
@@ -410,7 +485,20 @@ pub fn decode<M: LatentModel>(
         let first = group.start;
         let ranges = &ranges[group];
         let mut coders = Vec::with_capacity(ranges.len());
-        for (k, chunk) in chunks[first..first + ranges.len()].iter().enumerate() {
+        let mine = &chunks[first..first + ranges.len()];
+        for (k, (chunk, range)) in mine.iter().zip(ranges).enumerate() {
+            let ordered = chunk.levels.windows(2).all(|w| w[0] <= w[1]);
+            if chunk.levels.len() != dims.len()
+                || !ordered
+                || chunk.levels.iter().any(|&l| l as usize > range.len())
+            {
+                return Err(CodecError::Corrupt(format!(
+                    "chunk {} gives {:?} as the images where its {} latent groups start",
+                    first + k,
+                    chunk.levels,
+                    dims.len()
+                )));
+            }
             let prefix = chunk.seed_prefix as usize;
             if prefix > seed.len() {
                 return Err(CodecError::Corrupt(format!(
@@ -433,6 +521,11 @@ pub fn decode<M: LatentModel>(
                 .filter(|&c| step < ranges[c].len())
                 .collect();
             let n = active.len();
+            // The groups each image codes, as its chunk recorded.
+            let coding: Vec<usize> = active
+                .iter()
+                .map(|&c| mine[c].groups_of(ranges[c].len() - 1 - step))
+                .collect();
             // The groups top first, each group's bins with its prior.
             let mut idx: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(dims.len()); n];
             let px = model.top_down(None, n, true, &mut |g, priors, _| {
@@ -440,13 +533,17 @@ pub fn decode<M: LatentModel>(
                 check_rows(priors, n, dim, "priors")?;
                 let mut values = Vec::with_capacity(n);
                 for (r, &c) in active.iter().enumerate() {
+                    if g >= coding[r] {
+                        values.push(prior_means(&priors[r]));
+                        continue;
+                    }
                     let i = pop_latents_prior(&mut coders[c], bins, dim)?;
                     values.push(bin_values(bins, &priors[r], &i));
                     idx[r].push(i);
                 }
                 Ok(values)
             })?;
-            if px.len() != n || idx.iter().any(|i| i.len() != dims.len()) {
+            if px.len() != n || idx.iter().zip(&coding).any(|(i, &m)| i.len() != m) {
                 return Err(shape_err("pixel parameters or groups"));
             }
             let mut imgs = Vec::with_capacity(n);
@@ -464,13 +561,17 @@ pub fn decode<M: LatentModel>(
                 check_rows(posts, n, dim, "posteriors")?;
                 let mut values = Vec::with_capacity(n);
                 for r in 0..n {
+                    if g >= coding[r] {
+                        values.push(prior_means(&priors[r]));
+                        continue;
+                    }
                     values.push(bin_values(bins, &priors[r], &idx[r][g]));
                     models[r].push((priors[r].clone(), posts[r].clone()));
                 }
                 Ok(values)
             })?;
             for (r, &c) in active.iter().enumerate() {
-                if models[r].len() != dims.len() {
+                if models[r].len() != coding[r] {
                     return Err(shape_err("groups"));
                 }
                 for ((p, q), i) in models[r].iter().zip(&idx[r]).rev() {

@@ -19,7 +19,7 @@
 //! | 80 | 8 | payload length in bytes |
 //! | 88 | 32 | SHA-256 of the payload |
 //! | 120 | 32 | SHA-256 of the original pixels (count × channels × height × width bytes) |
-//! | 152 | 1 | container kind: 0 raw pixels, 1 IDX file, 2 folder of PNG files, 3 PNG files in tiles (format version 2) |
+//! | 152 | 1 | container kind: 0 raw pixels, 1 IDX file, 2 folder of PNG files, 3 PNG files in tiles |
 //! | 153 | 4 | container length n |
 //! | 157 | n | container (below) |
 //! | 157 + n | 32 | SHA-256 of all the header bytes before it |
@@ -34,9 +34,10 @@
 //! ([`tile_grid`]), the last column and row of tiles padded as its [`Padding`] says; the
 //! images of the file are the tiles, picture after picture, and the original checksum covers
 //! the pictures' own pixels (each channel-major, one after another), without the padding.
-//! Version 1 files (kinds 0 to 2, the same layout) are read as well.
 //!
-//! The payload is, per chunk: the seed prefix (u32), the word count (u32), the words (u32).
+//! The payload is, per chunk: the seed prefix (u32), the word count (u32), the count of its
+//! levels (u16: one per latent group), the levels (u32 each: the image of the chunk from which
+//! on each group is coded, see [`Chunk`]), the words (u32).
 //! The file ends with the payload: trailing bytes are an error.
 
 use sha2::{Digest, Sha256};
@@ -46,10 +47,10 @@ use crate::models::PRECISION;
 
 /// The first bytes of every compressed file.
 pub const MAGIC: [u8; 8] = *b"\x89VAEBB\r\n";
-/// The layout version this code writes.
-pub const FORMAT_VERSION: u16 = 2;
-/// The oldest layout version this code reads (version 1 has no container kind 3).
-pub const OLDEST_FORMAT_VERSION: u16 = 1;
+/// The layout version this code reads and writes (version 3: the chunks' levels and the
+/// container of pictures in tiles; files of earlier versions are refused, their payload
+/// having no levels).
+pub const FORMAT_VERSION: u16 = 3;
 /// The version of the coder's arithmetic (detmath, models, bins, ANS parameters): a stream
 /// written by another version would not decode to the same pixels.
 pub const CODEC_VERSION: u16 = 1;
@@ -69,9 +70,7 @@ pub enum FormatError {
     Truncated(&'static str),
     #[error("not a vae compressed file (bad magic)")]
     BadMagic,
-    #[error(
-        "unsupported format version {0} (this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
-    )]
+    #[error("unsupported format version {0} (this build reads version {FORMAT_VERSION})")]
     UnsupportedVersion(u16),
     #[error("unsupported codec version {0} (this build codes version {CODEC_VERSION})")]
     UnsupportedCodec(u16),
@@ -213,11 +212,15 @@ pub fn fingerprint(config_json: &[u8], weights: &[u8]) -> [u8; 32] {
 
 /// The payload bytes of the chunks.
 pub fn payload_bytes(chunks: &[Chunk]) -> Vec<u8> {
-    let n: usize = chunks.iter().map(|c| 8 + 4 * c.words.len()).sum();
+    let n: usize = chunks.iter().map(Chunk::stored_bytes).sum();
     let mut out = Vec::with_capacity(n);
     for c in chunks {
         out.extend_from_slice(&c.seed_prefix.to_le_bytes());
         out.extend_from_slice(&(c.words.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(c.levels.len() as u16).to_le_bytes());
+        for l in &c.levels {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
         for w in &c.words {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -335,7 +338,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     let mut r = Reader { b: bytes, at: 0 };
     r.take(8, "magic")?;
     let version = r.u16("format version")?;
-    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+    if version != FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion(version));
     }
     let codec_version = r.u16("codec version")?;
@@ -373,7 +376,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     if sha256(rest) != f.payload_sha256 {
         return Err(FormatError::Checksum("payload"));
     }
-    let h = f.into_header(version, codec_version)?;
+    let h = f.into_header(codec_version)?;
     Ok((h, rest))
 }
 
@@ -429,7 +432,7 @@ fn probe_fields(r: &mut Reader) -> Result<Fields, FormatError> {
 }
 
 impl Fields {
-    fn into_header(self, version: u16, codec_version: u16) -> Result<Header, FormatError> {
+    fn into_header(self, codec_version: u16) -> Result<Header, FormatError> {
         if !crate::models::LATENT_BITS.contains(&(self.latent_bits as u32)) {
             return Err(invalid(format!(
                 "latent bin precision {}",
@@ -465,7 +468,7 @@ impl Fields {
             2 => Container::PngFolder {
                 names: parse_names(&self.container, self.count)?,
             },
-            3 if version >= 2 => parse_tiled(&self.container, self.shape, self.count)?,
+            3 => parse_tiled(&self.container, self.shape, self.count)?,
             k => return Err(invalid(format!("container kind {k}"))),
         };
         Ok(Header {
@@ -597,9 +600,14 @@ pub fn parse_payload(header: &Header, payload: &[u8]) -> Result<Vec<Chunk>, Form
     for _ in 0..chunks {
         let seed_prefix = r.u32("payload")?;
         let n = r.u32("payload")? as usize;
+        let levels = r.u16("payload")? as usize;
+        let levels = (0..levels)
+            .map(|_| r.u32("payload"))
+            .collect::<Result<Vec<_>, _>>()?;
         let words = r.take(n.saturating_mul(4), "payload")?;
         out.push(Chunk {
             seed_prefix,
+            levels,
             words: words
                 .chunks_exact(4)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))

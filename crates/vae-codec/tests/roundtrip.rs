@@ -54,11 +54,16 @@ fn logistic_mixture_round_trips_and_accounts_its_rate() {
         (payload - net) / payload < 0.005,
         "payload {payload} vs net {net}"
     );
-    // Every posterior gave bits back.
-    assert!(enc
-        .rates
+    // Every image coding its latents got bits back; only the first image of each chunk
+    // (nothing on its stack yet) went without them.
+    let (coded, warm): (Vec<&vae_codec::ImageRate>, Vec<_>) =
+        enc.rates.iter().partition(|r| r.prior_bits > 0.0);
+    assert!(coded
         .iter()
         .all(|r| r.posterior_bits > 0.0 && r.prior_bits == 8.0 * 16.0));
+    assert_eq!(warm.len(), 6);
+    assert!(warm.iter().all(|r| r.posterior_bits == 0.0));
+    assert!(enc.chunks.iter().all(|c| c.levels == [1]));
 }
 
 #[test]
@@ -192,4 +197,37 @@ fn wrong_model_or_damaged_words_do_not_panic() {
     assert!(decode(&m, &chunks, 64, d, params, 1).is_err());
     assert!(decode(&m, &enc.chunks[..1], 64, d, params, 1).is_err());
     assert_eq!(m.latent_dim(), 8);
+}
+
+/// A chunk warms up: its first image codes no latent group (no bits to pop yet), later ones
+/// the top group, then both, as their predecessors' bits allow; the levels say where, the file
+/// decodes, and what was popped off the seed stays far below one image's full latent pops.
+#[test]
+fn a_chunk_codes_more_groups_as_its_stack_grows() {
+    let m = common::TwoGroups {
+        blocks: 16,
+        block: 8,
+        sigma: 0.05,
+    };
+    let images = block_images(30, 16, 8, 3, 5);
+    let params = CodecParams {
+        latent_bits: 12,
+        chunk_images: 30,
+    };
+    let enc = encode(&m, &images, 128, params, 1).unwrap();
+    let levels = &enc.chunks[0].levels;
+    assert_eq!(levels.len(), 2);
+    assert!(levels[0] >= 1, "the first image coded a group: {levels:?}");
+    assert!(levels[0] <= levels[1] && levels[1] < 30, "{levels:?}");
+    let back = decode(&m, &enc.chunks, 30, 128, params, 2).unwrap();
+    assert_eq!(back, images);
+    // Popping every latent of the first image would have taken about 17 x 12 bits.
+    assert!(enc.initial_bits() < 17.0 * 12.0, "{}", enc.initial_bits());
+    // Levels that fall, or name an image past the chunk, are refused.
+    for bad in [vec![5, 3], vec![1, 31], vec![1]] {
+        let mut chunks = enc.chunks.clone();
+        chunks[0].levels = bad;
+        let e = decode(&m, &chunks, 30, 128, params, 1).unwrap_err();
+        assert!(e.to_string().contains("latent groups start"), "{e}");
+    }
 }

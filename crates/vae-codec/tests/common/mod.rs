@@ -130,3 +130,69 @@ impl SingleLatentModel for BlockModel {
         })
     }
 }
+
+/// Two latent groups, top-down as the hierarchical VAE's: the top group one value per image
+/// (prior N(0, 1), posterior from the image's mean), the lower one a value per block (prior
+/// N(top, 0.5), posterior from the block's mean); the pixels centred on the lower group's
+/// values, a logistic per pixel.
+pub struct TwoGroups {
+    pub blocks: usize,
+    pub block: usize,
+    pub sigma: f64,
+}
+
+impl vae_codec::LatentModel for TwoGroups {
+    fn group_dims(&self) -> Vec<usize> {
+        vec![1, self.blocks]
+    }
+
+    fn top_down(
+        &self,
+        images: Option<&[&[u8]]>,
+        rows: usize,
+        pixels: bool,
+        choose: &mut vae_codec::Choose,
+    ) -> vae_codec::Result<Vec<PixelParams>> {
+        let level = |v: f64| Gaussian {
+            mu: (v - 127.5) / 50.0,
+            sigma: self.sigma,
+        };
+        let mean = |b: &[u8]| b.iter().map(|&v| v as f64).sum::<f64>() / b.len() as f64;
+        let top_prior = vec![vec![Gaussian::STANDARD]; rows];
+        let top_post = images.map(|im| im.iter().map(|i| vec![level(mean(i))]).collect::<Vec<_>>());
+        let top = choose(0, &top_prior, top_post.as_deref())?;
+        let priors: Vec<Vec<Gaussian>> = top
+            .iter()
+            .map(|t| {
+                vec![
+                    Gaussian {
+                        mu: t[0] as f64,
+                        sigma: 0.5
+                    };
+                    self.blocks
+                ]
+            })
+            .collect();
+        let posts = images.map(|im| {
+            im.iter()
+                .map(|i| i.chunks(self.block).map(|b| level(mean(b))).collect())
+                .collect::<Vec<Vec<Gaussian>>>()
+        });
+        let lower = choose(1, &priors, posts.as_deref())?;
+        if !pixels {
+            return Ok(Vec::new());
+        }
+        let d = self.blocks * self.block;
+        Ok(lower
+            .iter()
+            .map(|z| PixelParams::Logistic {
+                components: 1,
+                weights: vec![1.0; d],
+                means: (0..d)
+                    .map(|p| (50.0 * z[p / self.block] as f64 + 127.5) / 255.0)
+                    .collect(),
+                scales: vec![0.01; d],
+            })
+            .collect())
+    }
+}
