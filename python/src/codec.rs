@@ -5,7 +5,8 @@
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
-use vae_codec::CodecParams;
+use vae_codec::{CodecParams, Container};
+use vae_core::DataShape;
 use vae_infer::codec::{self, source};
 
 use crate::arrays;
@@ -72,7 +73,9 @@ pub fn compress<'py>(
 
 /// The images of bytes written by `compress` (or a file of `vae-infer compress`), decoded with
 /// the model that wrote them and checked against the original's checksum: uint8 (n, h, w) or
-/// (n, h, w, c). A truncated, damaged or foreign buffer raises `InputError`.
+/// (n, h, w, c); a file of one PNG picture of any size (coded in tiles) gives that picture, n
+/// = 1. A truncated, damaged or foreign buffer raises `InputError`, and so does a file of a
+/// folder of pictures of several sizes (`vae-infer decompress` writes those).
 #[pyfunction]
 pub fn decompress<'py>(
     py: Python<'py>,
@@ -86,6 +89,30 @@ pub fn decompress<'py>(
         let glue = codec::CodecModel::new(&m.model, None)?;
         Ok(codec::file::decompress(m, &glue, &data, DATA, threads)?)
     })?;
-    let n = d.header.count as usize;
-    arrays::images_out(py, d.pixels, n, m.model.config().shape)
+    let shape = m.model.config().shape;
+    match &d.header.container {
+        Container::Tiled {
+            folder: false,
+            files,
+        } => {
+            let f = &files[..];
+            let [f] = f else {
+                return Err(
+                    Failure::input(format!("{DATA}: {} pictures in one file", f.len())).into(),
+                );
+            };
+            let pic = DataShape::image(f.channels.into(), f.height as usize, f.width as usize);
+            let px = source::originals(&d.header.container, &d.pixels, shape)
+                .map_err(Failure::from)?
+                .into_owned();
+            arrays::images_out(py, px, 1, pic)
+        }
+        Container::Tiled { files, .. } => Err(Failure::input(format!(
+            "{DATA}: a folder of {} PNG files of several sizes, which an array cannot hold: \
+             decompress it with vae-infer decompress",
+            files.len()
+        ))
+        .into()),
+        _ => arrays::images_out(py, d.pixels, d.header.count as usize, shape),
+    }
 }

@@ -168,8 +168,9 @@ def compress(
 
 def decompress(model: Model, data: Union[bytes, bytearray]) -> Images:
     """The images of ``compress``'s bytes (or a file of ``vae-infer compress``), decoded with
-    the model that wrote them and checked against the original's checksum: a truncated,
-    damaged or foreign buffer raises ``InputError``."""
+    the model that wrote them and checked against the original's checksum; a file of one PNG
+    picture of any size gives that picture, ``n = 1``. A truncated, damaged or foreign buffer
+    raises ``InputError``, and so does a file of a folder of pictures of several sizes."""
 
 def sample_dataset() -> Dict[str, npt.NDArray[Any]]:
     """The embedded Fashion-MNIST sample (see ``vae_rs.datasets.sample``)."""

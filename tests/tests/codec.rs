@@ -3,174 +3,15 @@
 //! likelihoods compress at their negative ELBO plus the coder's small overheads, and
 //! `decompress` gives the original bytes back whatever the thread count or SIMD level; damaged
 //! files, other models and models that cannot code fail with one line, exit 1, and leave
-//! nothing behind.
+//! nothing behind. PNG files of any size, in tiles: `codec_png.rs`.
 
 // Test code may unwrap and expect: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
+use common::codec::*;
 use common::*;
-
-const TEST_IMAGES: usize = 200;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-fn json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}"))
-}
-
-fn tmp_root() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("codec")
-}
-
-/// A fresh, empty directory under the test's temporary root.
-fn fresh(name: &str) -> PathBuf {
-    let dir = tmp_root().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A file of the embedded sample, gunzipped.
-fn sample_file(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/fashion-mnist-sample")
-        .join(format!("{name}.gz"));
-    let gz = std::fs::read(&path).unwrap();
-    let mut raw = Vec::new();
-    flate2::read::MultiGzDecoder::new(&gz[..])
-        .read_to_end(&mut raw)
-        .unwrap();
-    raw
-}
-
-/// The first `n` items of an IDX file of `item` bytes per item (header rewritten).
-fn idx_first(raw: &[u8], n: usize, item: usize) -> Vec<u8> {
-    let ndim = raw[3] as usize;
-    let mut out = raw[..4 + 4 * ndim].to_vec();
-    out[4..8].copy_from_slice(&(n as u32).to_be_bytes());
-    let start = 4 + 4 * ndim;
-    out.extend_from_slice(&raw[start..start + n * item]);
-    out
-}
-
-/// The sample's test images (all 1,000) as a raw IDX file.
-fn t10k() -> &'static [u8] {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| sample_file("t10k-images-idx3-ubyte"))
-}
-
-/// The first `n` test images as a raw IDX file.
-fn t10k_first(n: usize) -> Vec<u8> {
-    idx_first(t10k(), n, 784)
-}
-
-/// Pixels of test image `i`.
-fn image(i: usize) -> &'static [u8] {
-    &t10k()[16 + i * 784..16 + (i + 1) * 784]
-}
-
-/// A Fashion-MNIST directory of raw IDX files: the sample's first 1,000 train and first
-/// [`TEST_IMAGES`] test images with their labels.
-fn small_data() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = fresh("data");
-        for (prefix, n) in [("train", 1000), ("t10k", TEST_IMAGES)] {
-            let images = sample_file(&format!("{prefix}-images-idx3-ubyte"));
-            let labels = sample_file(&format!("{prefix}-labels-idx1-ubyte"));
-            std::fs::write(
-                dir.join(format!("{prefix}-images-idx3-ubyte")),
-                idx_first(&images, n, 784),
-            )
-            .unwrap();
-            std::fs::write(
-                dir.join(format!("{prefix}-labels-idx1-ubyte")),
-                idx_first(&labels, n, 1),
-            )
-            .unwrap();
-        }
-        dir
-    })
-}
-
-/// A run trained on [`small_data`] with `flags` (one epoch and seed 3 unless they say
-/// otherwise).
-fn trained(name: &str, flags: &[&str]) -> PathBuf {
-    let dir = tmp_root().join("runs").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut args = vec![
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        s(small_data()),
-        "--quiet",
-    ];
-    for (flag, default) in [("--epochs", "1"), ("--seed", "3")] {
-        if !flags.contains(&flag) {
-            args.extend([flag, default]);
-        }
-    }
-    args.extend_from_slice(flags);
-    args.extend(["--out", s(&dir)]);
-    ok(train(&args));
-    dir
-}
-
-/// mlp [400] relu, latent 20, discretized logistic, 2 epochs: shared by several tests.
-fn mlp_run() -> &'static Path {
-    static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        trained(
-            "mlp-logistic",
-            &["--likelihood", "discretized-logistic", "--epochs", "2"],
-        )
-    })
-}
-
-/// The files a directory holds (names), to check that nothing was left behind.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn compress(run: &Path, input: &[&str], out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["compress", "--run", s(run), "--out", s(out), "--json"];
-    args.extend_from_slice(input);
-    args.extend_from_slice(extra);
-    json(&ok(infer(&args)))
-}
-
-fn decompress(run: &Path, file: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "decompress",
-        s(file),
-        "--run",
-        s(run),
-        "--out",
-        s(out),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    json(&ok(infer(&args)))
-}
-
-fn num(r: &serde_json::Value, key: &str) -> f64 {
-    r[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no number `{key}` in {r}"))
-}
 
 /// Checks a compress report of `images` 28x28 images: the rate is the file's bytes; the bytes
 /// are the header, the net bits and the initial bits; the net bits are the negative ELBO plus
@@ -263,8 +104,8 @@ fn mlp_round_trip_is_exact_whatever_the_threads_and_simd() {
 
 /// A folder of 12 PNG files (one in a sub-folder) through a conv model with a 3-component
 /// logistic mixture: the same bytes at 1 and 2 threads, and PNG files of the same names whose
-/// pixels are the originals; an existing output folder, a colour picture and one of the wrong
-/// size are refused by name.
+/// pixels are the originals; an existing output folder, a colour picture and a 16-bit one are
+/// refused by name.
 #[test]
 fn conv_mixture_round_trips_a_png_folder() {
     let run = trained(
@@ -319,7 +160,7 @@ fn conv_mixture_round_trips_a_png_folder() {
     );
     assert!(e.contains("already exists"), "{e}");
     assert_eq!(listing(&out), before);
-    // A colour picture and one of the wrong size are refused, naming the file.
+    // A colour picture and a 16-bit one are refused, naming the file.
     let bad = dir.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let bad_out = dir.join("bad.vbb");
@@ -338,13 +179,13 @@ fn conv_mixture_round_trips_a_png_folder() {
         ])
     };
     let e = fails(cmd(), 1);
-    assert!(e.contains("rgb.png") && e.contains("28x28"), "{e}");
+    assert!(e.contains("rgb.png") && e.contains("8-bit RGB"), "{e}");
     std::fs::remove_file(bad.join("rgb.png")).unwrap();
-    image::GrayImage::new(27, 28)
-        .save(bad.join("small.png"))
+    image::DynamicImage::ImageLuma16(image::ImageBuffer::new(28, 28))
+        .save(bad.join("deep.png"))
         .unwrap();
     let e = fails(cmd(), 1);
-    assert!(e.contains("small.png") && e.contains("1x28x27"), "{e}");
+    assert!(e.contains("deep.png") && e.contains("16-bit grey"), "{e}");
     assert!(!bad_out.exists());
 }
 
@@ -430,11 +271,7 @@ fn damaged_files_and_other_models_fail_cleanly() {
     flipped_payload[last] ^= 0x10;
     let mut flipped_header = bytes.clone();
     flipped_header[40] ^= 1;
-    // The same architecture and latent size, other weights.
-    let other = trained(
-        "other-model",
-        &["--likelihood", "discretized-logistic", "--seed", "4"],
-    );
+    let other = other_run();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("cut.vbb", bytes[..bytes.len() - 7].to_vec(), "truncated"),
         ("cut-header.vbb", bytes[..100].to_vec(), "truncated"),
@@ -467,7 +304,7 @@ fn damaged_files_and_other_models_fail_cleanly() {
             "decompress",
             s(&good),
             "--run",
-            s(&other),
+            s(other),
             "--out",
             s(&dir.join("o.idx")),
         ]),

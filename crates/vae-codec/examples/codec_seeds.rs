@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use vae_codec::format::{sha256, write_file, Container, Header, CODEC_VERSION};
+use vae_codec::format::{sha256, write_file, Container, Header, Padding, TiledFile, CODEC_VERSION};
 use vae_codec::{Chunk, CodecParams};
 
-/// The pixels every seed's checksum covers (one 2x2 grey image).
+/// The pixels the checksum of every seed but the tiled ones covers (one 2x2 grey image).
 const PIXELS: [u8; 4] = [0, 64, 128, 255];
 
 fn header(container: Container) -> Header {
@@ -26,6 +26,39 @@ fn header(container: Container) -> Header {
         original_sha256: sha256(&PIXELS),
         container,
     }
+}
+
+/// A picture of a tiled container (one grey channel).
+fn picture(name: &str, height: u32, width: u32, padding: Padding) -> TiledFile {
+    TiledFile {
+        name: name.into(),
+        height,
+        width,
+        channels: 1,
+        padding,
+    }
+}
+
+/// A tiled container of two 4x4 tiles: a picture of the tiles' size and one of 2x3 padded
+/// with zeros (a folder), its checksum over the pictures' own 22 pixels.
+fn tiled_header(folder: bool, files: Vec<TiledFile>) -> Header {
+    let pixels: Vec<u8> = files
+        .iter()
+        .flat_map(|f| (0..f.values()).map(|v| (v * 11) as u8))
+        .collect();
+    Header {
+        shape: (1, 4, 4),
+        count: 2,
+        original_sha256: sha256(&pixels),
+        ..header(Container::Tiled { folder, files })
+    }
+}
+
+fn tiled_pictures() -> Vec<TiledFile> {
+    vec![
+        picture("a.png", 4, 4, Padding::Edge),
+        picture("sub/b.png", 2, 3, Padding::Constant(0)),
+    ]
 }
 
 fn chunk() -> Chunk {
@@ -75,6 +108,7 @@ fn main() -> std::io::Result<()> {
     let idx = file(&header(Container::Idx {
         header: vec![0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2],
     }));
+    let tiled = file(&tiled_header(true, tiled_pictures()));
     let n = header_len(&png);
     let mut seeds: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
@@ -83,6 +117,7 @@ fn main() -> std::io::Result<()> {
         ("good-raw", raw.clone()),
         ("good-idx", idx),
         ("version-9", with(&png, 8, &9u16.to_le_bytes())),
+        ("version-2", with(&png, 8, &2u16.to_le_bytes())),
         ("codec-9", with(&png, 10, &9u16.to_le_bytes())),
         ("header-cut", png[..100].to_vec()),
         ("container-cut", png[..160].to_vec()),
@@ -133,6 +168,34 @@ fn main() -> std::io::Result<()> {
     });
     two.count = 2;
     seeds.push(("names-too-few", file(&two)));
+    // Tiled containers (kind 3): a folder, one file, and each way their fields can disagree.
+    seeds.push(("good-tiled", tiled.clone()));
+    let one = vec![picture("x.png", 5, 3, Padding::Constant(255))];
+    seeds.push(("good-tiled-file", file(&tiled_header(false, one))));
+    let mut form = tiled.clone();
+    form[157] = 2;
+    reseal(&mut form);
+    seeds.push(("tiled-form-2", form));
+    let mut pics = tiled_pictures();
+    pics[1].width = 5;
+    seeds.push(("tiled-tiles-mismatch", file(&tiled_header(true, pics))));
+    let mut pics = tiled_pictures();
+    pics[0].channels = 3;
+    pics[1].channels = 3;
+    seeds.push(("tiled-channels", file(&tiled_header(true, pics))));
+    let mut pics = tiled_pictures();
+    pics[1].height = 0;
+    seeds.push(("tiled-zero-side", file(&tiled_header(true, pics))));
+    let mut pics = tiled_pictures();
+    pics[1].name = "a.png".into();
+    seeds.push(("tiled-duplicate-names", file(&tiled_header(true, pics))));
+    seeds.push((
+        "tiled-file-two-pictures",
+        file(&tiled_header(false, tiled_pictures())),
+    ));
+    // The last byte but one of the container: the second picture's padding kind.
+    let container_end = header_len(&tiled) - 32;
+    seeds.push(("tiled-padding-7", with(&tiled, container_end - 2, &[7])));
     // A word count far beyond the payload, behind a valid payload checksum.
     let mut words = png[..n].to_vec();
     let mut p = png[n..].to_vec();

@@ -19,10 +19,21 @@
 //! | 80 | 8 | payload length in bytes |
 //! | 88 | 32 | SHA-256 of the payload |
 //! | 120 | 32 | SHA-256 of the original pixels (count × channels × height × width bytes) |
-//! | 152 | 1 | container kind: 0 raw pixels, 1 IDX file, 2 folder of PNG files |
+//! | 152 | 1 | container kind: 0 raw pixels, 1 IDX file, 2 folder of PNG files, 3 PNG files in tiles |
 //! | 153 | 4 | container length n |
-//! | 157 | n | container: the IDX file's header bytes, or the count of names (u32) then each name (u16 length, UTF-8) |
+//! | 157 | n | container (below) |
 //! | 157 + n | 32 | SHA-256 of all the header bytes before it |
+//!
+//! The container: nothing (kind 0); the IDX file's header bytes (kind 1); the count of names
+//! (u32) then each name (u16 length, UTF-8), one per image (kind 2); for kind 3, one byte
+//! (0: one PNG file, 1: a folder of them), the count of files (u32), then per file its name
+//! (u16 length, UTF-8), height and width (u32 each), channels (u8) and padding (u8 kind: 0
+//! the edges repeated, 1 a constant; u8 the constant, 0 for the edges).
+//!
+//! Kind 3 codes pictures of any size: each is cut into tiles of the image shape, row-major
+//! ([`tile_grid`]), the last column and row of tiles padded as its [`Padding`] says; the
+//! images of the file are the tiles, picture after picture, and the original checksum covers
+//! the pictures' own pixels (each channel-major, one after another), without the padding.
 //!
 //! The payload is, per chunk: the seed prefix (u32), the word count (u32), the count of its
 //! levels (u16: one per latent group), the levels (u32 each: the image of the chunk from which
@@ -36,8 +47,10 @@ use crate::models::PRECISION;
 
 /// The first bytes of every compressed file.
 pub const MAGIC: [u8; 8] = *b"\x89VAEBB\r\n";
-/// The layout version this code reads and writes.
-pub const FORMAT_VERSION: u16 = 2;
+/// The layout version this code reads and writes (version 3: the chunks' levels and the
+/// container of pictures in tiles; files of earlier versions are refused, their payload
+/// having no levels).
+pub const FORMAT_VERSION: u16 = 3;
 /// The version of the coder's arithmetic (the exact model passes, detmath, models, bins, ANS
 /// parameters): a stream written by another version would not decode to the same pixels.
 /// Version 2: the exact convolutions sum in the `(ky, kx, c)` order of channels-last maps.
@@ -79,9 +92,62 @@ pub enum Container {
     Raw,
     /// An IDX file: its header bytes (magic and dimensions), followed by the pixels.
     Idx { header: Vec<u8> },
-    /// A folder of PNG files: their relative names, in image order.
+    /// A folder of PNG files of the image shape: their relative names, in image order.
     PngFolder { names: Vec<String> },
+    /// PNG files of any size, each coded as its tiles of the image shape (see the module's
+    /// documentation): one file (`folder` false; its name is only recorded) or a folder of
+    /// files of these relative names.
+    Tiled { folder: bool, files: Vec<TiledFile> },
 }
+
+/// A picture coded in tiles: its name, size and channels, and what fills its edge tiles
+/// beyond it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TiledFile {
+    pub name: String,
+    pub height: u32,
+    pub width: u32,
+    pub channels: u8,
+    pub padding: Padding,
+}
+
+/// What fills the tiles of a picture's last row and column beyond the picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// The picture's last column and row, repeated.
+    Edge,
+    /// One value everywhere.
+    Constant(u8),
+}
+
+impl Padding {
+    /// The two bytes of the container.
+    fn bytes(self) -> [u8; 2] {
+        match self {
+            Padding::Edge => [0, 0],
+            Padding::Constant(v) => [1, v],
+        }
+    }
+}
+
+impl TiledFile {
+    /// Its values (height × width × channels).
+    pub fn values(&self) -> u64 {
+        u64::from(self.height) * u64::from(self.width) * u64::from(self.channels)
+    }
+}
+
+/// The tiles of `tile_height` × `tile_width` that cover a picture of `height` × `width`: rows
+/// and columns of tiles (the last row and column padded).
+pub fn tile_grid(height: u32, width: u32, tile_height: u32, tile_width: u32) -> (u64, u64) {
+    (
+        u64::from(height).div_ceil(u64::from(tile_height.max(1))),
+        u64::from(width).div_ceil(u64::from(tile_width.max(1))),
+    )
+}
+
+/// The longest side of a picture coded in tiles.
+pub const MAX_TILED_SIDE: u32 = 1 << 20;
 
 /// Everything the header records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +260,19 @@ pub fn write_file(header: &Header, chunks: &[Chunk]) -> Vec<u8> {
                 c.extend_from_slice(n.as_bytes());
             }
             (2, c)
+        }
+        Container::Tiled { folder, files } => {
+            let mut c = vec![u8::from(*folder)];
+            c.extend_from_slice(&(files.len() as u32).to_le_bytes());
+            for f in files {
+                c.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+                c.extend_from_slice(f.name.as_bytes());
+                c.extend_from_slice(&f.height.to_le_bytes());
+                c.extend_from_slice(&f.width.to_le_bytes());
+                c.push(f.channels);
+                c.extend_from_slice(&f.padding.bytes());
+            }
+            (3, c)
         }
     };
     h.push(container.0);
@@ -390,6 +469,7 @@ impl Fields {
             2 => Container::PngFolder {
                 names: parse_names(&self.container, self.count)?,
             },
+            3 => parse_tiled(&self.container, self.shape, self.count)?,
             k => return Err(invalid(format!("container kind {k}"))),
         };
         Ok(Header {
@@ -409,6 +489,34 @@ impl Fields {
     }
 }
 
+/// One file name (u16 length, UTF-8), which must be a plain relative path.
+fn read_name(r: &mut Reader) -> Result<String, FormatError> {
+    let len = r.u16("file names")? as usize;
+    let s = std::str::from_utf8(r.take(len, "file names")?)
+        .map_err(|_| invalid("a file name is not UTF-8"))?;
+    let p = std::path::Path::new(s);
+    if s.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(invalid(format!(
+            "file name `{s}` is not a plain relative path"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// Refuses a name given twice (its second file would replace the first).
+fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), FormatError> {
+    let mut sorted: Vec<&str> = names.collect();
+    sorted.sort_unstable();
+    match sorted.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(invalid(format!("file name `{}` appears twice", w[0]))),
+        None => Ok(()),
+    }
+}
+
 fn parse_names(b: &[u8], count: u64) -> Result<Vec<String>, FormatError> {
     let mut r = Reader { b, at: 0 };
     let n = r.u32("file names")? as u64;
@@ -417,25 +525,72 @@ fn parse_names(b: &[u8], count: u64) -> Result<Vec<String>, FormatError> {
     }
     let mut names = Vec::new();
     for _ in 0..n {
-        let len = r.u16("file names")? as usize;
-        let s = std::str::from_utf8(r.take(len, "file names")?)
-            .map_err(|_| invalid("a file name is not UTF-8"))?;
-        let p = std::path::Path::new(s);
-        if s.is_empty()
-            || p.is_absolute()
-            || p.components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(invalid(format!(
-                "file name `{s}` is not a plain relative path"
-            )));
-        }
-        names.push(s.to_string());
+        names.push(read_name(&mut r)?);
     }
     if r.at != b.len() {
         return Err(invalid("bytes after the file names"));
     }
+    check_unique(names.iter().map(String::as_str))?;
     Ok(names)
+}
+
+/// The files of a tiled container (kind 3) whose tiles of `shape` must be the `count` images.
+fn parse_tiled(b: &[u8], shape: (u32, u32, u32), count: u64) -> Result<Container, FormatError> {
+    let mut r = Reader { b, at: 0 };
+    let folder = match r.u8("file names")? {
+        0 => false,
+        1 => true,
+        f => return Err(invalid(format!("tiled container form {f}"))),
+    };
+    let n = r.u32("file names")? as u64;
+    if n == 0 || n > count || (!folder && n != 1) {
+        return Err(invalid(format!("{n} files for {count} tiles")));
+    }
+    let (mut files, mut tiles, mut values) = (Vec::new(), 0u64, 0u64);
+    for _ in 0..n {
+        let name = read_name(&mut r)?;
+        let (height, width) = (r.u32("file sizes")?, r.u32("file sizes")?);
+        let channels = r.u8("file sizes")?;
+        let padding = match (r.u8("file sizes")?, r.u8("file sizes")?) {
+            (0, 0) => Padding::Edge,
+            (1, v) => Padding::Constant(v),
+            (k, v) => return Err(invalid(format!("`{name}`: padding {k} {v}"))),
+        };
+        if !(1..=MAX_TILED_SIDE).contains(&height) || !(1..=MAX_TILED_SIDE).contains(&width) {
+            return Err(invalid(format!("`{name}`: a picture of {height}x{width}")));
+        }
+        if u32::from(channels) != shape.0 {
+            return Err(invalid(format!(
+                "`{name}`: {channels} channels in tiles of {}",
+                shape.0
+            )));
+        }
+        let (rows, cols) = tile_grid(height, width, shape.1, shape.2);
+        let f = TiledFile {
+            name,
+            height,
+            width,
+            channels,
+            padding,
+        };
+        // rows · cols ≤ 2^40 and values ≤ 2^48; the sums saturate rather than wrap.
+        tiles = tiles.saturating_add(rows * cols);
+        values = values.saturating_add(f.values());
+        files.push(f);
+    }
+    if tiles != count {
+        return Err(invalid(format!(
+            "files of {tiles} tiles for {count} images"
+        )));
+    }
+    if values > 1 << 46 {
+        return Err(invalid(format!("pictures of {values} values")));
+    }
+    if r.at != b.len() {
+        return Err(invalid("bytes after the file names"));
+    }
+    check_unique(files.iter().map(|f| f.name.as_str()))?;
+    Ok(Container::Tiled { folder, files })
 }
 
 /// Splits a checked payload into the chunks `header` announces.

@@ -27,7 +27,7 @@ pub mod pixels;
 pub use driver::{
     decode, encode, Choose, Chunk, CodecParams, Encoded, ImageRate, LatentModel, SingleLatentModel,
 };
-pub use format::{Container, FormatError, Header};
+pub use format::{Container, FormatError, Header, Padding, TiledFile};
 pub use models::Gaussian;
 pub use pixels::PixelParams;
 

@@ -8,10 +8,24 @@ mod common;
 
 use common::{block_images, BlockModel, Kind};
 use vae_codec::format::{
-    fingerprint, parse, parse_payload, sha256, write_file, Container, FormatError, Header,
-    CODEC_VERSION,
+    fingerprint, parse, parse_payload, sha256, tile_grid, write_file, Container, FormatError,
+    Header, Padding, TiledFile, CODEC_VERSION, FORMAT_VERSION,
 };
 use vae_codec::{decode, encode, CodecParams};
+
+fn tiled(name: &str, height: u32, width: u32) -> TiledFile {
+    TiledFile {
+        name: name.into(),
+        height,
+        width,
+        channels: 1,
+        padding: if height.is_multiple_of(2) {
+            Padding::Edge
+        } else {
+            Padding::Constant(height as u8)
+        },
+    }
+}
 
 fn small_file(container: Container) -> (Vec<u8>, Header, Vec<u8>, BlockModel) {
     let m = BlockModel {
@@ -51,6 +65,16 @@ fn file_round_trips_with_each_container() {
         },
         Container::PngFolder {
             names: (0..5).map(|i| format!("shirts/{i}.png")).collect(),
+        },
+        // 4x4 tiles: 1 + 2x2 tiles, a folder.
+        Container::Tiled {
+            folder: true,
+            files: vec![tiled("a.png", 4, 4), tiled("b/c.png", 7, 5)],
+        },
+        // 5 x 1 tiles of one picture.
+        Container::Tiled {
+            folder: false,
+            files: vec![tiled("-", 17, 4)],
         },
     ] {
         let (file, header, images, m) = small_file(container.clone());
@@ -131,6 +155,34 @@ fn every_flipped_byte_is_an_error() {
     assert_eq!(parse(&f).unwrap_err(), FormatError::Trailing(1));
 }
 
+/// Files are written in the current format version; the tiles of a tiled container are
+/// ceil(H/h) x ceil(W/w) per picture, and their sum must be the image count.
+#[test]
+fn tiled_containers_cover_the_images_exactly() {
+    let (file, ..) = small_file(Container::Raw);
+    assert_eq!(u16::from_le_bytes([file[8], file[9]]), FORMAT_VERSION);
+    assert_eq!(tile_grid(28, 28, 28, 28), (1, 1));
+    assert_eq!(tile_grid(61, 45, 28, 28), (3, 2));
+    assert_eq!(tile_grid(1, 57, 28, 28), (1, 3));
+    for (files, tiles) in [
+        (vec![tiled("a.png", 9, 8)], 6),
+        (vec![tiled("a.png", 4, 4), tiled("b.png", 4, 13)], 5),
+    ] {
+        let (file, ..) = small_file(Container::Tiled {
+            folder: true,
+            files,
+        });
+        match parse(&file) {
+            Err(e) if tiles != 5 => assert_eq!(
+                e.to_string(),
+                format!("invalid header: files of {tiles} tiles for 5 images")
+            ),
+            Ok((h, _)) if tiles == 5 => assert_eq!(h.count, 5),
+            other => panic!("{tiles} tiles: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn another_model_is_refused_by_name() {
     let (file, ..) = small_file(Container::Raw);
@@ -170,8 +222,8 @@ fn invalid_fields_behind_a_valid_checksum_are_refused() {
     }
 }
 
-/// The fuzz corpus's crafted headers (fuzz/seeds/codec_header): the good ones parse, every
-/// other one is refused with its own cause.
+/// The fuzz corpus's crafted headers (fuzz/seeds/codec_header): the good ones parse (those of
+/// a folder of pictures in tiles and one such picture among them), every other one is refused with its own cause.
 #[test]
 fn crafted_seed_files_are_refused_for_their_cause() {
     let dir =
@@ -188,7 +240,8 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             "empty" => Some("empty file"),
             "magic-only" => Some("truncated file: it ends inside the format version"),
             "bad-magic" => Some("bad magic"),
-            "version-9" => Some("unsupported format version 9"),
+            "version-9" => Some("unsupported format version 9 (this build reads version 3)"),
+            "version-2" => Some("unsupported format version 2 (this build reads version 3)"),
             "codec-9" => Some("unsupported codec version 9"),
             "header-length-huge" | "header-length-small" => Some("invalid header: header length"),
             "header-cut" => Some("truncated file: it ends inside the payload checksum"),
@@ -205,6 +258,13 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             "precision-16" => Some("model precision 16"),
             "chunk-zero" => Some("chunks of 0 images"),
             "kind-7" => Some("container kind 7"),
+            "tiled-tiles-mismatch" => Some("files of 3 tiles for 2 images"),
+            "tiled-channels" => Some("`a.png`: 3 channels in tiles of 1"),
+            "tiled-zero-side" => Some("`sub/b.png`: a picture of 0x3"),
+            "tiled-form-2" => Some("tiled container form 2"),
+            "tiled-duplicate-names" => Some("file name `a.png` appears twice"),
+            "tiled-file-two-pictures" => Some("2 files for 2 tiles"),
+            "tiled-padding-7" => Some("`sub/b.png`: padding 7 0"),
             "payload-word-count-huge" => None,
             other => panic!("seed `{other}` has no expectation"),
         };
@@ -215,6 +275,9 @@ fn crafted_seed_files_are_refused_for_their_cause() {
                     assert_eq!(chunks.unwrap_err(), FormatError::Truncated("payload"));
                 } else {
                     assert_eq!(chunks.unwrap().len(), 1, "{name}");
+                    if name.starts_with("good-tiled") {
+                        assert!(matches!(h.container, Container::Tiled { .. }), "{name}");
+                    }
                     let fp = [0x11u8; 32];
                     assert_eq!(
                         h.check_model(&fp).is_ok(),
@@ -227,5 +290,5 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             (w, g) => panic!("{name}: expected {w:?}, got {g:?}"),
         }
     }
-    assert_eq!(seen, 28);
+    assert_eq!(seen, 38);
 }

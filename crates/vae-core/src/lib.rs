@@ -33,7 +33,7 @@ pub use arch::{Activation, Arch, Upsampling};
 pub use config::{DataShape, ModelConfig, Preset};
 pub use dist::DiagonalGaussian;
 pub use error::{Error, Result};
-pub use likelihood::{Density, Likelihood, LikelihoodKind};
+pub use likelihood::{Density, Likelihood, LikelihoodKind, PixelCoding};
 pub use model::Vae;
 pub use noise::Noise;
 pub use objective::{Objective, Terms};

@@ -1,7 +1,7 @@
 //! Exact mode (`Kernels::Exact`): random mlp, conv and hierarchical VAEs, with relu and with
 //! tanh activations, give bit-identical encoder and decoder outputs at every SIMD level, with the
 //! batch split over 1 or 2 threads and one image at a time, and agree with the normal path to
-//! f32 tolerance; gelu, which has no exact pass, is refused.
+//! f32 tolerance; gelu, which has no exact pass, is refused, and the architectures say so.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -244,4 +244,20 @@ fn hierarchical_coding_pass_is_exact_and_its_latent_part_agrees() {
     let params = params.unwrap();
     let per = params.len() / n;
     assert_eq!(one, params[per..2 * per], "one image against the batch");
+}
+
+/// `Arch::exact_forward` says what the passes above show: every preset's architecture with
+/// relu or tanh has an exact pass, with gelu it has none and the flag is named.
+#[test]
+fn architectures_say_whether_they_have_an_exact_pass() {
+    for preset in [Preset::PytorchExample, Preset::Conv, Preset::Hvae] {
+        for a in [Activation::Relu, Activation::Tanh] {
+            assert_eq!(config(preset, a).arch.exact_forward(), Ok(()), "{preset:?}");
+        }
+        let e = config(preset, Activation::Gelu)
+            .arch
+            .exact_forward()
+            .unwrap_err();
+        assert!(e.contains("--activation gelu"), "{preset:?}: {e}");
+    }
 }

@@ -236,7 +236,10 @@ pub fn resume_notes(saved: &RunConfig, resumed: &RunConfig) -> Vec<String> {
     let mut notes = Vec::new();
     if a.epochs != b.epochs && b.lr_schedule == LrSchedule::Cosine {
         notes.push(format!(
-            "--epochs {}: the cosine learning-rate schedule, planned over {} epochs, is re-planned              over {} from this step on; the run will not end where a {}-epoch run started afresh              ends (its first epochs ran at the rates of a {}-epoch schedule). To extend runs              without this, train with --lr-schedule constant, or start with the final --epochs",
+            "--epochs {}: the cosine learning-rate schedule, planned over {} epochs, is re-planned \
+             over {} from this step on; the run will not end where a {}-epoch run started afresh \
+             ends (its first epochs ran at the rates of a {}-epoch schedule). To extend runs \
+             without this, train with --lr-schedule constant, or start with the final --epochs",
             b.epochs, a.epochs, b.epochs, b.epochs, a.epochs
         ));
     }

@@ -55,6 +55,10 @@ impl ArchConfig for ConvConfig {
         Ok(())
     }
 
+    fn activations(&self) -> Vec<Activation> {
+        vec![self.activation]
+    }
+
     fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>> {
         let s = cfg.shape;
         let extra = cfg.num_classes.unwrap_or(0);

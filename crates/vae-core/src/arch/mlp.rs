@@ -39,6 +39,10 @@ impl ArchConfig for MlpConfig {
         Ok(())
     }
 
+    fn activations(&self) -> Vec<Activation> {
+        vec![self.activation]
+    }
+
     fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>> {
         let extra = cfg.num_classes.unwrap_or(0);
         let latent = cfg.latent_dim;

@@ -63,6 +63,24 @@ impl Arch {
         self.get().validate(cfg)
     }
 
+    /// Whether the networks have an exact forward pass ([`Kernels::Exact`]: the same bits
+    /// on every CPU, whatever the batch and the threads), or the flag that denies it.
+    pub fn exact_forward(&self) -> std::result::Result<(), String> {
+        match self
+            .get()
+            .activations()
+            .into_iter()
+            .find(|a| !a.has_exact())
+        {
+            None => Ok(()),
+            Some(a) => Err(format!(
+                "the run was trained with --activation {}, which has no deterministic forward \
+                 pass (its erf comes from the platform's libm)",
+                a.name()
+            )),
+        }
+    }
+
     /// Creates the layers through `vb` (the prefixes are the tensor names).
     pub(crate) fn build(
         &self,
@@ -83,10 +101,12 @@ pub trait ArchConfig: std::fmt::Debug {
     /// Checks the settings against the rest of the model (the data shape, mostly); messages
     /// name the flag.
     fn validate(&self, cfg: &ModelConfig) -> Result<()>;
-    /// Creates the layers through `vb` (the prefixes are the tensor names).
     /// The layers, created through `vb` (whose prefixes are the tensor names), running the
     /// kernels `k`.
     fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>>;
+    /// Every non-linearity the networks apply between their layers (what decides whether
+    /// they have an exact forward pass, [`Kernels::Exact`]).
+    fn activations(&self) -> Vec<Activation>;
 }
 
 /// The latent variables of a model, as groups: the noise of one sample of one example is the
@@ -143,11 +163,14 @@ pub struct Pass {
 /// A latent group's Gaussian as a lossless coder needs it, `[n, group dim]` each: the means,
 /// and the raw log-scales before the architecture's smooth bound, so that the coder can apply
 /// the bound with its own CPU-independent arithmetic:
-/// log σ = [`hierarchical::LOG_SCALE_BOUND`] · tanh(raw / [`hierarchical::LOG_SCALE_BOUND`]).
+/// log σ = `log_sigma_bound` · tanh(raw / `log_sigma_bound`).
 #[derive(Debug, Clone)]
 pub struct CodingGaussian {
     pub mu: Tensor,
     pub raw_log_sigma: Tensor,
+    /// The bound L of the log-scales (the hierarchical architecture's
+    /// [`hierarchical::LOG_SCALE_BOUND`]).
+    pub log_sigma_bound: f64,
 }
 
 /// The callback of [`Net::coding_pass`]: given group `g` (0 the top), its prior (`None` for

@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Density, Observation};
+use super::{Density, Observation, PixelCoding};
 use crate::ops::{self, Kernels};
 
 /// The Bernoulli likelihood (one logit per dimension).
@@ -31,5 +31,9 @@ impl Observation for Bernoulli {
 
     fn density(&self) -> Density {
         Density::Binary
+    }
+
+    fn pixel_coding(&self) -> std::result::Result<PixelCoding, String> {
+        Ok(PixelCoding::Bernoulli)
     }
 }

@@ -6,7 +6,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Density, Observation};
+use super::{Density, Observation, PixelCoding};
 use crate::ops::{self, Kernels};
 
 /// The beta-binomial likelihood.
@@ -32,5 +32,11 @@ impl Observation for BetaBinomial {
 
     fn density(&self) -> Density {
         Density::Discrete
+    }
+
+    fn pixel_coding(&self) -> std::result::Result<PixelCoding, String> {
+        Ok(PixelCoding::BetaBinomial {
+            log_param: (ops::BETA_BINOMIAL_LOG_MIN, ops::BETA_BINOMIAL_LOG_MAX),
+        })
     }
 }

@@ -8,7 +8,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Density, Observation};
+use super::{Density, Observation, PixelCoding};
 use crate::ops::{self, Kernels};
 use crate::{Error, Result};
 
@@ -40,6 +40,13 @@ impl Observation for DiscretizedLogistic {
 
     fn density(&self) -> Density {
         Density::Discrete
+    }
+
+    fn pixel_coding(&self) -> std::result::Result<PixelCoding, String> {
+        Ok(PixelCoding::LogisticMixture {
+            components: self.mixtures,
+            log_scale: (ops::DLOGISTIC_LOG_SCALE_MIN, ops::DLOGISTIC_LOG_SCALE_MAX),
+        })
     }
 
     fn validate(&self) -> Result<()> {

@@ -41,6 +41,41 @@ pub enum Density {
     Binary,
 }
 
+/// A pixel model of the lossless coder (vae-codec) and how the decoder's raw outputs map to
+/// its parameters. The coder implements these families; a likelihood of one of them says
+/// which, with its settings, through [`Observation::pixel_coding`].
+///
+/// The outputs are block-major as everywhere (block p of an image of D values is outputs
+/// p·D..(p+1)·D), and a bound (lo, hi) is the smooth map lo..hi of the training likelihood:
+/// mid + half · tanh((raw − mid) / half), mid and half the bound's centre and half-width.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PixelCoding {
+    /// A mixture of `components` logistics integrated over the bins of the 256 levels: blocks
+    /// [means, raw log-scales] for one component, [K logits, K means, K raw log-scales] for
+    /// K; the log-scales bounded to `log_scale`, the weights the softmax of the logits.
+    LogisticMixture {
+        components: usize,
+        log_scale: (f32, f32),
+    },
+    /// A beta-binomial over the 256 levels (n = 255): blocks [raw α, raw β], ln α and ln β
+    /// bounded to `log_param`.
+    BetaBinomial { log_param: (f32, f32) },
+    /// A Bernoulli on logits (one block) over binarised data: the value 1 is the level 255,
+    /// and only the levels 0 and 255 can be coded.
+    Bernoulli,
+}
+
+impl PixelCoding {
+    /// Decoder outputs per value (the blocks above).
+    pub fn params_per_dim(&self) -> usize {
+        match self {
+            Self::LogisticMixture { components: 1, .. } | Self::BetaBinomial { .. } => 2,
+            Self::LogisticMixture { components, .. } => 3 * components,
+            Self::Bernoulli => 1,
+        }
+    }
+}
+
 /// What every likelihood provides.
 pub trait Observation: std::fmt::Debug + Send + Sync {
     /// The name used on the command line.
@@ -57,6 +92,22 @@ pub trait Observation: std::fmt::Debug + Send + Sync {
     /// Checks the settings; messages name the flag.
     fn validate(&self) -> Result<()> {
         Ok(())
+    }
+    /// The lossless coder's pixel model of this likelihood, or why it has none (a sentence
+    /// naming the flag).
+    fn pixel_coding(&self) -> std::result::Result<PixelCoding, String> {
+        Err(match self.density() {
+            Density::Continuous => format!(
+                "the run was trained with --likelihood {}, a density on [0, 1], not a \
+                 distribution over 8-bit values",
+                self.name()
+            ),
+            Density::Discrete | Density::Binary => format!(
+                "the run was trained with --likelihood {}, which has no pixel model in the \
+                 lossless coder",
+                self.name()
+            ),
+        })
     }
 }
 
@@ -169,6 +220,11 @@ impl Likelihood {
         self.get().validate()
     }
 
+    /// The lossless coder's pixel model, or why there is none.
+    pub fn pixel_coding(&self) -> std::result::Result<PixelCoding, String> {
+        self.get().pixel_coding()
+    }
+
     /// Whether this is the Bernoulli likelihood (whose mean can be fused into a decoder).
     pub fn is_bernoulli(&self) -> bool {
         matches!(self, Self::Bernoulli(_))
@@ -185,5 +241,47 @@ pub(crate) mod test_util {
 
     pub fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} vs {b}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    /// Every likelihood with a pixel model gives the coder as many outputs per value as it
+    /// takes itself; the discrete ones and the Bernoulli code, the densities do not.
+    #[test]
+    fn pixel_models_take_the_likelihoods_outputs() {
+        for kind in LikelihoodKind::value_variants() {
+            for mixtures in [1, 5] {
+                let l = kind.build(LikelihoodSettings {
+                    mixtures,
+                    ..LikelihoodSettings::default()
+                });
+                match l.pixel_coding() {
+                    Ok(c) => {
+                        assert_ne!(l.density(), Density::Continuous, "{}", l.name());
+                        assert_eq!(c.params_per_dim(), l.params_per_dim(), "{}", l.name());
+                    }
+                    Err(why) => {
+                        assert_eq!(l.density(), Density::Continuous, "{}", l.name());
+                        assert!(why.contains(&format!("--likelihood {}", l.name())), "{why}");
+                    }
+                }
+            }
+        }
+        let l = LikelihoodKind::DiscretizedLogistic.build(LikelihoodSettings {
+            mixtures: 3,
+            ..LikelihoodSettings::default()
+        });
+        assert_eq!(
+            l.pixel_coding(),
+            Ok(PixelCoding::LogisticMixture {
+                components: 3,
+                log_scale: (-8.0, 2.0)
+            })
+        );
     }
 }

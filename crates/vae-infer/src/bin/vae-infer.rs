@@ -10,6 +10,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     vae_run::flags::init_logging("warn");
     match dispatch(&cli) {
+        Ok(out) if cli.command.stdout_is_data() => {
+            eprintln!("{out}");
+            ExitCode::SUCCESS
+        }
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

@@ -7,7 +7,7 @@ use std::time::Instant;
 use vae_codec::format::{self, Header, CODEC_VERSION};
 use vae_codec::CodecParams;
 
-use super::source::Images;
+use super::source::{self, Images};
 use super::{fingerprint, CodecModel};
 use crate::model::Loaded;
 use crate::{InferError, Result};
@@ -47,11 +47,19 @@ pub fn compress(
         )));
     }
     glue.check_values(&imgs.pixels, |i| imgs.name(i))?;
+    let s = m.model.config().shape;
+    if imgs.shape != s {
+        let t = imgs.shape;
+        return Err(InferError::Input(format!(
+            "{}: images of {}x{}x{} for a model of {}x{}x{}",
+            imgs.origin, t.channels, t.height, t.width, s.channels, s.height, s.width
+        )));
+    }
+    let original_sha256 = format::sha256(&source::originals(&imgs.container, &imgs.pixels, s)?);
     let t = Instant::now();
     let enc = vae_codec::encode(glue, &imgs.pixels, d, params, threads)
         .map_err(|e| InferError::Input(format!("{}: {e}", imgs.origin)))?;
     let seconds = t.elapsed().as_secs_f64();
-    let s = m.model.config().shape;
     let payload = format::payload_bytes(&enc.chunks);
     let header = Header {
         codec_version: CODEC_VERSION,
@@ -61,7 +69,7 @@ pub fn compress(
         latent_dim: m.model.latent_dim() as u32,
         fingerprint: fingerprint(&m.model, &m.varmap)?,
         payload_sha256: format::sha256(&payload),
-        original_sha256: format::sha256(&imgs.pixels),
+        original_sha256,
         container: imgs.container.clone(),
     };
     let file = format::write_file(&header, &enc.chunks);
@@ -79,15 +87,17 @@ pub fn compress(
 #[derive(Debug, Clone)]
 pub struct Decompressed {
     pub header: Header,
-    /// `header.count` images of `header.shape`, channel-major, one after another.
+    /// `header.count` images of `header.shape`, channel-major, one after another (for PNG
+    /// files coded in tiles, the tiles: [`source::originals`] crops the pictures out).
     pub pixels: Vec<u8>,
     /// Seconds of decoding (the model's passes included).
     pub seconds: f64,
 }
 
 /// Decodes the file `bytes` with `glue`, the coder's form of the model of `m` (the one that
-/// wrote it: its fingerprint is checked first), over `threads` threads, and checks the images
-/// against the original's checksum. `name` names the file in messages.
+/// wrote it: its fingerprint is checked first), over `threads` threads, and checks the
+/// original pictures (the images, or the pictures cropped out of their tiles) against the
+/// original's checksum. `name` names the file in messages.
 pub fn decompress(
     m: &Loaded,
     glue: &CodecModel,
@@ -121,7 +131,8 @@ pub fn decompress(
     let pixels = vae_codec::decode(glue, &chunks, count, glue.pixels(), header.params, threads)
         .map_err(|e| bad(&e))?;
     let seconds = t.elapsed().as_secs_f64();
-    header.check_original(&pixels).map_err(|e| bad(&e))?;
+    let originals = source::originals(&header.container, &pixels, s).map_err(|e| bad(&e))?;
+    header.check_original(&originals).map_err(|e| bad(&e))?;
     Ok(Decompressed {
         header,
         pixels,

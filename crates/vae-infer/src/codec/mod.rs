@@ -1,6 +1,8 @@
 //! Lossless compression with a trained VAE: the model as [`vae_codec`] sees it
-//! ([`CodecModel`]), whole files coded and decoded in memory ([`file`]), and the images that
-//! `compress` reads and `decompress` writes back ([`source`]).
+//! ([`CodecModel`]), whole files coded and decoded in memory ([`file`]), the images that
+//! `compress` reads and `decompress` writes back ([`source`]: IDX files, splits, PNG files
+//! through [`png`], pictures of any size in tiles through [`tiles`]), and `-` for standard
+//! input and output ([`stdio`]).
 //!
 //! The coder needs the encoder and the decoder to give the same bits when a file is written
 //! and when it is read, on any CPU. [`CodecModel`] therefore runs the networks only with the
@@ -9,16 +11,21 @@
 //! through the same parameter maps as the training likelihoods of vae-core.
 
 pub mod file;
+pub mod padding;
+pub mod png;
 pub mod source;
+pub mod stdio;
+pub mod tiles;
 
+use clap::ValueEnum;
 use vae_codec::detmath;
 use vae_codec::{Choose, CodecError, Gaussian, LatentModel, PixelParams, SingleLatentModel};
-use vae_core::arch::hierarchical::LOG_SCALE_BOUND;
 use vae_core::arch::CodingGaussian;
-use vae_core::candle_core::{Device, Tensor};
+use vae_core::candle_core::{DType, Device, Tensor};
 use vae_core::fastmath::{simd_level, with_simd_cap, SimdLevel};
-use vae_core::ops::{self, Kernels};
-use vae_core::{Arch, Likelihood, Vae};
+use vae_core::likelihood::LikelihoodSettings;
+use vae_core::ops::Kernels;
+use vae_core::{Activation, LikelihoodKind, PixelCoding, Vae};
 
 use crate::{InferError, Result};
 
@@ -70,36 +77,33 @@ pub fn check_cpu(flags: &vae_run::flags::RuntimeFlags) -> Result<Device> {
     }
 }
 
-/// The pixel model a likelihood codes with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelKind {
-    /// Discretized logistic mixture of `k` components.
-    Logistic {
-        k: usize,
-    },
-    BetaBinomial,
-    /// Bernoulli on binarised images: pixel values 0 and 255 only.
-    Bernoulli,
-}
-
-impl PixelKind {
-    /// The pixel model of `likelihood`, or why it cannot code.
-    pub fn of(likelihood: &Likelihood) -> Result<Self> {
-        match likelihood {
-            Likelihood::DiscretizedLogistic(d) => Ok(PixelKind::Logistic { k: d.mixtures }),
-            Likelihood::BetaBinomial(_) => Ok(PixelKind::BetaBinomial),
-            Likelihood::Bernoulli(_) => Ok(PixelKind::Bernoulli),
-            Likelihood::Gaussian(_)
-            | Likelihood::GaussianLearned(_)
-            | Likelihood::ContinuousBernoulli(_) => Err(InferError::Unsupported(format!(
-                "the run was trained with --likelihood {}, a density on [0, 1], not a \
-                 distribution over 8-bit values: compress codes with runs trained with \
-                 --likelihood discretized-logistic or beta-binomial (8-bit images) or bernoulli \
-                 (binarised images)",
-                likelihood.name()
-            ))),
+/// The likelihoods that code, by their flag: `--likelihood A or B (8-bit images) or C
+/// (binarised images)`, from every likelihood's [`PixelCoding`].
+fn codable_likelihoods() -> String {
+    let (mut levels, mut binary) = (Vec::new(), Vec::new());
+    for kind in LikelihoodKind::value_variants() {
+        let l = kind.build(LikelihoodSettings::default());
+        match l.pixel_coding() {
+            Ok(PixelCoding::Bernoulli) => binary.push(l.name()),
+            Ok(_) => levels.push(l.name()),
+            Err(_) => {}
         }
     }
+    format!(
+        "--likelihood {} (8-bit images) or {} (binarised images)",
+        levels.join(" or "),
+        binary.join(" or ")
+    )
+}
+
+/// The activations with an exact forward pass, by their flag: `relu or tanh`.
+fn exact_activations() -> String {
+    let names: Vec<&str> = Activation::value_variants()
+        .iter()
+        .filter(|a| a.has_exact())
+        .map(|a| a.name())
+        .collect();
+    names.join(" or ")
 }
 
 /// A trained VAE as a model of the coder. With one latent group: q(z|x) from the encoder on
@@ -113,7 +117,7 @@ impl PixelKind {
 /// the rate), gives the same bits on every CPU.
 pub struct CodecModel {
     vae: Vae,
-    kind: PixelKind,
+    coding: PixelCoding,
     pixels: usize,
 }
 
@@ -122,25 +126,24 @@ fn model_err(e: impl std::fmt::Display) -> CodecError {
 }
 
 impl CodecModel {
-    /// Checks that `vae` can code: a discrete likelihood (or Bernoulli), no labels, and
-    /// activations with an exact forward pass; its kernels are capped at `simd`.
+    /// Checks that `vae` can code: a likelihood with a pixel model ([`PixelCoding`]), no
+    /// labels, and an architecture with an exact forward pass; its kernels are capped at
+    /// `simd`.
     pub fn new(vae: &Vae, simd: Option<SimdLevel>) -> Result<Self> {
         let cfg = vae.config();
-        let kind = PixelKind::of(&cfg.likelihood)?;
-        let activation = match &cfg.arch {
-            Arch::Mlp(c) => c.activation,
-            Arch::Conv(c) => c.activation,
-            Arch::Hierarchical(c) => c.activation,
-        };
-        if !activation.has_exact() {
-            return Err(InferError::Unsupported(format!(
-                "the run was trained with --activation {}, which has no deterministic forward \
-                 pass (its erf comes from the platform's libm), so a file could decode \
-                 differently on another CPU: compress codes with runs trained with --activation \
-                 relu or tanh",
-                activation.name()
-            )));
-        }
+        let coding = cfg.likelihood.pixel_coding().map_err(|why| {
+            InferError::Unsupported(format!(
+                "{why}: compress codes with runs trained with {}",
+                codable_likelihoods()
+            ))
+        })?;
+        cfg.arch.exact_forward().map_err(|why| {
+            InferError::Unsupported(format!(
+                "{why}, so a file could decode differently on another CPU: compress codes with \
+                 runs trained with --activation {}",
+                exact_activations()
+            ))
+        })?;
         if cfg.num_classes.is_some() {
             return Err(InferError::Unsupported(
                 "compress does not code with a conditional model (its decoder needs the labels)"
@@ -149,7 +152,7 @@ impl CodecModel {
         }
         Ok(Self {
             vae: vae.with_kernels(Kernels::Exact { simd })?,
-            kind,
+            coding,
             pixels: cfg.shape.dim(),
         })
     }
@@ -159,8 +162,14 @@ impl CodecModel {
         &self.vae
     }
 
-    pub fn kind(&self) -> PixelKind {
-        self.kind
+    /// The pixel model the likelihood codes with.
+    pub fn coding(&self) -> PixelCoding {
+        self.coding
+    }
+
+    /// Whether the pixel model codes binarised images (values 0 and 255) only.
+    pub fn codes_binarised(&self) -> bool {
+        self.coding == PixelCoding::Bernoulli
     }
 
     /// Values per image.
@@ -171,7 +180,7 @@ impl CodecModel {
     /// Refuses pixel values the pixel model cannot code (a Bernoulli codes only 0 and 255);
     /// `name(i)` names image `i` in the message.
     pub fn check_values(&self, images: &[u8], name: impl Fn(usize) -> String) -> Result<()> {
-        if self.kind != PixelKind::Bernoulli {
+        if !self.codes_binarised() {
             return Ok(());
         }
         match images.iter().position(|&v| v != 0 && v != 255) {
@@ -203,6 +212,23 @@ impl CodecModel {
         Tensor::from_vec(x, (images.len(), d), &Device::Cpu).map_err(model_err)
     }
 
+    /// The negative ELBO of each image (8-bit pixels, channel-major) in nats, with every
+    /// latent group at its posterior mean: about what coding it costs, for choices made before
+    /// coding (see [`padding`]).
+    pub fn cost_at_means(&self, images: &[&[u8]]) -> Result<Vec<f64>> {
+        let x = self
+            .input(images)
+            .map_err(|e| InferError::Input(e.to_string()))?;
+        let eps = Tensor::zeros(
+            (images.len(), self.vae.latent().noise_dim()),
+            DType::F32,
+            &Device::Cpu,
+        )?;
+        let t = self.vae.elbo_terms(&x, None, &eps)?;
+        let cost = (&t.recon + &t.kl()?)?;
+        Ok(cost.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+    }
+
     /// The raw decoder outputs for codes `zs`, one row each.
     fn decode_rows(&self, zs: &[Vec<f32>]) -> vae_codec::Result<Vec<Vec<f32>>> {
         let l = self.vae.latent_dim();
@@ -214,13 +240,13 @@ impl CodecModel {
 
     /// The pixel model of one row of raw decoder outputs (see [`params_of`]).
     fn params(&self, raw: &[f32]) -> vae_codec::Result<PixelParams> {
-        params_of(self.kind, raw, self.pixels)
+        params_of(self.coding, raw, self.pixels)
     }
 }
 
 /// `mid + half · tanh((raw - mid)/half)`: the smooth bound of vae-core's discrete likelihoods
 /// into (lo, hi), in f64 with the deterministic tanh.
-fn bound(raw: f32, lo: f32, hi: f32) -> f64 {
+fn bound(raw: f32, (lo, hi): (f32, f32)) -> f64 {
     let (mid, half) = (
         0.5 * (f64::from(lo) + f64::from(hi)),
         0.5 * (f64::from(hi) - f64::from(lo)),
@@ -228,18 +254,21 @@ fn bound(raw: f32, lo: f32, hi: f32) -> f64 {
     mid + half * detmath::tanh((f64::from(raw) - mid) / half)
 }
 
+/// exp(bound(raw)) of every raw output: a positive parameter bounded on a log scale.
+fn exp_bounded(raw: &[f32], log_bound: (f32, f32)) -> Vec<f64> {
+    raw.iter()
+        .map(|&v| detmath::exp(bound(v, log_bound)))
+        .collect()
+}
+
 /// The pixel model of `raw`, one image's decoder outputs (`[P·D]`, block-major), through the
-/// parameter maps of the training likelihoods:
-/// - discretized logistic, K = 1: [means, raw log-scales], σ = exp(bound(raw) in (−8, 2));
+/// parameter maps of the training likelihoods ([`PixelCoding`] has the blocks and bounds):
+/// - logistic mixture, K = 1: [means, raw log-scales], σ = exp(bound(raw));
 ///   K > 1: [K logit blocks, K mean blocks, K raw log-scale blocks], weights softmax(logits);
-/// - beta-binomial: [raw α, raw β], ln α = bound(raw) in (−7, 11), the same for β;
+/// - beta-binomial: [raw α, raw β], ln α = bound(raw), the same for β;
 /// - Bernoulli: logits, the value 1 written as 255.
-pub fn params_of(kind: PixelKind, raw: &[f32], d: usize) -> vae_codec::Result<PixelParams> {
-    let blocks = match kind {
-        PixelKind::Logistic { k: 1 } | PixelKind::BetaBinomial => 2,
-        PixelKind::Logistic { k } => 3 * k,
-        PixelKind::Bernoulli => 1,
-    };
+pub fn params_of(coding: PixelCoding, raw: &[f32], d: usize) -> vae_codec::Result<PixelParams> {
+    let blocks = coding.params_per_dim();
     if raw.len() != blocks * d {
         return Err(CodecError::Model(format!(
             "the decoder gave {} outputs for {d} pixels ({blocks} per pixel expected)",
@@ -247,25 +276,20 @@ pub fn params_of(kind: PixelKind, raw: &[f32], d: usize) -> vae_codec::Result<Pi
         )));
     }
     let f64s = |r: &[f32]| r.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
-    let log_scale = |r: &[f32]| {
-        r.iter()
-            .map(|&v| {
-                detmath::exp(bound(
-                    v,
-                    ops::DLOGISTIC_LOG_SCALE_MIN,
-                    ops::DLOGISTIC_LOG_SCALE_MAX,
-                ))
-            })
-            .collect::<Vec<f64>>()
-    };
-    Ok(match kind {
-        PixelKind::Logistic { k: 1 } => PixelParams::Logistic {
+    Ok(match coding {
+        PixelCoding::LogisticMixture {
+            components: 1,
+            log_scale,
+        } => PixelParams::Logistic {
             components: 1,
             weights: vec![1.0; d],
             means: f64s(&raw[..d]),
-            scales: log_scale(&raw[d..]),
+            scales: exp_bounded(&raw[d..], log_scale),
         },
-        PixelKind::Logistic { k } => {
+        PixelCoding::LogisticMixture {
+            components: k,
+            log_scale,
+        } => {
             // softmax over the K logits of each pixel, up to a factor the coder normalises away.
             let logits = &raw[..k * d];
             let mut weights = vec![0f64; k * d];
@@ -281,27 +305,14 @@ pub fn params_of(kind: PixelKind, raw: &[f32], d: usize) -> vae_codec::Result<Pi
                 components: k,
                 weights,
                 means: f64s(&raw[k * d..2 * k * d]),
-                scales: log_scale(&raw[2 * k * d..]),
+                scales: exp_bounded(&raw[2 * k * d..], log_scale),
             }
         }
-        PixelKind::BetaBinomial => {
-            let positive = |r: &[f32]| {
-                r.iter()
-                    .map(|&v| {
-                        detmath::exp(bound(
-                            v,
-                            ops::BETA_BINOMIAL_LOG_MIN,
-                            ops::BETA_BINOMIAL_LOG_MAX,
-                        ))
-                    })
-                    .collect::<Vec<f64>>()
-            };
-            PixelParams::BetaBinomial {
-                alpha: positive(&raw[..d]),
-                beta: positive(&raw[d..]),
-            }
-        }
-        PixelKind::Bernoulli => PixelParams::Bernoulli {
+        PixelCoding::BetaBinomial { log_param } => PixelParams::BetaBinomial {
+            alpha: exp_bounded(&raw[..d], log_param),
+            beta: exp_bounded(&raw[d..], log_param),
+        },
+        PixelCoding::Bernoulli => PixelParams::Bernoulli {
             logits: f64s(raw),
             one: 255,
         },
@@ -329,13 +340,13 @@ fn row_gaussians(
         .collect())
 }
 
-/// The Gaussians of a coding pass's group, one list per row: log σ = L tanh(raw / L) with
-/// L = [`LOG_SCALE_BOUND`], as vae-core's hierarchical model bounds it, here with the
-/// deterministic tanh and exp.
+/// The Gaussians of a coding pass's group, one list per row: log σ = L tanh(raw / L) with L
+/// the group's bound, as the architecture bounds it, here with the deterministic tanh and exp.
 fn group_gaussians(g: &CodingGaussian) -> vae_codec::Result<Vec<Vec<Gaussian>>> {
+    let l = g.log_sigma_bound;
     row_gaussians(&g.mu, &g.raw_log_sigma, |mu, raw| Gaussian {
         mu,
-        sigma: detmath::exp(LOG_SCALE_BOUND * detmath::tanh(raw / LOG_SCALE_BOUND)),
+        sigma: detmath::exp(l * detmath::tanh(raw / l)),
     })
 }
 

@@ -7,10 +7,21 @@
 use vae_codec::models::{IntCdf, TOTAL};
 use vae_codec::pixels::{beta_binomial_table, inverse, LogisticCdf};
 use vae_codec::PixelParams;
+use vae_core::likelihood::LikelihoodSettings;
 use vae_core::ops::{beta_binomial_pixel_pmf, discretized_logistic_pixel_pmf};
-use vae_core::Rng;
+use vae_core::{LikelihoodKind, PixelCoding, Rng};
 
-use super::{params_of, PixelKind};
+use super::params_of;
+
+/// The pixel model of the likelihood `kind` with `mixtures` components, as a run records it.
+fn coding(kind: LikelihoodKind, mixtures: usize) -> PixelCoding {
+    kind.build(LikelihoodSettings {
+        mixtures,
+        ..LikelihoodSettings::default()
+    })
+    .pixel_coding()
+    .unwrap()
+}
 
 /// The probability of each symbol of an integer model.
 fn masses(m: impl IntCdf) -> Vec<f64> {
@@ -49,7 +60,7 @@ fn logistic_pixels_match_the_training_likelihood() {
         for v in &mut raw[first_mean..first_mean + k * d] {
             *v = 0.5 + 0.4 * v.tanh();
         }
-        let p = params_of(PixelKind::Logistic { k }, &raw, d).unwrap();
+        let p = params_of(coding(LikelihoodKind::DiscretizedLogistic, k), &raw, d).unwrap();
         p.validate(d).unwrap();
         let PixelParams::Logistic {
             components,
@@ -77,7 +88,7 @@ fn logistic_pixels_match_the_training_likelihood() {
 fn beta_binomial_pixels_match_the_training_likelihood() {
     let d = 11;
     let raw = raws(2 * d, 7);
-    let p = params_of(PixelKind::BetaBinomial, &raw, d).unwrap();
+    let p = params_of(coding(LikelihoodKind::BetaBinomial, 1), &raw, d).unwrap();
     p.validate(d).unwrap();
     let PixelParams::BetaBinomial { alpha, beta } = &p else {
         panic!("{p:?}")
@@ -94,7 +105,7 @@ fn beta_binomial_pixels_match_the_training_likelihood() {
 #[test]
 fn bernoulli_pixels_are_logits_with_one_as_255() {
     let raw = [-3.0f32, 0.0, 2.5];
-    let p = params_of(PixelKind::Bernoulli, &raw, 3).unwrap();
+    let p = params_of(coding(LikelihoodKind::Bernoulli, 1), &raw, 3).unwrap();
     assert_eq!(
         p,
         PixelParams::Bernoulli {
@@ -106,13 +117,13 @@ fn bernoulli_pixels_are_logits_with_one_as_255() {
 
 #[test]
 fn outputs_of_the_wrong_length_are_refused() {
-    for (kind, n) in [
-        (PixelKind::Logistic { k: 1 }, 5),
-        (PixelKind::Logistic { k: 5 }, 10),
-        (PixelKind::BetaBinomial, 3),
-        (PixelKind::Bernoulli, 4),
+    for (kind, k, n) in [
+        (LikelihoodKind::DiscretizedLogistic, 1, 5),
+        (LikelihoodKind::DiscretizedLogistic, 5, 10),
+        (LikelihoodKind::BetaBinomial, 1, 3),
+        (LikelihoodKind::Bernoulli, 1, 4),
     ] {
-        let e = params_of(kind, &vec![0.0; n], 3).unwrap_err();
+        let e = params_of(coding(kind, k), &vec![0.0; n], 3).unwrap_err();
         assert!(e.to_string().contains("outputs for 3 pixels"), "{e}");
     }
 }

@@ -1,28 +1,35 @@
 //! `vae-infer compress`: lossless compression of 8-bit images by bits-back coding with the
-//! model (BB-ANS), with the rate beside the model's negative ELBO on the same images.
+//! model (BB-ANS), with the rate beside the model's negative ELBO on the same images. PNG
+//! files of any size are coded in tiles of the model's size; the rates are per value of the
+//! pictures given, the tiles' padding paid for by them.
 //!
-//! The file is decoded again before it is renamed into place: nothing is reported as written
-//! unless it decodes to the images.
+//! The file is decoded again before it is renamed into place (or written to standard
+//! output): nothing is reported as written unless it decodes to the images.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use vae_codec::CodecParams;
+use vae_codec::{CodecParams, Container};
+use vae_core::DataShape;
 use vae_data::{Dataset, Values};
 use vae_run::eval::{self, Prep, Scoring};
 
 use super::Command;
 use crate::args::{load_split, ModelArgs, Split};
 use crate::codec::source::{self, Images};
-use crate::codec::{self, check_cpu, CodecModel, PixelKind, SimdArgs};
+use crate::codec::{padding, png, stdio, tiles};
+use crate::codec::{self, check_cpu, CodecModel, SimdArgs};
 use crate::{InferError, Result};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The images to compress: an IDX file (as --idx) or a folder of PNG files (as --images).
+    /// The images to compress: a PNG file of any size (8-bit, the model's channels; coded in
+    /// tiles, decompressed as one PNG file), an IDX file (as --idx), a folder of PNG files (as
+    /// --images), or - for standard input (a PNG or an IDX file, told by its first bytes).
     #[arg(value_name = "INPUT", conflicts_with_all = ["split", "idx", "images"])]
     pub input: Option<PathBuf>,
     /// Compress a split of the run's dataset (decompressed as a raw IDX images file).
@@ -35,10 +42,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "images")]
     pub idx: Option<PathBuf>,
     /// Compress the 8-bit PNG files of a folder, sub-folders included (grey or RGB, the
-    /// model's size; decompressed as PNG files of the same names).
+    /// model's channels, any size: pictures of another size than the model's are coded in
+    /// tiles; decompressed as PNG files of the same names).
     #[arg(long)]
     pub images: Option<PathBuf>,
-    /// The compressed file to write.
+    /// The compressed file to write, or - for standard output (the report then goes to
+    /// standard error).
     #[arg(long, short = 'o')]
     pub out: PathBuf,
     /// Images per independently coded chunk (each chunk's first image pays for its latents'
@@ -46,26 +55,47 @@ pub struct Args {
     /// leave threads idle. Recorded in the file.
     #[arg(long, value_name = "N", default_value_t = CodecParams::default().chunk_images, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_images: u32,
+    /// What pads the last row and column of tiles of a picture of another size than the
+    /// model's: `auto` (the model's choice per picture among its edges repeated, 0 and 255:
+    /// the one its tiles cost least), `edge`, or a value from 0 to 255. Coded, so counted in
+    /// the rate; recorded in the file.
+    #[arg(long, value_name = "auto|edge|V", default_value = "auto")]
+    pub padding: padding::PaddingChoice,
     #[command(flatten)]
     pub simd: SimdArgs,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The images given: PNG files, or the images of an IDX file or a split.
     pub images: usize,
-    /// Values per image.
+    /// Images of the model's size coded: the tiles of pictures of another size, else the
+    /// images themselves.
+    pub tiles: usize,
+    /// Values per coded image (the model's).
     pub dims: usize,
+    /// Values of the images given (Σ height × width × channels): what the rates are per.
+    pub values: u64,
+    /// Values coded: tiles × dims, the padding of the tiles at the pictures' right and bottom
+    /// edges (their last column and row repeated) included.
+    pub coded_values: u64,
+    /// The pictures whose last tiles hold padding, by the padding the model chose for them
+    /// (`edge`: the last column and row repeated, or the constant).
+    pub padding: BTreeMap<String, usize>,
     /// Bytes of the file, header included.
     pub bytes: u64,
-    /// Bytes of the header (checksums, shape, names, ...).
+    /// Bytes of the header (checksums, shape, names, sizes, ...).
     pub header_bytes: u64,
-    /// 8 × bytes / (images × dims): the rate of the whole file.
+    /// 8 × bytes / values: the rate of the whole file per value given, the padding's cost
+    /// included.
     pub bits_per_dim: f64,
-    /// The model's one-sample negative ELBO on the same images, in bits per dimension (a
-    /// bound on -log2 P per value).
+    /// 8 × bytes / coded_values: the rate per value coded (the same without padding).
+    pub bits_per_coded_dim: f64,
+    /// The model's one-sample negative ELBO on the coded images, in bits per value given (a
+    /// bound on -log2 P of the images given: the tiles are a function of them).
     pub neg_elbo_bits_per_dim: f64,
-    /// Σ over images of -log2 p(x|z) - log2 p(z) + log2 q(z|x) under the quantised models, in
-    /// bits per dimension: the rate without the initial bits and the header.
+    /// Σ over coded images of -log2 p(x|z) - log2 p(z) + log2 q(z|x) under the quantised
+    /// models, in bits per value given: the rate without the initial bits and the header.
     pub net_bits_per_dim: f64,
     /// Bits of the payload beyond the images' net bits: what the first image of each chunk
     /// could not get back, the coders' final states, the chunks' counts.
@@ -90,9 +120,26 @@ pub struct Report {
 
 impl super::Report for Report {
     fn text(&self) -> String {
+        let tiles = if self.coded_values == self.values {
+            String::new()
+        } else {
+            let padding: Vec<String> = self
+                .padding
+                .iter()
+                .map(|(p, n)| format!("{p} for {n}"))
+                .collect();
+            format!(
+                "\n  in {} tiles, padded with {}: {} values coded for {} ({:.4} bits per coded value)",
+                self.tiles,
+                padding.join(", "),
+                self.coded_values,
+                self.values,
+                self.bits_per_coded_dim
+            )
+        };
         format!(
             "compressed {} images into {} ({} bytes, {} of them header)\n  \
-             {:.4} bits/dim (negative ELBO {:.4} bits/dim, net {:.4}, initial bits {:.0})\n  \
+             {:.4} bits/dim (negative ELBO {:.4} bits/dim, net {:.4}, initial bits {:.0}){tiles}\n  \
              {:.2} s, {:.0} images/s ({} threads, simd {}); verified in {:.2} s",
             self.images,
             self.out.display(),
@@ -111,10 +158,31 @@ impl super::Report for Report {
     }
 }
 
+/// Whether `path` is a PNG file: by its extension, or by its first bytes.
+fn is_png_file(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| png::is_png(&head))
+}
+
 impl Args {
-    /// The images to code, read and checked against the model's shape.
-    fn images(&self, m: &crate::model::Loaded) -> Result<Images> {
+    /// The images to code, read and checked against the model's shape; pictures coded in
+    /// tiles are padded as the model chooses (scored on `threads` threads).
+    fn images(
+        &self,
+        m: &crate::model::Loaded,
+        glue: &CodecModel,
+        threads: usize,
+    ) -> Result<Images> {
         let shape = m.model.config().shape;
+        let pad = |pics: &[&png::Picture]| padding::paddings(self.padding, glue, pics, threads);
         if let Some(split) = self.split {
             if self.limit == Some(0) {
                 return Err(InferError::Flag("--limit must be at least 1".into()));
@@ -125,18 +193,23 @@ impl Args {
             return source::from_dataset(&data, &format!("the {} split", split.name()));
         }
         match (&self.input, &self.idx, &self.images) {
-            (Some(p), _, _) if p.is_dir() => source::from_png_dir(p, shape),
+            (Some(p), _, _) if stdio::is_dash(p) => {
+                let bytes = stdio::read_stdin()?;
+                source::from_bytes(&bytes, Path::new("standard input"), shape, &pad)
+            }
+            (Some(p), _, _) if p.is_dir() => source::from_png_dir(p, shape, &pad),
+            (Some(p), _, _) if is_png_file(p) => source::from_png_file(p, shape, &pad),
             (Some(p), _, _) | (None, Some(p), _) => source::from_idx(p, shape),
-            (None, None, Some(d)) => source::from_png_dir(d, shape),
+            (None, None, Some(d)) => source::from_png_dir(d, shape, &pad),
             (None, None, None) => Err(InferError::Flag(
-                "give the images: --split, --idx FILE or --images DIR".into(),
+                "give the images: FILE.png, --split, --idx FILE, --images DIR or -".into(),
             )),
         }
     }
 }
 
-/// The negative ELBO of the images in bits per dimension (one sample of z per image, the
-/// noise from the run's seed, as `evaluate` draws it).
+/// The negative ELBO of the coded images in bits per coded value (one sample of z per image,
+/// the noise from the run's seed, as `evaluate` draws it).
 fn neg_elbo_bits(
     m: &crate::model::Loaded,
     glue: &CodecModel,
@@ -145,7 +218,7 @@ fn neg_elbo_bits(
 ) -> Result<f64> {
     let shape = m.model.config().shape;
     let data = Dataset::new(shape, Values::U8(imgs.pixels.clone()), None, None)?;
-    let scoring = Scoring::of(&m.model, &data, glue.kind() == PixelKind::Bernoulli)?;
+    let scoring = Scoring::of(&m.model, &data, glue.codes_binarised())?;
     let elbo = eval::elbo_stats(
         glue.vae(),
         &data,
@@ -167,20 +240,29 @@ impl Command for Args {
         &self.model
     }
 
+    fn stdout_is_data(&self) -> bool {
+        stdio::is_dash(&self.out)
+    }
+
     fn run(&self) -> Result<Report> {
         let simd = self.simd.in_use();
         let mut a = self.model.clone();
         a.runtime.device = Some(check_cpu(&a.runtime).map(|_| "cpu".to_string())?);
-        crate::args::check_out(&self.out)?;
+        let to_stdout = stdio::is_dash(&self.out);
+        if to_stdout {
+            stdio::check_stdout()?;
+        } else {
+            crate::args::check_out(&self.out)?;
+        }
         let threads = a.threads();
         let m = a.load()?;
         let glue = CodecModel::new(&m.model, self.simd.cap())?;
-        let imgs = self.images(&m)?;
+        let imgs = self.images(&m, &glue, threads)?;
         glue.check_values(&imgs.pixels, |i| imgs.name(i))?;
         let d = glue.pixels();
 
         let t = Instant::now();
-        let neg_elbo_bits_per_dim = neg_elbo_bits(&m, &glue, &imgs, &a)?;
+        let neg_elbo_bits_per_coded_dim = neg_elbo_bits(&m, &glue, &imgs, &a)?;
         let elbo_seconds = t.elapsed().as_secs_f64();
 
         let params = CodecParams {
@@ -191,7 +273,7 @@ impl Command for Args {
         let out_name = self.out.display().to_string();
 
         let t = Instant::now();
-        vae_codec::io::write_atomic(&self.out, &c.file, |back| {
+        let verify = |back: &[u8]| -> std::result::Result<(), String> {
             let back = codec::file::decompress(&m, &glue, back, &out_name, threads)
                 .map_err(|e| e.to_string())?;
             if back.header != c.header {
@@ -200,21 +282,45 @@ impl Command for Args {
             (back.pixels == imgs.pixels)
                 .then_some(())
                 .ok_or_else(|| "the file decodes to other images".into())
-        })
-        .map_err(|e| InferError::Input(e.to_string()))?;
+        };
+        if to_stdout {
+            verify(&c.file).map_err(|e| {
+                InferError::Input(format!("standard output: verification failed: {e}"))
+            })?;
+            stdio::write_stdout(&c.file)?;
+        } else {
+            vae_codec::io::write_atomic(&self.out, &c.file, verify)
+                .map_err(|e| InferError::Input(e.to_string()))?;
+        }
         let verify_seconds = t.elapsed().as_secs_f64();
 
-        let dims = (imgs.count * d) as f64;
+        let coded_values = (imgs.count * d) as u64;
+        let values = imgs.original_values();
+        let per_value = values as f64;
         let bytes = c.file.len() as u64;
         let seconds = c.seconds;
+        let mut padded = BTreeMap::new();
+        if let Container::Tiled { files, .. } = &imgs.container {
+            for f in files {
+                let shape = DataShape::image(f.channels.into(), f.height as usize, f.width as usize);
+                if tiles::is_padded(shape, imgs.shape) {
+                    *padded.entry(padding::name(f.padding)).or_insert(0) += 1;
+                }
+            }
+        }
         Ok(Report {
-            images: imgs.count,
+            images: imgs.pictures(),
+            padding: padded,
+            tiles: imgs.count,
             dims: d,
+            values,
+            coded_values,
             bytes,
             header_bytes: bytes - c.payload_bytes as u64,
-            bits_per_dim: 8.0 * bytes as f64 / dims,
-            neg_elbo_bits_per_dim,
-            net_bits_per_dim: c.net_bits / dims,
+            bits_per_dim: 8.0 * bytes as f64 / per_value,
+            bits_per_coded_dim: 8.0 * bytes as f64 / coded_values as f64,
+            neg_elbo_bits_per_dim: neg_elbo_bits_per_coded_dim * coded_values as f64 / per_value,
+            net_bits_per_dim: c.net_bits / per_value,
             initial_bits: c.initial_bits,
             latent_bits: params.latent_bits,
             chunk_images: params.chunk_images,

@@ -16,6 +16,11 @@ pub trait Command {
     fn model(&self) -> &ModelArgs;
     /// Runs the command.
     fn run(&self) -> Result<Self::Report>;
+    /// Whether the command writes its output to standard output (`--out -`), so that its
+    /// report goes to standard error.
+    fn stdout_is_data(&self) -> bool {
+        false
+    }
 }
 
 /// What a command computed.
@@ -50,6 +55,14 @@ macro_rules! commands {
             pub fn execute(&self) -> Result<String> {
                 match self {
                     $(Cmd::$variant(a) => execute(a),)*
+                }
+            }
+
+            /// Whether standard output carries the command's data (its report then goes to
+            /// standard error).
+            pub fn stdout_is_data(&self) -> bool {
+                match self {
+                    $(Cmd::$variant(a) => a.stdout_is_data(),)*
                 }
             }
         }

@@ -111,6 +111,10 @@ impl ArchConfig for HierarchicalConfig {
         Ok(())
     }
 
+    fn activations(&self) -> Vec<Activation> {
+        vec![self.activation]
+    }
+
     fn build(&self, vb: VarBuilder, cfg: &ModelConfig, k: Kernels) -> Result<Box<dyn Net>> {
         let s = cfg.shape;
         let (c, m, zc, act) = (

@@ -305,6 +305,7 @@ impl Hierarchical {
                 Some(CodingGaussian {
                     mu,
                     raw_log_sigma: (raw * 0.5)?,
+                    log_sigma_bound: LOG_SCALE_BOUND,
                 })
             }
             None => None,
@@ -321,6 +322,7 @@ impl Hierarchical {
             Ok(CodingGaussian {
                 mu: self.group_values(&self.maps.narrow(raw, 0, self.z)?)?,
                 raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
+                log_sigma_bound: LOG_SCALE_BOUND,
             })
         };
         self.through_groups(&z_top, |g, si, h, block, raw_prior| {
