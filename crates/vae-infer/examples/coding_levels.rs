@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
             .model
             .coding_pass(Some(&x), rows.len(), &mut |g, prior, post| {
                 let Some(post) = post else {
-                    return Err(vae_core::candle_core::Error::Msg(
+                    return Err(vae_core::Error::Config(
                         "a coding pass with images has posteriors".into(),
                     ));
                 };
