@@ -63,8 +63,8 @@ class Model:
         seed: Optional[int] = None,
     ) -> Union[Images, Floats]:
         """``n`` new examples: codes from the prior at ``temperature`` (by default the model's:
-        1.0 for a single latent group; one value per latent group of a hierarchical model, the
-        last repeating), decoded to the likelihood's
+        1.0 for a single latent group, 1.0 for the top group and 0.5 below it for the
+        hierarchical model; a value per latent group, top first, the last repeating), decoded to the likelihood's
         mean, drawn from ``seed`` (the model's by default: the same call gives the same images,
         those of ``vae-infer sample`` with that seed)."""
     def reconstruct(

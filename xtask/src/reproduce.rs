@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::{build_release, flag, root};
 
 mod render;
-use render::{check, render, with_kept_section};
+pub(crate) use render::with_kept_section;
+use render::{check, render, KEPT_SECTION};
 
 /// One configuration of the table.
 struct Config {
@@ -405,7 +406,11 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     // The hierarchical model's section comes from its own multi-hour run (its commands are in
     // the section): a rewrite keeps it as it was.
-    let md = with_kept_section(md, std::fs::read_to_string(&out_file).ok().as_deref());
+    let md = with_kept_section(
+        md,
+        std::fs::read_to_string(&out_file).ok().as_deref(),
+        KEPT_SECTION,
+    );
     std::fs::write(&out_file, &md).with_context(|| format!("writing {}", out_file.display()))?;
     check(&std::fs::read_to_string(&out_file)?)?;
     eprintln!("wrote {}", out_file.display());

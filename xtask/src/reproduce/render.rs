@@ -146,11 +146,12 @@ pub(super) fn render(
 }
 
 /// The heading of the section of RESULTS.md that a rewrite keeps (see [`run`]).
-const KEPT_SECTION: &str = "\n## Hierarchical VAE";
+pub(crate) const KEPT_SECTION: &str = "\n## Hierarchical VAE";
 
-/// `md` followed by the kept section of `old` (the file being replaced), if it has one.
-pub(super) fn with_kept_section(md: String, old: Option<&str>) -> String {
-    match old.and_then(|o| o.find(KEPT_SECTION).map(|at| &o[at..])) {
+/// `md` followed by the section of `old` (the file being replaced) from `heading` to its end,
+/// if it has one: what was run by hand beside the generated tables survives their rewrite.
+pub(crate) fn with_kept_section(md: String, old: Option<&str>, heading: &str) -> String {
+    match old.and_then(|o| o.find(heading).map(|at| &o[at..])) {
         Some(kept) => md + kept,
         None => md,
     }
@@ -290,14 +291,21 @@ mod tests {
     #[test]
     fn a_rewrite_keeps_the_hierarchical_section_and_nothing_else() {
         let old = "# Results\n\nold table\n\n## Hierarchical VAE\n\nits run\n";
-        let md = with_kept_section("# Results\n\nnew table\n".into(), Some(old));
+        let md = with_kept_section("# Results\n\nnew table\n".into(), Some(old), KEPT_SECTION);
         assert_eq!(
             md,
             "# Results\n\nnew table\n\n## Hierarchical VAE\n\nits run\n"
         );
         // Without the section (or without an old file) the new text is all there is.
-        let none = with_kept_section("new\n".into(), Some("# Results\n\nold table\n"));
+        let none = with_kept_section(
+            "new\n".into(),
+            Some("# Results\n\nold table\n"),
+            KEPT_SECTION,
+        );
         assert_eq!(none, "new\n");
-        assert_eq!(with_kept_section("new\n".into(), None), "new\n");
+        assert_eq!(
+            with_kept_section("new\n".into(), None, KEPT_SECTION),
+            "new\n"
+        );
     }
 }

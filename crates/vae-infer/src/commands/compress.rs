@@ -50,9 +50,11 @@ pub struct Args {
     /// standard error).
     #[arg(long, short = 'o')]
     pub out: PathBuf,
-    /// Images per independently coded chunk (each chunk's first image pays for its latents'
-    /// bits; the threads share out the chunks). Larger chunks lower that cost, fewer chunks
-    /// leave threads idle. Recorded in the file.
+    /// Images per independently coded chunk (the threads share out the chunks). A chunk's
+    /// first images cannot get back the bits their latents cost: they code only the top
+    /// latent groups their stack can pay for, the groups below at their prior means (a
+    /// hierarchical model), or pay for all (one group); larger chunks spread that cost,
+    /// fewer chunks leave threads idle. Recorded in the file.
     #[arg(long, value_name = "N", default_value_t = CodecParams::default().chunk_images, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_images: u32,
     /// What pads the last row and column of tiles of a picture of another size than the

@@ -26,8 +26,9 @@ pub struct Args {
     pub label: Option<u32>,
     /// Scale of the prior's standard deviation; for a hierarchical model one value per latent
     /// group, comma-separated, top group first (e.g. 1.0,0.8,0.6), the last value repeating
-    /// for the groups after it. Default: 1 for a single latent group; the architecture's
-    /// choice for a hierarchical model (the JSON report gives the values used).
+    /// for the groups after it. Default: the architecture's choice, 1 for a single latent
+    /// group, 1 for the top group and 0.5 below it for the hierarchical model (the JSON report
+    /// gives the values used).
     #[arg(long, value_delimiter = ',')]
     pub temperature: Vec<f64>,
     /// Where codes come from: `prior` (N(0, I)) or `posterior` (the aggregate posterior of the

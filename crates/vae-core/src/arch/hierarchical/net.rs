@@ -478,6 +478,13 @@ impl Net for Hierarchical {
         Some(self.rows_per_pass)
     }
 
+    /// The top group at temperature 1 and every group below it at 0.5: the lower groups' noise
+    /// at full temperature breaks shapes apart, while the top group's keeps the variety of
+    /// the classes (docs/RESULTS.md shows the grids it was chosen from).
+    fn sampling_temperatures(&self) -> Vec<f64> {
+        vec![1.0, 0.5]
+    }
+
     /// The top group's raw log-scale is half its raw log-variance (log σ = L tanh(r / 2L)
     /// with r that raw log-variance, as [`Hierarchical::top_posterior`] bounds it); each
     /// spatial group's are its blocks' raw outputs. The callback's values go in as the
