@@ -171,6 +171,19 @@ fn tiny_hvae_trains_evaluates_samples_and_resumes_exactly() -> anyhow::Result<()
         1,
     );
     assert!(err.contains("3 latent groups"), "{err}");
+    // Without --temperature, the architecture's choice: the top group at 1, the groups below
+    // at 0.5 (docs/RESULTS.md, "Hierarchical VAE", shows the grids it was chosen from).
+    let r = json(&ok(infer(&[
+        "sample",
+        "--run",
+        s,
+        "--n",
+        "4",
+        "--out",
+        grid.to_str().unwrap(),
+        "--json",
+    ])));
+    assert_eq!(r["temperatures"], serde_json::json!([1.0, 0.5, 0.5]));
     let cold = tmp.path().join("cold.png");
     ok(infer(&[
         "sample",
