@@ -18,7 +18,7 @@ use vae_data::{Binarize, Dataset};
 use vae_run::batch::rows_to_tensors;
 
 use crate::config::RunConfig;
-use crate::optim::Adam;
+use crate::optim::{Adam, StepInfo};
 use crate::reduce::{shards_of, Contribution, Layout, Local, Reduce, Shard};
 use crate::{Result, TrainError};
 
@@ -59,6 +59,19 @@ pub struct StepLoss {
 }
 
 impl Trainer {
+    /// An update that was neither applied nor skipped had a gradient norm that is not finite:
+    /// the run stops there (both steps, native and generic, end this way).
+    fn check_update(&self, info: &StepInfo) -> Result<()> {
+        if !info.applied && !info.skipped {
+            return Err(TrainError::NonFinite {
+                what: "gradient norm",
+                step: self.step + 1,
+                value: info.grad_norm,
+            });
+        }
+        Ok(())
+    }
+
     /// Fresh weights from the run's seed.
     pub fn new(cfg: RunConfig, device: Device) -> Result<Self> {
         let mut init_rng = Rng::stream(cfg.train.seed, 1);
@@ -193,13 +206,7 @@ impl Trainer {
         let info = self
             .opt
             .step_or_skip(&reduced.grads, threads, t.grad_clip, t.skip_threshold)?;
-        if !info.applied && !info.skipped {
-            return Err(TrainError::NonFinite {
-                what: "gradient norm",
-                step: self.step + 1,
-                value: info.grad_norm,
-            });
-        }
+        self.check_update(&info)?;
         self.step += 1;
         tracing::debug!(
             "batch {}: -ELBO {:.2} nats per example (KL {:.2}), gradient norm {:.0}{}",
@@ -334,13 +341,7 @@ impl Trainer {
         let info = self
             .opt
             .step_with_norm(&reduced.grads, norm, t.grad_clip, t.skip_threshold)?;
-        if !info.applied && !info.skipped {
-            return Err(TrainError::NonFinite {
-                what: "gradient norm",
-                step: self.step + 1,
-                value: info.grad_norm,
-            });
-        }
+        self.check_update(&info)?;
         self.step += 1;
         Ok(StepLoss {
             neg_elbo,

@@ -70,6 +70,27 @@ fn pieces(all: &[f32], lens: [usize; 4]) -> [&[f32]; 4] {
     [a, b, c, &d[..lens[3]]]
 }
 
+/// The block's geometries over `n` maps of `h` x `w`: a 1x1 convolution's from `c` input
+/// channels (a function of `c`), and the 3x3 convolutions' (padded by 1) on the `m` inner
+/// channels. The forward and the backward pass share them.
+fn geoms(n: usize, h: usize, w: usize, m: usize) -> (impl Fn(usize) -> Geom, Geom) {
+    let point = move |c| Geom {
+        b: n,
+        c,
+        h,
+        w,
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    let three = Geom {
+        k: 3,
+        pad: 1,
+        ..point(m)
+    };
+    (point, three)
+}
+
 /// The maps the backward pass needs: the outputs of the first three convolutions, after their
 /// activations (`[rows, mid]` each).
 struct Inner {
@@ -95,20 +116,7 @@ fn forward(
     bs: [&[f32]; 4],
 ) -> (Vec<f32>, Inner) {
     let (m, act) = (spec.mid, spec.act);
-    let point = |c| Geom {
-        b: n,
-        c,
-        h,
-        w,
-        k: 1,
-        stride: 1,
-        pad: 0,
-    };
-    let three = Geom {
-        k: 3,
-        pad: 1,
-        ..point(m)
-    };
+    let (point, three) = geoms(n, h, w, m);
     let mut y1 = with_scratch(x.len(), |a0| {
         activated(x, act, a0);
         conv_last(a0, point(spec.cin), ws[0], m)
@@ -293,20 +301,7 @@ impl CustomOp3 for BlockBackward {
             let (c3, d4) = r.split_at_mut(blens[2]);
             [a, b2, c3, d4]
         };
-        let point = |c| Geom {
-            b: n,
-            c,
-            h,
-            w: wd,
-            k: 1,
-            stride: 1,
-            pad: 0,
-        };
-        let three = Geom {
-            k: 3,
-            pad: 1,
-            ..point(m)
-        };
+        let (point, three) = geoms(n, h, wd, m);
         with_scratch(rows * m, |g| {
             with_scratch(rows * m, |d| {
                 // Last layer (no activation): db4, dW4 and d = dy W4.
