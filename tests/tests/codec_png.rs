@@ -88,18 +88,18 @@ fn check_tiled_rate(r: &serde_json::Value, values: u64, tiles: u64) {
         (8.0 * header + net * values as f64 + initial - 8.0 * bytes).abs() < 1e-6 * 8.0 * bytes,
         "header + net + initial bits != file bits: {r}"
     );
-    // A chunk's first image codes its pixels with its latents at their prior means (nothing
-    // on the stack pays for popping them), the images after it through their posteriors. One
-    // tile alone is that first image: it costs more than its negative ELBO (3.65 against 3.36
-    // bits per value, measured with this model), and well under 8 bits. From six tiles on,
-    // the first's extra cost is spread, and the one-sample negative ELBO of so few images is
-    // itself off by a few percent.
+    // A chunk's first image codes its latents at 3 bits a value (their few bits popped from
+    // the seed, in the initial bits), the images after it at 6, 10, then 14 bits as the stack
+    // pays for them. One tile alone is that first image: its net rate and its one-sample
+    // negative ELBO are each one draw (3.22 against 3.36 bits per value, measured with this
+    // model). From six tiles on, the warm-up is spread, and the one-sample negative ELBO of
+    // so few images is itself off by a few percent.
     let elbo = num(r, "neg_elbo_bits_per_dim");
-    if tiles == 1 {
-        assert!(net > elbo && net < 1.25 * elbo, "net {net} vs ELBO {elbo}");
-    } else {
-        assert!((net - elbo).abs() < 0.06 * elbo, "net {net} vs ELBO {elbo}");
-    }
+    let slack = if tiles == 1 { 0.1 } else { 0.06 };
+    assert!(
+        (net - elbo).abs() < slack * elbo,
+        "net {net} vs ELBO {elbo}"
+    );
 }
 
 /// The tiles of an `h` x `w` grey picture with its last column and row repeated, written
@@ -171,6 +171,12 @@ fn png_files_of_any_size_round_trip_in_tiles() {
         let out = piped(c, &png);
         let rs = json(&String::from_utf8_lossy(&out.stderr));
         assert_eq!(num(&rs, "bytes") as usize, out.stdout.len(), "{rs}");
+        // Without --elbo, no negative ELBO (and no pass of the model for it).
+        assert!(
+            rs["neg_elbo_bits_per_dim"].is_null() && rs["elbo_seconds"].is_null(),
+            "{rs}"
+        );
+        assert!(num(&r, "elbo_seconds") > 0.0, "{r}");
         assert_eq!(rs["tiles"], r["tiles"], "{rs}");
         // The one difference: the name recorded ("-" for "odd.png").
         assert_eq!(out.stdout.len() + 6, std::fs::read(&file).unwrap().len());

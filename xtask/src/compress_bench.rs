@@ -337,6 +337,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "--out",
                 &first_file,
                 "--json",
+                "--elbo",
             ]),
         )?;
         let mut runs_t = Vec::new();
@@ -358,6 +359,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     "--out",
                     &path_s(&file),
                     "--json",
+                    "--elbo",
                 ]),
             )?;
             let dec = r.json(

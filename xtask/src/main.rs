@@ -60,8 +60,81 @@ fn main() {
     }
 }
 
+/// Each task's flags that take a value and its switches (what `check_args` accepts).
+const TASK_FLAGS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "bench",
+        &[
+            "--epochs",
+            "--repeats",
+            "--threads",
+            "--data-dir",
+            "--vs-torch",
+            "--preset",
+            "--iwae-k",
+            "--bin-dir",
+        ],
+        &[],
+    ),
+    (
+        "reproduce",
+        &["--out", "--work", "--bin-dir", "--vs-torch"],
+        &["--quick"],
+    ),
+    (
+        "compress-bench",
+        &[
+            "--epochs",
+            "--conv-epochs",
+            "--runs",
+            "--out",
+            "--threads",
+            "--models",
+            "--codecs",
+            "--bin-dir",
+        ],
+        &["--quick"],
+    ),
+    (
+        "cuda-build",
+        &["--out", "--compute-cap", "--target-dir"],
+        &["--check"],
+    ),
+    (
+        "sample-data",
+        &["--from", "--out", "--train", "--test"],
+        &[],
+    ),
+];
+
+/// Refuses a flag the task does not know (up to a `--`, after which cuda-build passes the
+/// arguments to cargo); true when the task's arguments ask for help instead.
+fn check_args(task: &str, args: &[String]) -> Result<bool> {
+    let Some((_, valued, switches)) = TASK_FLAGS.iter().find(|(t, ..)| *t == task) else {
+        return Ok(false);
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        match a {
+            "--" => break,
+            "-h" | "--help" => return Ok(true),
+            _ if valued.contains(&a) => i += 2,
+            _ if switches.contains(&a) => i += 1,
+            _ => bail!("`cargo xtask {task}` takes no argument `{a}`\n\n{USAGE}"),
+        }
+    }
+    Ok(false)
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(task) = args.first() {
+        if check_args(task, &args[1..])? {
+            println!("{USAGE}");
+            return Ok(());
+        }
+    }
     match args.first().map(String::as_str) {
         Some("sample-data") => sample_data(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
@@ -237,4 +310,30 @@ fn sample_data(args: &[String]) -> Result<()> {
         println!("{}: {n} records, {} bytes", dst.display(), bytes.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_args;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Help is help, not a run with the defaults; an unknown flag is refused by name; what
+    /// follows `--` goes to cargo unchecked.
+    #[test]
+    fn task_arguments_are_checked() {
+        assert!(check_args("compress-bench", &args(&["--help"])).unwrap());
+        assert!(check_args("bench", &args(&["--epochs", "2", "-h"])).unwrap());
+        assert!(!check_args("compress-bench", &args(&["--epochs", "3", "--quick"])).unwrap());
+        let e = check_args("reproduce", &args(&["--quick", "--epochs", "3"])).unwrap_err();
+        assert!(
+            e.to_string().contains("takes no argument `--epochs`"),
+            "{e}"
+        );
+        // A flag's value is not taken for a flag.
+        assert!(!check_args("bench", &args(&["--data-dir", "--weird-dir-name"])).unwrap());
+        assert!(!check_args("cuda-build", &args(&["--check", "--", "--release", "-v"])).unwrap());
+    }
 }

@@ -118,6 +118,7 @@ fn main() -> std::io::Result<()> {
         ("good-idx", idx),
         ("version-9", with(&png, 8, &9u16.to_le_bytes())),
         ("version-2", with(&png, 8, &2u16.to_le_bytes())),
+        ("version-3", with(&png, 8, &3u16.to_le_bytes())),
         ("codec-9", with(&png, 10, &9u16.to_le_bytes())),
         ("header-cut", png[..100].to_vec()),
         ("container-cut", png[..160].to_vec()),

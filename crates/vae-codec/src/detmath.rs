@@ -425,8 +425,39 @@ pub fn normal_quantile(p: f64) -> f64 {
     normal_quantile_lower(p)
 }
 
+/// Φ⁻¹(p) for p in (0, 1) by Acklam's approximation alone (relative error about 1e-9, no
+/// refinement): a quick estimate, for searches whose result does not depend on it. Clamped
+/// to ±40 at and beyond 0 and 1; 0 for NaN.
+pub fn normal_quantile_rough(p: f64) -> f64 {
+    if p.is_nan() {
+        return 0.0;
+    }
+    if p <= 0.0 {
+        return -40.0;
+    }
+    if p >= 1.0 {
+        return 40.0;
+    }
+    if p > 0.5 {
+        return -acklam(1.0 - p);
+    }
+    acklam(p)
+}
+
 /// Φ⁻¹(p) for 0 < p <= 1/2.
 fn normal_quantile_lower(p: f64) -> f64 {
+    let mut x = acklam(p);
+    for _ in 0..2 {
+        // Halley's step on Φ(x) - p, with the error taken relative to p in the tail.
+        let e = normal_cdf(x) - p;
+        let u = e * SQRT_2PI * exp(0.5 * x * x);
+        x -= u / (1.0 + 0.5 * x * u);
+    }
+    x
+}
+
+/// Acklam's rational approximation of Φ⁻¹(p) for 0 < p <= 1/2.
+fn acklam(p: f64) -> f64 {
     const A: [f64; 6] = [
         -3.969683028665376e+01,
         2.209460984245205e+02,
@@ -456,7 +487,7 @@ fn normal_quantile_lower(p: f64) -> f64 {
         2.445134137142996e+00,
         3.754408661907416e+00,
     ];
-    let mut x = if p < 0.02425 {
+    if p < 0.02425 {
         let q = (-2.0 * ln(p)).sqrt();
         (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
             / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
@@ -465,14 +496,7 @@ fn normal_quantile_lower(p: f64) -> f64 {
         let r = q * q;
         (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
             / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    };
-    for _ in 0..2 {
-        // Halley's step on Φ(x) - p, with the error taken relative to p in the tail.
-        let e = normal_cdf(x) - p;
-        let u = e * SQRT_2PI * exp(0.5 * x * x);
-        x -= u / (1.0 + 0.5 * x * u);
     }
-    x
 }
 
 /// `log_softmax` of one row, written into `out` (for mixture weights): x - max - ln Σ e^(x - max).

@@ -36,8 +36,9 @@
 //! the pictures' own pixels (each channel-major, one after another), without the padding.
 //!
 //! The payload is, per chunk: the seed prefix (u32), the word count (u32), the count of its
-//! levels (u16: one per latent group), the levels (u32 each: the image of the chunk from which
-//! on each group is coded, see [`Chunk`]), the words (u32).
+//! levels (u16: one per step of the warm-up plan), the levels (each the image of the chunk
+//! from which on the step is taken, see [`Chunk`]: as differences from the one before, LEB128),
+//! the words (u32).
 //! The file ends with the payload: trailing bytes are an error.
 
 use sha2::{Digest, Sha256};
@@ -47,10 +48,10 @@ use crate::models::PRECISION;
 
 /// The first bytes of every compressed file.
 pub const MAGIC: [u8; 8] = *b"\x89VAEBB\r\n";
-/// The layout version this code reads and writes (version 3: the chunks' levels and the
-/// container of pictures in tiles; files of earlier versions are refused, their payload
-/// having no levels).
-pub const FORMAT_VERSION: u16 = 3;
+/// The layout version this code reads and writes (version 4: the chunks' levels are the
+/// steps of a warm-up plan that raises the groups' precisions, stored as LEB128 differences;
+/// version 3 had one u32 level per group and is refused, as are earlier versions).
+pub const FORMAT_VERSION: u16 = 4;
 /// The version of the coder's arithmetic (the exact model passes, detmath, models, bins, ANS
 /// parameters): a stream written by another version would not decode to the same pixels.
 /// Version 2: the exact convolutions sum in the `(ky, kx, c)` order of channels-last maps.
@@ -219,9 +220,7 @@ pub fn payload_bytes(chunks: &[Chunk]) -> Vec<u8> {
         out.extend_from_slice(&c.seed_prefix.to_le_bytes());
         out.extend_from_slice(&(c.words.len() as u32).to_le_bytes());
         out.extend_from_slice(&(c.levels.len() as u16).to_le_bytes());
-        for l in &c.levels {
-            out.extend_from_slice(&l.to_le_bytes());
-        }
+        out.extend_from_slice(&c.level_bytes());
         for w in &c.words {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -319,6 +318,21 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self, f: &'static str) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(self.arr(f)?))
+    }
+    /// A LEB128 u32 in at most 5 bytes, its shortest form (what [`Chunk::level_bytes`] writes).
+    fn leb128(&mut self, f: &'static str) -> Result<u32, FormatError> {
+        let mut v = 0u64;
+        for k in 0..5 {
+            let b = self.take(1, f)?[0];
+            v |= u64::from(b & 0x7f) << (7 * k);
+            if b & 0x80 == 0 {
+                if k > 0 && b == 0 {
+                    return Err(invalid("a level written longer than it needs"));
+                }
+                return u32::try_from(v).map_err(|_| invalid("a level past 2^32"));
+            }
+        }
+        Err(invalid("a level of more than 5 bytes"))
     }
 }
 
@@ -602,9 +616,15 @@ pub fn parse_payload(header: &Header, payload: &[u8]) -> Result<Vec<Chunk>, Form
         let seed_prefix = r.u32("payload")?;
         let n = r.u32("payload")? as usize;
         let levels = r.u16("payload")? as usize;
+        let mut last = 0u32;
         let levels = (0..levels)
-            .map(|_| r.u32("payload"))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|_| {
+                last = last
+                    .checked_add(r.leb128("payload")?)
+                    .ok_or_else(|| invalid("a chunk's level past 2^32"))?;
+                Ok(last)
+            })
+            .collect::<Result<Vec<_>, FormatError>>()?;
         let words = r.take(n.saturating_mul(4), "payload")?;
         out.push(Chunk {
             seed_prefix,

@@ -25,7 +25,8 @@ pub mod models;
 pub mod pixels;
 
 pub use driver::{
-    decode, encode, Choose, Chunk, CodecParams, Encoded, ImageRate, LatentModel, SingleLatentModel,
+    decode, encode, Choose, Chunk, CodecParams, Encoded, ImageRate, Kept, LatentModel,
+    SingleLatentModel,
 };
 pub use format::{Container, FormatError, Header, Padding, TiledFile};
 pub use models::Gaussian;

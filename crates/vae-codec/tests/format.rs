@@ -240,8 +240,9 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             "empty" => Some("empty file"),
             "magic-only" => Some("truncated file: it ends inside the format version"),
             "bad-magic" => Some("bad magic"),
-            "version-9" => Some("unsupported format version 9 (this build reads version 3)"),
-            "version-2" => Some("unsupported format version 2 (this build reads version 3)"),
+            "version-9" => Some("unsupported format version 9 (this build reads version 4)"),
+            "version-2" => Some("unsupported format version 2 (this build reads version 4)"),
+            "version-3" => Some("unsupported format version 3 (this build reads version 4)"),
             "codec-9" => Some("unsupported codec version 9"),
             "header-length-huge" | "header-length-small" => Some("invalid header: header length"),
             "header-cut" => Some("truncated file: it ends inside the payload checksum"),
@@ -290,5 +291,33 @@ fn crafted_seed_files_are_refused_for_their_cause() {
             (w, g) => panic!("{name}: expected {w:?}, got {g:?}"),
         }
     }
-    assert_eq!(seen, 38);
+    assert_eq!(seen, 39);
+}
+
+/// The chunks' levels are stored as LEB128 differences: any non-decreasing levels come back,
+/// small ones take a byte each, and a level written longer than it needs is refused.
+#[test]
+fn levels_round_trip_as_differences() {
+    let (file, header, ..) = small_file(Container::Raw);
+    let (h, payload) = parse(&file).unwrap();
+    let mut chunks = parse_payload(&h, payload).unwrap();
+    let levels = vec![0, 0, 1, 127, 128, 300, 70_000, 70_000, u32::MAX];
+    chunks[0].levels = levels.clone();
+    assert_eq!(
+        chunks[0].level_bytes().len(),
+        1 + 1 + 1 + 1 + 1 + 2 + 3 + 1 + 5
+    );
+    let file = write_file(&header, &chunks);
+    let (h, payload) = parse(&file).unwrap();
+    let back = parse_payload(&h, payload).unwrap();
+    assert_eq!(back[0].levels, levels);
+    assert_eq!(back, chunks);
+    // The first chunk's levels start at byte 10 of the payload: its first level (0) written
+    // as the two bytes 0x80 0x00.
+    let mut overlong = payload[..10].to_vec();
+    overlong.extend_from_slice(&[0x80, 0x00]);
+    overlong.extend_from_slice(&payload[11..]);
+    assert_eq!(overlong.len(), payload.len() + 1);
+    let e = parse_payload(&h, &overlong).unwrap_err();
+    assert!(e.to_string().contains("longer than it needs"), "{e}");
 }

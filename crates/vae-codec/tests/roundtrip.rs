@@ -54,16 +54,34 @@ fn logistic_mixture_round_trips_and_accounts_its_rate() {
         (payload - net) / payload < 0.005,
         "payload {payload} vs net {net}"
     );
-    // Every image coding its latents got bits back; only the first image of each chunk
-    // (nothing on its stack yet) went without them.
-    let (coded, warm): (Vec<&vae_codec::ImageRate>, Vec<_>) =
-        enc.rates.iter().partition(|r| r.prior_bits > 0.0);
-    assert!(coded
+    // Every image codes its latents (the first of each chunk at 3 bits, its few bits from
+    // the seed) and gets bits back; the precision climbs 3, 6, 10 to 16 bits and never falls.
+    assert!(enc
+        .rates
         .iter()
-        .all(|r| r.posterior_bits > 0.0 && r.prior_bits == 8.0 * 16.0));
-    assert_eq!(warm.len(), 6);
-    assert!(warm.iter().all(|r| r.posterior_bits == 0.0));
-    assert!(enc.chunks.iter().all(|c| c.levels == [1]));
+        .all(|r| r.posterior_bits > 0.0 && r.prior_bits > 0.0));
+    let precision: Vec<f64> = enc.rates.iter().map(|r| r.prior_bits / 8.0).collect();
+    for (c, chunk) in precision.chunks(128).enumerate() {
+        assert_eq!(chunk[0], 3.0, "chunk {c} starts at {} bits", chunk[0]);
+        assert!(
+            chunk.windows(2).all(|w| w[0] <= w[1]),
+            "chunk {c}: {chunk:?}"
+        );
+        assert!(chunk.iter().all(|b| [3.0, 6.0, 10.0, 16.0].contains(b)));
+        assert_eq!(
+            *chunk.last().unwrap(),
+            16.0,
+            "chunk {c} never reached 16 bits"
+        );
+        // The levels say where each step starts: the first at image 0.
+        let levels = &enc.chunks[c].levels;
+        assert_eq!(levels.len(), 4);
+        assert_eq!(levels[0], 0);
+        for (j, &b) in [3.0, 6.0, 10.0, 16.0].iter().enumerate() {
+            let first = chunk.iter().position(|&p| p >= b).unwrap();
+            assert_eq!(levels[j] as usize, first, "chunk {c} step {j}");
+        }
+    }
 }
 
 #[test]
@@ -199,9 +217,10 @@ fn wrong_model_or_damaged_words_do_not_panic() {
     assert_eq!(m.latent_dim(), 8);
 }
 
-/// A chunk warms up: its first image codes no latent group (no bits to pop yet), later ones
-/// the top group, then both, as their predecessors' bits allow; the levels say where, the file
-/// decodes, and what was popped off the seed stays far below one image's full latent pops.
+/// A chunk warms up: its first image codes the top group at 3 bits (a few bits from the
+/// seed), later ones both groups at 3 bits, then at 6, then at the file's precision, as their
+/// predecessors' bits allow; the levels say where, the file decodes, and what was popped off
+/// the seed stays far below one image's full latent pops.
 #[test]
 fn a_chunk_codes_more_groups_as_its_stack_grows() {
     let m = common::TwoGroups {
@@ -215,19 +234,48 @@ fn a_chunk_codes_more_groups_as_its_stack_grows() {
         chunk_images: 30,
     };
     let enc = encode(&m, &images, 128, params, 1).unwrap();
+    // The steps: (top, 3), (below, 3), (top, 6), (below, 6), (top, 10), (below, 10),
+    // (top, 12), (below, 12).
     let levels = &enc.chunks[0].levels;
-    assert_eq!(levels.len(), 2);
-    assert!(levels[0] >= 1, "the first image coded a group: {levels:?}");
-    assert!(levels[0] <= levels[1] && levels[1] < 30, "{levels:?}");
+    assert_eq!(levels.len(), 8);
+    assert_eq!(levels[0], 0, "the first image took no step: {levels:?}");
+    assert!(
+        levels[1] >= 1,
+        "the first image coded both groups: {levels:?}"
+    );
+    assert!(levels.windows(2).all(|w| w[0] <= w[1]), "{levels:?}");
+    assert!(
+        levels[7] < 30,
+        "the chunk never reached 12 bits: {levels:?}"
+    );
+    // Each image's latent cost under the prior is its groups' values times their bits.
+    let dims = [1.0, 16.0];
+    for (i, r) in enc.rates.iter().enumerate() {
+        let taken = levels.iter().filter(|&&l| l as usize <= i).count();
+        let mut bits = [0.0f64; 2];
+        for j in 0..taken {
+            bits[j % 2] = [3.0, 6.0, 10.0, 12.0][j / 2];
+        }
+        let want = dims[0] * bits[0] + dims[1] * bits[1];
+        assert!(
+            (r.prior_bits - want).abs() < 1e-9,
+            "image {i}: {taken} steps, {}",
+            r.prior_bits
+        );
+    }
     let back = decode(&m, &enc.chunks, 30, 128, params, 2).unwrap();
     assert_eq!(back, images);
     // Popping every latent of the first image would have taken about 17 x 12 bits.
     assert!(enc.initial_bits() < 17.0 * 12.0, "{}", enc.initial_bits());
-    // Levels that fall, or name an image past the chunk, are refused.
-    for bad in [vec![5, 3], vec![1, 31], vec![1]] {
+    // Levels that fall, name an image past the chunk, or miss steps are refused.
+    for bad in [
+        vec![0, 5, 3, 6, 6, 7, 8, 9],
+        vec![0, 1, 2, 3, 4, 5, 6, 31],
+        vec![0, 1],
+    ] {
         let mut chunks = enc.chunks.clone();
         chunks[0].levels = bad;
         let e = decode(&m, &chunks, 30, 128, params, 1).unwrap_err();
-        assert!(e.to_string().contains("latent groups start"), "{e}");
+        assert!(e.to_string().contains("steps of its warm-up"), "{e}");
     }
 }

@@ -189,6 +189,28 @@ impl Vae {
         self.net.coding_pass_latents(x, n, choose)
     }
 
+    /// The coding pass without images, keeping the top-down states
+    /// ([`Net::coding_pass_keeping`]).
+    pub fn coding_pass_keeping(
+        &self,
+        n: usize,
+        choose: &mut crate::arch::ChooseLatent,
+        kept: &mut crate::arch::KeptStates,
+    ) -> Result<Tensor> {
+        self.net.coding_pass_keeping(n, choose, kept)
+    }
+
+    /// The posteriors at the kept states' latent values ([`Net::coding_posteriors`]).
+    pub fn coding_posteriors(
+        &self,
+        x: &Tensor,
+        n: usize,
+        kept: &crate::arch::KeptStates,
+        choose: &mut crate::arch::ChooseLatent,
+    ) -> Result<()> {
+        self.net.coding_posteriors(x, n, kept, choose)
+    }
+
     /// The temperatures of samples unless told otherwise ([`Net::sampling_temperatures`]).
     pub fn sampling_temperatures(&self) -> Vec<f64> {
         self.net.sampling_temperatures()

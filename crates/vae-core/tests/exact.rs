@@ -261,3 +261,75 @@ fn architectures_say_whether_they_have_an_exact_pass() {
         assert!(e.contains("--activation gelu"), "{preset:?}: {e}");
     }
 }
+
+/// A decoder's two passes: the pass without images that keeps its top-down states, at the
+/// values a whole pass chose, gives the same priors and likelihood parameters; the posteriors
+/// on the kept states give the same priors and posteriors as the whole pass, bit for bit.
+#[test]
+fn kept_states_give_the_whole_pass_values() {
+    use vae_core::arch::{CodingGaussian, KeptStates};
+    let dev = Device::Cpu;
+    let cfg = config(Preset::Hvae, Activation::Relu);
+    let (_vars, model) = Vae::init(&cfg, &dev, &mut Rng::new(8)).unwrap();
+    let model = model.with_kernels(Kernels::exact()).unwrap();
+    let n = 2;
+    let pixels: Vec<f32> = Rng::new(9)
+        .normal_vec(n * 784)
+        .iter()
+        .map(|v| (v.abs() * 0.4).min(1.0))
+        .collect();
+    let x = Tensor::from_vec(pixels, (n, 784), &dev).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let gauss = |g: Option<&CodingGaussian>| g.map(|g| (bits(&g.mu), bits(&g.raw_log_sigma)));
+    // The whole pass: every group at its posterior means plus a shift (not a value the
+    // posteriors alone would give back).
+    let (mut values, mut whole) = (Vec::new(), Vec::new());
+    let params = model
+        .coding_pass(Some(&x), n, &mut |g, prior, post| {
+            let z = (post.unwrap().mu.clone() + 0.25 * g as f64)?;
+            whole.push((gauss(prior), gauss(post)));
+            values.push(z.clone());
+            Ok(z)
+        })
+        .unwrap();
+    // Without images, keeping the states, at the same values.
+    let mut kept = KeptStates::default();
+    let mut priors = Vec::new();
+    let params_kept = model
+        .coding_pass_keeping(
+            n,
+            &mut |g, prior, post| {
+                assert!(post.is_none());
+                priors.push(gauss(prior));
+                Ok(values[g].clone())
+            },
+            &mut kept,
+        )
+        .unwrap();
+    assert!(!kept.is_empty());
+    assert_eq!(bits(&params_kept), bits(&params), "likelihood parameters");
+    let want_priors: Vec<_> = whole.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(priors, want_priors, "priors without images");
+    // The posteriors on the kept states (the values returned below the top are not used:
+    // zeros change nothing).
+    let mut again = Vec::new();
+    model
+        .coding_posteriors(&x, n, &kept, &mut |g, prior, post| {
+            again.push((gauss(prior), gauss(post)));
+            if g == 0 {
+                Ok(values[0].clone())
+            } else {
+                Ok(values[g].zeros_like()?)
+            }
+        })
+        .unwrap();
+    assert_eq!(again, whole, "priors and posteriors on the kept states");
+}

@@ -149,8 +149,17 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `compress --json --elbo` (the rate beside the model's negative ELBO).
 pub fn compress(run: &Path, input: &[&str], out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["compress", "--run", s(run), "--out", s(out), "--json"];
+    let mut args = vec![
+        "compress",
+        "--run",
+        s(run),
+        "--out",
+        s(out),
+        "--json",
+        "--elbo",
+    ];
     args.extend_from_slice(input);
     args.extend_from_slice(extra);
     json(&ok(infer(&args)))

@@ -173,6 +173,20 @@ pub struct CodingGaussian {
     pub log_sigma_bound: f64,
 }
 
+/// What [`Net::coding_pass_keeping`] keeps for [`Net::coding_posteriors`]: per latent group
+/// below the top, the top-down state its posterior reads and its prior.
+#[derive(Debug, Clone, Default)]
+pub struct KeptStates {
+    pub(crate) groups: Vec<(Tensor, CodingGaussian)>,
+}
+
+impl KeptStates {
+    /// Whether the pass kept nothing (an architecture without a top-down state).
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
 /// The callback of [`Net::coding_pass`]: given group `g` (0 the top), its prior (`None` for
 /// N(0, I)) and its posterior (`None` without images), it returns the group's latent values
 /// `[n, group dim]`, which the pass then conditions on.
@@ -268,6 +282,35 @@ pub trait Net: std::fmt::Debug + Send + Sync {
         choose: &mut ChooseLatent,
     ) -> Result<()> {
         self.coding_pass(x, n, choose).map(|_| ())
+    }
+
+    /// [`Net::coding_pass`] without images, keeping in `kept` what [`Net::coding_posteriors`]
+    /// needs to give the posteriors at the same latent values without running the top-down
+    /// pass again (a decoder's two passes over each image). Architectures without a
+    /// top-down state keep nothing.
+    fn coding_pass_keeping(
+        &self,
+        n: usize,
+        choose: &mut ChooseLatent,
+        kept: &mut KeptStates,
+    ) -> Result<Tensor> {
+        let _ = kept;
+        self.coding_pass(None, n, choose)
+    }
+
+    /// The posteriors given `x` at the latent values of the pass that filled `kept`
+    /// ([`Net::coding_pass_keeping`]): `choose` is called as by [`Net::coding_pass_latents`]
+    /// with `x`, with the same priors and posteriors, its values unused where `kept` holds the
+    /// states they led to.
+    fn coding_posteriors(
+        &self,
+        x: &Tensor,
+        n: usize,
+        kept: &KeptStates,
+        choose: &mut ChooseLatent,
+    ) -> Result<()> {
+        let _ = kept;
+        self.coding_pass_latents(Some(x), n, choose)
     }
 
     /// The temperatures pictures of samples use unless told otherwise, one per latent group,

@@ -19,8 +19,8 @@ pub mod tiles;
 
 use clap::ValueEnum;
 use vae_codec::detmath;
-use vae_codec::{Choose, CodecError, Gaussian, LatentModel, PixelParams, SingleLatentModel};
-use vae_core::arch::CodingGaussian;
+use vae_codec::{Choose, CodecError, Gaussian, Kept, LatentModel, PixelParams, SingleLatentModel};
+use vae_core::arch::{CodingGaussian, KeptStates};
 use vae_core::candle_core::{DType, Device, Tensor};
 use vae_core::fastmath::{simd_level, with_simd_cap, SimdLevel};
 use vae_core::likelihood::LikelihoodSettings;
@@ -350,22 +350,28 @@ fn group_gaussians(g: &CodingGaussian) -> vae_codec::Result<Vec<Vec<Gaussian>>> 
     })
 }
 
-impl LatentModel for CodecModel {
-    fn group_dims(&self) -> Vec<usize> {
-        self.vae.latent().groups.iter().map(|g| g.dim).collect()
-    }
-
-    fn top_down(
-        &self,
-        images: Option<&[&[u8]]>,
-        rows: usize,
+/// Which pass [`CodecModel::pass`] runs.
+enum PassKind<'k> {
+    /// A whole top-down pass, with images or not, with p(x|z) or not.
+    Plain {
+        images: Option<&'k [&'k [u8]]>,
         pixels: bool,
+    },
+    /// Without images, with p(x|z), keeping the top-down states.
+    Keeping(&'k mut KeptStates),
+    /// The posteriors given the images at the kept states.
+    Posteriors(&'k [&'k [u8]], &'k KeptStates),
+}
+
+impl CodecModel {
+    /// One coding pass of a model of several groups: `choose` gets each group's priors and
+    /// posteriors as the coder's Gaussians and gives back its values.
+    fn pass(
+        &self,
+        kind: PassKind,
+        rows: usize,
         choose: &mut Choose,
     ) -> vae_codec::Result<Vec<PixelParams>> {
-        if self.vae.latent().groups.len() == 1 {
-            return LatentModel::top_down(&OneGroup(self), images, rows, pixels, choose);
-        }
-        let x = images.map(|im| self.input(im)).transpose()?;
         let dims = self.group_dims();
         // The callback's own error, kept whole: the model's error type cannot carry it.
         let mut failed: Option<CodecError> = None;
@@ -392,13 +398,28 @@ impl LatentModel for CodecModel {
                 vae_core::Error::Config(m)
             })
         };
-        // Without pixels the pass stops after the last group.
-        let raw = if pixels {
-            self.vae.coding_pass(x.as_ref(), rows, &mut step).map(Some)
-        } else {
-            self.vae
-                .coding_pass_latents(x.as_ref(), rows, &mut step)
-                .map(|()| None)
+        let raw = match kind {
+            PassKind::Plain { images, pixels } => {
+                let x = images.map(|im| self.input(im)).transpose()?;
+                // Without pixels the pass stops after the last group.
+                if pixels {
+                    self.vae.coding_pass(x.as_ref(), rows, &mut step).map(Some)
+                } else {
+                    self.vae
+                        .coding_pass_latents(x.as_ref(), rows, &mut step)
+                        .map(|()| None)
+                }
+            }
+            PassKind::Keeping(kept) => self
+                .vae
+                .coding_pass_keeping(rows, &mut step, kept)
+                .map(Some),
+            PassKind::Posteriors(images, kept) => {
+                let x = self.input(images)?;
+                self.vae
+                    .coding_posteriors(&x, rows, kept, &mut step)
+                    .map(|()| None)
+            }
         };
         let raw = match (raw, failed) {
             (_, Some(e)) => return Err(e),
@@ -412,6 +433,58 @@ impl LatentModel for CodecModel {
             .iter()
             .map(|r| self.params(r))
             .collect()
+    }
+
+    fn one_group(&self) -> bool {
+        self.vae.latent().groups.len() == 1
+    }
+}
+
+impl LatentModel for CodecModel {
+    fn group_dims(&self) -> Vec<usize> {
+        self.vae.latent().groups.iter().map(|g| g.dim).collect()
+    }
+
+    fn top_down(
+        &self,
+        images: Option<&[&[u8]]>,
+        rows: usize,
+        pixels: bool,
+        choose: &mut Choose,
+    ) -> vae_codec::Result<Vec<PixelParams>> {
+        if self.one_group() {
+            return LatentModel::top_down(&OneGroup(self), images, rows, pixels, choose);
+        }
+        self.pass(PassKind::Plain { images, pixels }, rows, choose)
+    }
+
+    /// A model of several groups keeps its top-down states for the second pass.
+    fn top_down_keeping(
+        &self,
+        rows: usize,
+        choose: &mut Choose,
+    ) -> vae_codec::Result<(Vec<PixelParams>, Kept)> {
+        if self.one_group() {
+            return Ok((self.top_down(None, rows, true, choose)?, Kept(None)));
+        }
+        let mut kept = KeptStates::default();
+        let px = self.pass(PassKind::Keeping(&mut kept), rows, choose)?;
+        Ok((px, Kept(Some(Box::new(kept)))))
+    }
+
+    fn posteriors_kept(
+        &self,
+        images: &[&[u8]],
+        rows: usize,
+        kept: Kept,
+        choose: &mut Choose,
+    ) -> vae_codec::Result<()> {
+        match kept.0.and_then(|k| k.downcast::<KeptStates>().ok()) {
+            Some(k) if !self.one_group() => self
+                .pass(PassKind::Posteriors(images, &k), rows, choose)
+                .map(|_| ()),
+            _ => self.top_down(Some(images), rows, false, choose).map(|_| ()),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use super::blocks::{repeat_first, Block, Gauss, Maps, LOG_SCALE_BOUND};
 use super::HierarchicalConfig;
 use crate::arch::layers::{Activation, Conv, Linear};
-use crate::arch::{ChooseLatent, CodingGaussian, LatentGroup, LatentLayout, Net, Pass};
+use crate::arch::{ChooseLatent, CodingGaussian, KeptStates, LatentGroup, LatentLayout, Net, Pass};
 use crate::config::ModelConfig;
 use crate::dist::{DiagonalGaussian, LN_2PI};
 use crate::ops::{self, Act, Kernels, MapLayout};
@@ -297,9 +297,33 @@ impl Hierarchical {
         x: Option<&Tensor>,
         n: usize,
         choose: &mut ChooseLatent,
+        mut kept: Option<&mut KeptStates>,
     ) -> Result<Tensor> {
         let acts = x.map(|x| self.bottom_up(x)).transpose()?;
-        let q_top = match &acts {
+        let z_top = self.choose_top(acts.as_deref(), n, choose)?;
+        self.through_groups(&z_top, |g, si, h, block, raw_prior| {
+            let prior = self.coding_gaussian(raw_prior)?;
+            let post = match &acts {
+                Some(a) => Some(self.coding_gaussian(&self.posterior_raw(block, h, &a[si])?)?),
+                None => None,
+            };
+            let z = choose(g, Some(&prior), post.as_ref())?;
+            if let Some(k) = kept.as_deref_mut() {
+                k.groups.push((h.clone(), prior));
+            }
+            self.group_map(&z, si, n)
+        })
+    }
+
+    /// The top group's values from `choose`, given its posterior from the coarsest bottom-up
+    /// activation (when there are images).
+    fn choose_top(
+        &self,
+        acts: Option<&[Tensor]>,
+        n: usize,
+        choose: &mut ChooseLatent,
+    ) -> Result<Tensor> {
+        let q_top = match acts {
             Some(a) => {
                 let (mu, raw) = self.top_posterior_raw(&a[0])?;
                 Some(CodingGaussian {
@@ -318,21 +342,15 @@ impl Hierarchical {
                 self.latent
             )));
         }
-        let spatial = |raw: &Tensor| -> Result<CodingGaussian> {
-            Ok(CodingGaussian {
-                mu: self.group_values(&self.maps.narrow(raw, 0, self.z)?)?,
-                raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
-                log_sigma_bound: LOG_SCALE_BOUND,
-            })
-        };
-        self.through_groups(&z_top, |g, si, h, block, raw_prior| {
-            let prior = spatial(raw_prior)?;
-            let post = match &acts {
-                Some(a) => Some(spatial(&self.posterior_raw(block, h, &a[si])?)?),
-                None => None,
-            };
-            let z = choose(g, Some(&prior), post.as_ref())?;
-            self.group_map(&z, si, n)
+        Ok(z_top)
+    }
+
+    /// A group's coding Gaussian from the raw output of its prior or posterior block.
+    fn coding_gaussian(&self, raw: &Tensor) -> Result<CodingGaussian> {
+        Ok(CodingGaussian {
+            mu: self.group_values(&self.maps.narrow(raw, 0, self.z)?)?,
+            raw_log_sigma: self.group_values(&self.maps.narrow(raw, self.z, self.z)?)?,
+            log_sigma_bound: LOG_SCALE_BOUND,
         })
     }
 }
@@ -495,7 +513,7 @@ impl Net for Hierarchical {
         n: usize,
         choose: &mut ChooseLatent,
     ) -> Result<Tensor> {
-        let h = self.coding_groups(x, n, choose)?;
+        let h = self.coding_groups(x, n, choose, None)?;
         self.output(h)
     }
 
@@ -506,7 +524,54 @@ impl Net for Hierarchical {
         n: usize,
         choose: &mut ChooseLatent,
     ) -> Result<()> {
-        self.coding_groups(x, n, choose).map(|_| ())
+        self.coding_groups(x, n, choose, None).map(|_| ())
+    }
+
+    fn coding_pass_keeping(
+        &self,
+        n: usize,
+        choose: &mut ChooseLatent,
+        kept: &mut KeptStates,
+    ) -> Result<Tensor> {
+        kept.groups.clear();
+        let h = self.coding_groups(None, n, choose, Some(kept))?;
+        self.output(h)
+    }
+
+    /// The bottom-up pass and each group's posterior block on the kept states: the top-down
+    /// blocks are not run again.
+    fn coding_posteriors(
+        &self,
+        x: &Tensor,
+        n: usize,
+        kept: &KeptStates,
+        choose: &mut ChooseLatent,
+    ) -> Result<()> {
+        let groups: usize = self.scales.iter().map(|s| s.groups.len()).sum();
+        if kept.groups.len() != groups {
+            return self.coding_pass_latents(Some(x), n, choose);
+        }
+        let acts = self.bottom_up(x)?;
+        self.choose_top(Some(&acts), n, choose)?;
+        let mut states = kept.groups.iter();
+        let mut g = 1;
+        for (si, scale) in self.scales.iter().enumerate() {
+            for block in &scale.groups {
+                let (h, prior) = states
+                    .next()
+                    .ok_or_else(|| Error::Config("hierarchical: kept states run out".into()))?;
+                if h.dim(0)? != n {
+                    return Err(Error::Config(format!(
+                        "hierarchical: states kept for {} rows, posteriors asked for {n}",
+                        h.dim(0)?
+                    )));
+                }
+                let post = self.coding_gaussian(&self.posterior_raw(block, h, &acts[si])?)?;
+                choose(g, Some(prior), Some(&post))?;
+                g += 1;
+            }
+        }
+        Ok(())
     }
 
     /// VDVAE's initialisation on top of the default: every bias zero, the last layer of each
