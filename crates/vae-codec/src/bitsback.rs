@@ -20,10 +20,14 @@
 //!
 //! [`crate::driver`] runs these blocks over many images, in the first of these orders.
 
+use constriction::stream::model::EncoderModel;
 use constriction::stream::{Decode, Encode};
 
 use crate::detmath::log2;
-use crate::models::{Bins, Coder, Gaussian, IntCdf, Model, PosteriorBins, UniformBins, PRECISION};
+use crate::models::{
+    Bins, Coder, Gaussian, IntCdf, Interval, Model, PosteriorBins, Recording, UniformBins,
+    PRECISION,
+};
 use crate::pixels::{beta_binomial_table, inverse, BernoulliCdf, LogisticCdf, PixelParams};
 use crate::{CodecError, Result};
 
@@ -36,15 +40,26 @@ pub(crate) fn coder_err(e: impl std::fmt::Debug) -> CodecError {
     CodecError::Corrupt(format!("entropy coder: {e:?}"))
 }
 
+/// Pushes `symbol` with `m`, evaluating its CDF once (for the interval and its bits).
 fn push<M: IntCdf>(coder: &mut Coder, symbol: u32, m: M) -> Result<f64> {
-    let (l, r) = (m.cdf(symbol), m.cdf(symbol + 1));
-    coder.encode_symbol(symbol, Model(m)).map_err(coder_err)?;
-    Ok(bits_of(r - l))
+    let n = m.len();
+    let (left, prob) = Model(m)
+        .left_cumulative_and_probability(symbol)
+        .ok_or_else(|| CodecError::BadParameter(format!("symbol {symbol} of a model of {n}")))?;
+    coder
+        .encode_symbol(symbol, Interval { left, prob })
+        .map_err(coder_err)?;
+    Ok(bits_of(prob.get()))
 }
 
-fn pop<M: IntCdf + Copy>(coder: &mut Coder, m: M) -> Result<(u32, f64)> {
-    let s = coder.decode_symbol(Model(m)).map_err(coder_err)?;
-    Ok((s, bits_of(m.cdf(s + 1) - m.cdf(s))))
+/// Pops a symbol with `m`; returns it and its bits (from the search's own interval).
+fn pop<M: IntCdf>(coder: &mut Coder, m: M) -> Result<(u32, f64)> {
+    let r = Recording {
+        model: Model(m),
+        last: std::cell::Cell::new(0),
+    };
+    let s = coder.decode_symbol(&r).map_err(coder_err)?;
+    Ok((s, bits_of(r.last.get())))
 }
 
 /// Pops one bin per latent dimension with the posterior (in dimension order); returns the

@@ -131,6 +131,50 @@ impl<M: IntCdf> DecoderModel<PRECISION> for Model<M> {
     }
 }
 
+/// One symbol's interval `[left, left + prob)`, as an encoder model for that symbol: what
+/// [`crate::bitsback`] pushes once it has the interval (and counted its bits), so that the
+/// coder does not evaluate the CDF again.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval {
+    pub left: u32,
+    pub prob: NonZeroU32,
+}
+
+impl EntropyModel<PRECISION> for Interval {
+    type Symbol = u32;
+    type Probability = u32;
+}
+
+impl EncoderModel<PRECISION> for Interval {
+    fn left_cumulative_and_probability(
+        &self,
+        _symbol: impl std::borrow::Borrow<u32>,
+    ) -> Option<(u32, NonZeroU32)> {
+        Some((self.left, self.prob))
+    }
+}
+
+/// A model that remembers the probability of the last symbol decoded with it (to count its
+/// bits without evaluating the CDF again).
+#[derive(Debug)]
+pub struct Recording<M> {
+    pub model: Model<M>,
+    pub last: std::cell::Cell<u32>,
+}
+
+impl<M: IntCdf> EntropyModel<PRECISION> for &Recording<M> {
+    type Symbol = u32;
+    type Probability = u32;
+}
+
+impl<M: IntCdf> DecoderModel<PRECISION> for &Recording<M> {
+    fn quantile_function(&self, quantile: u32) -> (u32, u32, NonZeroU32) {
+        let r = self.model.quantile_function(quantile);
+        self.last.set(r.2.get());
+        r
+    }
+}
+
 /// A table of `C(0..=n)`.
 #[derive(Debug, Clone)]
 pub struct TableCdf(pub Vec<u32>);
