@@ -22,18 +22,23 @@ def straight(data, tmp_path_factory):
     return vae_rs.train(data, out=tmp_path_factory.mktemp("straight") / "run", **FLAGS)
 
 
-def test_ctrl_c_while_rust_computes_checkpoints_then_raises(data, straight, tmp_path):
-    # SIGINT from another thread while the loop runs with the GIL released, as a terminal's
-    # Ctrl-C arrives: Python's handler raises KeyboardInterrupt at the next step's check.
-    started = threading.Event()
+def test_ctrl_c_during_training_checkpoints_then_raises(data, straight, tmp_path):
+    # SIGINT from another thread at the fifth step, as a terminal's Ctrl-C arrives. The
+    # callback holds that step until the signal is sent (else a run of a few milliseconds can
+    # end before it arrives); Python raises KeyboardInterrupt where it next runs Python code,
+    # in the callback or at the loop's check of signals between steps, and either way the run
+    # stops after the current step with a checkpoint.
+    started, sent = threading.Event(), threading.Event()
 
     def on_event(e):
         if e["event"] == "step" and e["epoch"] == 1 and e["batch"] == 5:
             started.set()
+            sent.wait(60)
 
     def interrupt():
         started.wait(60)
         os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
 
     t = threading.Thread(target=interrupt)
     t.start()

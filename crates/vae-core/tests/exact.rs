@@ -61,6 +61,17 @@ fn max_rel_diff(a: &[u32], b: &[u32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The bits of every value of `t`, in order.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 #[test]
 fn exact_mode_is_bit_identical_across_simd_levels_threads_and_batches() {
     let dev = Device::Cpu;
@@ -121,15 +132,6 @@ fn exact_activations_come_from_fastmath() {
         .map(|x| 3.0 * x)
         .collect();
     let x = Tensor::from_vec(v.clone(), (20, 100), &Device::Cpu).unwrap();
-    let bits = |t: &Tensor| -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    };
     let want = |f: fn(f32) -> f32| -> Vec<u32> { v.iter().map(|&x| f(x).to_bits()).collect() };
     let native = Kernels::Native;
     let libm_tanh = bits(&Activation::Tanh.apply(&x, native).unwrap());
@@ -279,15 +281,6 @@ fn kept_states_give_the_whole_pass_values() {
         .map(|v| (v.abs() * 0.4).min(1.0))
         .collect();
     let x = Tensor::from_vec(pixels, (n, 784), &dev).unwrap();
-    let bits = |t: &Tensor| -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    };
     let gauss = |g: Option<&CodingGaussian>| g.map(|g| (bits(&g.mu), bits(&g.raw_log_sigma)));
     // The whole pass: every group at its posterior means plus a shift (not a value the
     // posteriors alone would give back).

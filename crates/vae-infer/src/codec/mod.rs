@@ -350,6 +350,14 @@ fn group_gaussians(g: &CodingGaussian) -> vae_codec::Result<Vec<Vec<Gaussian>>> 
     })
 }
 
+/// What a decoder's first pass keeps for its second: the network's top-down states and each
+/// group's priors as the coder's Gaussians (so that they are not converted again).
+#[derive(Default)]
+struct KeptPass {
+    states: KeptStates,
+    priors: Vec<Vec<Vec<Gaussian>>>,
+}
+
 /// Which pass [`CodecModel::pass`] runs.
 enum PassKind<'k> {
     /// A whole top-down pass, with images or not, with p(x|z) or not.
@@ -357,10 +365,10 @@ enum PassKind<'k> {
         images: Option<&'k [&'k [u8]]>,
         pixels: bool,
     },
-    /// Without images, with p(x|z), keeping the top-down states.
-    Keeping(&'k mut KeptStates),
+    /// Without images, with p(x|z), keeping the top-down states and the priors.
+    Keeping(&'k mut KeptPass),
     /// The posteriors given the images at the kept states.
-    Posteriors(&'k [&'k [u8]], &'k KeptStates),
+    Posteriors(&'k [&'k [u8]], &'k KeptPass),
 }
 
 impl CodecModel {
@@ -373,17 +381,36 @@ impl CodecModel {
         choose: &mut Choose,
     ) -> vae_codec::Result<Vec<PixelParams>> {
         let dims = self.group_dims();
+        let (plain, keeping, posteriors) = match kind {
+            PassKind::Plain { images, pixels } => (Some((images, pixels)), None, None),
+            PassKind::Keeping(k) => (None, Some(k), None),
+            PassKind::Posteriors(images, k) => (None, None, Some((images, k))),
+        };
+        // The first pass keeps the priors it converted; the second takes them.
+        let mut keep_priors = keeping.is_some().then(Vec::new);
+        let kept_priors = posteriors.map(|(_, k)| &k.priors);
         // The callback's own error, kept whole: the model's error type cannot carry it.
         let mut failed: Option<CodecError> = None;
         let mut step = |g: usize, prior: Option<&CodingGaussian>, post: Option<&CodingGaussian>| {
             let mut run = || -> vae_codec::Result<Tensor> {
                 let dim = dims.get(g).copied().unwrap_or(0);
-                let priors = match prior {
-                    Some(p) => group_gaussians(p)?,
-                    None => vec![vec![Gaussian::STANDARD; dim]; rows],
+                let converted;
+                let priors = match (kept_priors.and_then(|k| k.get(g)), prior) {
+                    (Some(k), _) => k,
+                    (None, Some(p)) => {
+                        converted = group_gaussians(p)?;
+                        &converted
+                    }
+                    (None, None) => {
+                        converted = vec![vec![Gaussian::STANDARD; dim]; rows];
+                        &converted
+                    }
                 };
                 let posts = post.map(group_gaussians).transpose()?;
-                let values = choose(g, &priors, posts.as_deref())?;
+                let values = choose(g, priors, posts.as_deref())?;
+                if let Some(keep) = keep_priors.as_mut() {
+                    keep.push(priors.clone());
+                }
                 if values.len() != rows || values.iter().any(|v| v.len() != dim) {
                     return Err(CodecError::BadParameter(format!(
                         "latent values of the wrong shape for group {g}"
@@ -398,8 +425,8 @@ impl CodecModel {
                 vae_core::Error::Config(m)
             })
         };
-        let raw = match kind {
-            PassKind::Plain { images, pixels } => {
+        let raw = match (plain, keeping, posteriors) {
+            (Some((images, pixels)), ..) => {
                 let x = images.map(|im| self.input(im)).transpose()?;
                 // Without pixels the pass stops after the last group.
                 if pixels {
@@ -410,16 +437,21 @@ impl CodecModel {
                         .map(|()| None)
                 }
             }
-            PassKind::Keeping(kept) => self
-                .vae
-                .coding_pass_keeping(rows, &mut step, kept)
-                .map(Some),
-            PassKind::Posteriors(images, kept) => {
+            (_, Some(kept), _) => {
+                let raw = self
+                    .vae
+                    .coding_pass_keeping(rows, &mut step, &mut kept.states)
+                    .map(Some);
+                kept.priors = keep_priors.take().unwrap_or_default();
+                raw
+            }
+            (.., Some((images, kept))) => {
                 let x = self.input(images)?;
                 self.vae
-                    .coding_posteriors(&x, rows, kept, &mut step)
+                    .coding_posteriors(&x, rows, &kept.states, &mut step)
                     .map(|()| None)
             }
+            (None, None, None) => Err(vae_core::Error::Config("a pass of no kind".into())),
         };
         let raw = match (raw, failed) {
             (_, Some(e)) => return Err(e),
@@ -467,7 +499,7 @@ impl LatentModel for CodecModel {
         if self.one_group() {
             return Ok((self.top_down(None, rows, true, choose)?, Kept(None)));
         }
-        let mut kept = KeptStates::default();
+        let mut kept = KeptPass::default();
         let px = self.pass(PassKind::Keeping(&mut kept), rows, choose)?;
         Ok((px, Kept(Some(Box::new(kept)))))
     }
@@ -479,7 +511,7 @@ impl LatentModel for CodecModel {
         kept: Kept,
         choose: &mut Choose,
     ) -> vae_codec::Result<()> {
-        match kept.0.and_then(|k| k.downcast::<KeptStates>().ok()) {
+        match kept.0.and_then(|k| k.downcast::<KeptPass>().ok()) {
             Some(k) if !self.one_group() => self
                 .pass(PassKind::Posteriors(images, &k), rows, choose)
                 .map(|_| ()),
