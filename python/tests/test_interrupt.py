@@ -40,12 +40,18 @@ def test_ctrl_c_during_training_checkpoints_then_raises(data, straight, tmp_path
         os.kill(os.getpid(), signal.SIGINT)
         sent.set()
 
+    # Python's own handler, as in a terminal: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then keeps it ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     t = threading.Thread(target=interrupt)
     t.start()
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        vae_rs.train(data, out=out, callback=on_event, **FLAGS)
-    t.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vae_rs.train(data, out=out, callback=on_event, **FLAGS)
+    finally:
+        t.join()
+        signal.signal(signal.SIGINT, previous)
     latest = (out / "checkpoints" / "latest").read_text().strip()
     assert latest.startswith("step-")
     # Stopped in the first epoch: the checkpoint is a step of it, and no epoch was logged.

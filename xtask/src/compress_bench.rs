@@ -489,11 +489,11 @@ fn render(
     let _ = writeln!(m, "## Rates\n");
     let _ = writeln!(
         m,
-        "| codec | threads | bytes | bits/dim | compress s | decompress s | compress images/s | decompress images/s |"
+        "| codec | threads | bytes | bits/dim | compress s | decompress s | compress images/s | decompress images/s | compress MB/s | decompress MB/s |"
     );
     let _ = writeln!(
         m,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut rows = Vec::new();
     for x in measured {
@@ -529,16 +529,20 @@ fn render(
             },
         ));
     }
+    // Megabytes (10^6 bytes) of pixels: 784 a 28×28 grey image.
+    let mb = |images: f64| images * 784.0 / 1e6;
     for (name, t, r) in &rows {
         let _ = writeln!(
             m,
-            "| {name} | {t} | {:.0} | {:.4} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            "| {name} | {t} | {:.0} | {:.4} | {:.2} | {:.2} | {:.0} | {:.0} | {:.3} | {:.3} |",
             r.bytes,
             r.bpd,
             r.enc,
             r.dec,
             r.images / r.enc,
-            r.images / r.dec
+            r.images / r.dec,
+            mb(r.images) / r.enc,
+            mb(r.images) / r.dec
         );
     }
     let _ = writeln!(
