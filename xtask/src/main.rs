@@ -214,8 +214,15 @@ pub(crate) fn run_shown(bin: &Path, args: &[String]) -> Result<(String, String)>
     Ok((line, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// The repository's root: above the manifest of the xtask that `cargo xtask` runs (cargo
+/// sets `CARGO_MANIFEST_DIR` for the process), else above the one it was built from (a build
+/// shared by several checkouts through one target directory would otherwise work on the
+/// checkout that built it).
 pub(crate) fn root() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = manifest.join("..");
     dir.canonicalize().unwrap_or(dir)
 }
 
