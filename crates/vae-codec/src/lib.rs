@@ -4,6 +4,7 @@
 //! - [`models`]: integer entropy models for constriction's stack coder; the latent bins.
 //! - [`pixels`]: pixel models p(x|z) (Bernoulli, discretised logistic mixture, beta-binomial).
 //! - [`bitsback`]: the bits-back building blocks (any number of latent groups).
+//! - [`chunk`]: a chunk's stored stack and the warm-up plan of its first images.
 //! - [`driver`]: compression of many images, in parallel chunks, with a model of any number
 //!   of latent groups.
 //! - [`format`]: the compressed file (header, checksums, original container) and its parser.
@@ -15,6 +16,7 @@
 //! own arithmetic must be deterministic too (`vae_core::ops::set_exact`).
 
 pub mod bitsback;
+pub mod chunk;
 #[cfg(feature = "classical")]
 pub mod classical;
 pub mod detmath;

@@ -135,7 +135,7 @@ impl<M: IntCdf> DecoderModel<PRECISION> for Model<M> {
 /// [`crate::bitsback`] pushes once it has the interval (and counted its bits), so that the
 /// coder does not evaluate the CDF again.
 #[derive(Debug, Clone, Copy)]
-pub struct Interval {
+pub(crate) struct Interval {
     pub left: u32,
     pub prob: NonZeroU32,
 }
@@ -157,7 +157,7 @@ impl EncoderModel<PRECISION> for Interval {
 /// A model that remembers the probability of the last symbol decoded with it (to count its
 /// bits without evaluating the CDF again).
 #[derive(Debug)]
-pub struct Recording<M> {
+pub(crate) struct Recording<M> {
     pub model: Model<M>,
     pub last: std::cell::Cell<u32>,
 }
