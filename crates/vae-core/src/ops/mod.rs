@@ -21,6 +21,7 @@ mod gemm;
 mod linear;
 mod pool;
 mod select;
+mod update;
 
 use candle_core::Tensor;
 
@@ -44,8 +45,9 @@ pub use dlogistic::{
 };
 pub use gauss::gaussian_sample_kl;
 pub use linear::{linear, Act};
-pub use pool::avg_pool2_last;
+pub use pool::{avg_pool2_last, up2_last};
 pub use select::{Kernels, Route};
+pub use update::add_state_last;
 
 /// `act(y)`: in exact mode from [`crate::fastmath`] (the same bits on every CPU; candle's call
 /// libm), else candle's.

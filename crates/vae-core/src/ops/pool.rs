@@ -1,7 +1,10 @@
-//! 2x2 average pooling of a channels-last map in one pass each way (candle's sums over the
-//! small pooling axes of a reshaped map are strided loops several times slower). Each output
-//! is ((a + b) + (c + d)) / 4 with a, b the top pair and c, d the bottom one, as the composite
-//! (`reshape`, `sum`, `sum`, `affine`) computes it.
+//! 2x2 average pooling and nearest 2x upsampling of a channels-last map, in one pass each way
+//! (candle's sums over the small pooling axes of a reshaped map, which are also the backward
+//! pass of an upsampling broadcast, are strided loops several times slower). The two are
+//! adjoint: pooling sums each 2x2 square and scales it, upsampling copies a value to its square
+//! and scales it; each is the other's backward pass. A square's sum is ((a + b) + (c + d)) with
+//! a, b the top pair and c, d the bottom one, as the composite (`reshape`, `sum`, `sum`,
+//! `affine`) computes it.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
@@ -10,10 +13,26 @@ use super::bernoulli::slice;
 /// The mean of each 2x2 square of `x` `[n, h, w, c]` (h, w even): `[n, h/2, w/2, c]`. Only on
 /// the CPU in f32 ([`super::Kernels::fused`]).
 pub fn avg_pool2_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(AvgPool2)
+    x.contiguous()?.apply_op1(Pool2 { scale: 0.25 })
 }
 
-struct AvgPool2;
+/// Nearest-neighbour 2x upsampling of `x` `[n, h, w, c]`: `[n, 2h, 2w, c]`; its backward pass
+/// sums each 2x2 square of the gradient. Only on the CPU in f32 ([`super::Kernels::fused`]).
+pub fn up2_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    x.contiguous()?.apply_op1(Spread {
+        n,
+        h: 2 * h,
+        w: 2 * w,
+        c,
+        scale: 1.0,
+    })
+}
+
+/// The sum of each 2x2 square times `scale` (0.25: the average).
+struct Pool2 {
+    scale: f32,
+}
 
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
     match *l.shape().dims() {
@@ -24,9 +43,9 @@ fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
     }
 }
 
-impl CustomOp1 for AvgPool2 {
+impl CustomOp1 for Pool2 {
     fn name(&self) -> &'static str {
-        "avg-pool2"
+        "pool2"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -43,7 +62,7 @@ impl CustomOp1 for AvgPool2 {
                 let (t0, t1) = (&top[at..at + c], &top[at + c..at + 2 * c]);
                 let (b0, b1) = (&bottom[at..at + c], &bottom[at + c..at + 2 * c]);
                 for j in 0..c {
-                    o[j] = ((t0[j] + t1[j]) + (b0[j] + b1[j])) * 0.25;
+                    o[j] = ((t0[j] + t1[j]) + (b0[j] + b1[j])) * self.scale;
                 }
             }
         }
@@ -62,21 +81,24 @@ impl CustomOp1 for AvgPool2 {
             w,
             n,
             c,
+            scale: self.scale,
         })?))
     }
 }
 
-/// The backward pass of [`AvgPool2`]: each output gradient, divided by 4, to its square.
+/// Each value times `scale` to its 2x2 square of an `[n, h, w, c]` map: the backward pass of
+/// [`Pool2`] with the same scale, and with scale 1 the nearest upsampling.
 struct Spread {
     n: usize,
     h: usize,
     w: usize,
     c: usize,
+    scale: f32,
 }
 
 impl CustomOp1 for Spread {
     fn name(&self) -> &'static str {
-        "avg-pool2-backward"
+        "spread2"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -84,7 +106,7 @@ impl CustomOp1 for Spread {
         let (n, h, w, c) = (self.n, self.h, self.w, self.c);
         let (ho, wo) = (h / 2, w / 2);
         if g.len() != n * ho * wo * c {
-            candle_core::bail!("avg-pool2 backward: a gradient of {} values", g.len());
+            candle_core::bail!("spread2: {} values for a map of {n}x{h}x{w}x{c}", g.len());
         }
         let mut x = vec![0f32; n * h * w * c];
         for (i, row) in x.chunks_exact_mut(w * c).enumerate() {
@@ -93,11 +115,23 @@ impl CustomOp1 for Spread {
             for (ox, pair) in row.chunks_exact_mut(2 * c).enumerate() {
                 let v = &src[ox * c..][..c];
                 for j in 0..c {
-                    pair[j] = v[j] * 0.25;
-                    pair[c + j] = v[j] * 0.25;
+                    pair[j] = v[j] * self.scale;
+                    pair[c + j] = v[j] * self.scale;
                 }
             }
         }
         Ok((CpuStorage::F32(x), Shape::from((n, h, w, c))))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&Pool2 { scale: self.scale })?,
+        ))
     }
 }

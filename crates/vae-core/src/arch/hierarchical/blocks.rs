@@ -92,9 +92,13 @@ impl Maps {
 
     /// Nearest-neighbour 2x upsampling as a broadcast (its backward pass is a sum; candle's
     /// `upsample_nearest2d` backward overwrites, rather than adds to, the gradient of an input
-    /// used more than once).
-    pub(crate) fn up2(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// used more than once). On the CPU channels-last maps take the one-pass kernel (a copy
+    /// forward, exact too; 2x2 sums backward).
+    pub(crate) fn up2(self, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
         match self.0 {
+            MapLayout::Nhwc if k.fused(&[x]) || (k.is_exact() && Kernels::Native.fused(&[x])) => {
+                ops::up2_last(x)
+            }
             MapLayout::Nchw => {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, c, h, 1, w, 1))?
@@ -378,7 +382,10 @@ mod tests {
             .to_vec1::<f32>()?;
         assert_eq!(p, vec![2.5, 4.5, 10.5, 12.5]);
         let s = Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev)?;
-        let u = nchw.up2(&s)?.flatten_all()?.to_vec1::<f32>()?;
+        let u = nchw
+            .up2(&s, Kernels::Native)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(
             u,
             vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
@@ -387,7 +394,7 @@ mod tests {
         let nhwc = Maps(MapLayout::Nhwc);
         let x2 = Tensor::arange(0f32, 32.0, &dev)?.reshape((1, 2, 4, 4))?;
         let pool = |m: Maps, t: &Tensor| m.avg_pool2(t, Kernels::Native);
-        let up = |m: Maps, t: &Tensor| m.up2(t);
+        let up = |m: Maps, t: &Tensor| m.up2(t, Kernels::Native);
         for f in [
             &pool as &dyn Fn(Maps, &Tensor) -> candle_core::Result<Tensor>,
             &up,
@@ -414,8 +421,34 @@ mod tests {
             a.flatten_all()?.to_vec1::<f32>()?,
             b.flatten_all()?.to_vec1::<f32>()?
         );
+        // The fused channels-last upsampling against the composite broadcast, forward and
+        // backward, on a map that is also used a second time (its gradients add).
+        let sv = candle_core::Var::from_tensor(
+            &nhwc.order(&Tensor::arange(1f32, 17.0, &dev)?.reshape((2, 2, 2, 2))?)?,
+        )?;
+        let weights = Tensor::arange(0f32, 64.0, &dev)?
+            .reshape((2, 4, 4, 2))?
+            .sin()?;
+        let mut grads = vec![];
+        for k in [Kernels::Native, Kernels::Composite] {
+            let u = nhwc.up2(sv.as_tensor(), k)?;
+            let y = ((u.clone() * &weights)?.sum_all()? + sv.as_tensor().sqr()?.sum_all()?)?;
+            let g = y.backward()?;
+            grads.push((
+                u.flatten_all()?.to_vec1::<f32>()?,
+                g.get(sv.as_tensor())
+                    .unwrap()
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            ));
+        }
+        assert_eq!(grads[0].0, grads[1].0);
+        for (a, b) in grads[0].1.iter().zip(&grads[1].1) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
         let v = candle_core::Var::from_tensor(&s)?;
-        let y = (nchw.up2(v.as_tensor())?.sum_all()? + (v.as_tensor() * 3.0)?.sum_all()?)?;
+        let y = (nchw.up2(v.as_tensor(), Kernels::Native)?.sum_all()?
+            + (v.as_tensor() * 3.0)?.sum_all()?)?;
         let g = y.backward()?;
         let g = g
             .get(v.as_tensor())

@@ -196,13 +196,12 @@ impl Hierarchical {
         let mut g = 1;
         for (si, scale) in self.scales.iter().enumerate() {
             if si > 0 {
-                h = self.maps.up2(&h)?;
+                h = self.maps.up2(&h, self.k)?;
             }
             for block in &scale.groups {
                 let raw = block.prior.forward(&h, self.maps)?;
-                let xpp = self.maps.narrow(&raw, 2 * self.z, self.width)?;
                 let z = choose(g, si, &h, block, &raw)?;
-                h = ((h + xpp)? + self.conv(&block.zproj, &z)?)?;
+                h = self.add_state(&h, &raw, &self.conv(&block.zproj, &z)?)?;
                 h = block.res.forward(&h, self.maps)?;
                 g += 1;
             }
@@ -210,9 +209,23 @@ impl Hierarchical {
         Ok(h)
     }
 
+    /// The state after a group: `h` plus the prior block's term (its channels `2z..2z + width`
+    /// of `raw`) plus the projection of the group's values `zp`, `(h + term) + zp`. One
+    /// operation on channels-last CPU maps (in exact mode too: the same sums).
+    fn add_state(&self, h: &Tensor, raw: &Tensor, zp: &Tensor) -> Result<Tensor> {
+        let one_pass = self.maps.0 == MapLayout::Nhwc
+            && (self.k.fused(&[h, raw, zp])
+                || (self.k.is_exact() && Kernels::Native.fused(&[h, raw, zp])));
+        if one_pass {
+            return Ok(ops::add_state_last(h, raw, 2 * self.z, zp)?);
+        }
+        let term = self.maps.narrow(raw, 2 * self.z, self.width)?;
+        Ok(((h + term)? + zp)?)
+    }
+
     /// The likelihood's raw parameters `[n, P·D]` from the state after the last group.
     fn output(&self, h: Tensor) -> Result<Tensor> {
-        let mut h = self.maps.up2(&h)?;
+        let mut h = self.maps.up2(&h, self.k)?;
         for block in &self.out_blocks {
             h = block.forward(&h, self.maps)?;
         }

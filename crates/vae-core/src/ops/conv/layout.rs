@@ -44,7 +44,9 @@ pub(in crate::ops) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R)
 }
 
 /// Copies `src` into `dst` (same length); runs of four (one kernel row of a one-channel map)
-/// are moved inline rather than by a call to `memcpy`.
+/// and runs of whole 16-float vectors (a kernel row of 16, 32 or 64 channels, channels-last)
+/// are moved inline rather than by a call to `memcpy`, which costs more than the copy for a
+/// few hundred bytes.
 #[inline(always)]
 fn copy(dst: &mut [f32], src: &[f32]) {
     if let (Ok(d), Ok(s)) = (
@@ -52,43 +54,68 @@ fn copy(dst: &mut [f32], src: &[f32]) {
         <&[f32; 4]>::try_from(src),
     ) {
         *d = *s;
+    } else if dst.len().is_multiple_of(16) && dst.len() <= 256 {
+        for (d, s) in dst.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
+            if let (Ok(d), Ok(s)) = (<&mut [f32; 16]>::try_from(d), <&[f32; 16]>::try_from(s)) {
+                *d = *s;
+            }
+        }
     } else {
         dst.copy_from_slice(src);
     }
 }
 
-/// Rows `first..` of the im2col matrix `[b * ho * wo, k * k * c]` of `x` `[b, h, w, c]`, as
-/// many as `out` holds: columns in `(ky, kx, c)` order, zeros where the window leaves the
-/// image. Writes every element of `out`.
-pub(in crate::ops) fn im2col(x: &[f32], g: Geom, first: usize, out: &mut [f32]) {
-    let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
-    let (run, line) = (k * c, g.w * c);
-    let ncol = k * run;
-    debug_assert!(out.len().is_multiple_of(ncol) && first + out.len() / ncol <= g.rows());
-    debug_assert_eq!(x.len(), g.image());
-    for (i, row) in out.chunks_exact_mut(ncol).enumerate() {
-        let r = first + i;
-        let (b, oy, ox) = (r / (ho * wo), r / wo % ho, r % wo);
-        let img = &x[b * g.h * line..][..g.h * line];
-        let x0 = (ox * g.stride) as isize - g.pad as isize;
-        let inside = x0 >= 0 && x0 as usize + k <= g.w;
-        for (ky, dst) in row.chunks_exact_mut(run).enumerate() {
-            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-            if iy < 0 || iy >= g.h as isize {
-                dst.fill(0.0);
-                continue;
+/// The output pixels `(image, row, column)` of im2col rows `first..`, in order, counted
+/// rather than divided out of each row's index.
+fn pixels(first: usize, ho: usize, wo: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut at = (first / (ho * wo), first / wo % ho, first % wo);
+    std::iter::from_fn(move || {
+        let now = at;
+        at.2 += 1;
+        if at.2 == wo {
+            at.2 = 0;
+            at.1 += 1;
+            if at.1 == ho {
+                at.1 = 0;
+                at.0 += 1;
             }
-            let src = &img[iy as usize * line..][..line];
-            if inside {
-                copy(dst, &src[x0 as usize * c..][..run]);
-                continue;
-            }
-            for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
-                let ix = x0 + kx as isize;
-                if ix < 0 || ix >= g.w as isize {
-                    d.fill(0.0);
-                } else {
-                    d.copy_from_slice(&src[ix as usize * c..][..c]);
+        }
+        Some(now)
+    })
+}
+
+multiversion! {
+    /// Rows `first..` of the im2col matrix `[b * ho * wo, k * k * c]` of `x` `[b, h, w, c]`, as
+    /// many as `out` holds: columns in `(ky, kx, c)` order, zeros where the window leaves the
+    /// image. Writes every element of `out`.
+    pub(in crate::ops) fn im2col(x: &[f32], g: Geom, first: usize, out: &mut [f32]) {
+        let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
+        let (run, line) = (k * c, g.w * c);
+        let ncol = k * run;
+        debug_assert!(out.len().is_multiple_of(ncol) && first + out.len() / ncol <= g.rows());
+        debug_assert_eq!(x.len(), g.image());
+        for (row, (b, oy, ox)) in out.chunks_exact_mut(ncol).zip(pixels(first, ho, wo)) {
+            let img = &x[b * g.h * line..][..g.h * line];
+            let x0 = (ox * g.stride) as isize - g.pad as isize;
+            let inside = x0 >= 0 && x0 as usize + k <= g.w;
+            for (ky, dst) in row.chunks_exact_mut(run).enumerate() {
+                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &img[iy as usize * line..][..line];
+                if inside {
+                    copy(dst, &src[x0 as usize * c..][..run]);
+                    continue;
+                }
+                for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
+                    let ix = x0 + kx as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        d.fill(0.0);
+                    } else {
+                        copy(d, &src[ix as usize * c..][..c]);
+                    }
                 }
             }
         }
@@ -102,9 +129,7 @@ multiversion! {
         let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
         let (run, line) = (k * c, g.w * c);
         let ncol = k * run;
-        for (i, row) in cols.chunks_exact(ncol).enumerate() {
-            let r = first + i;
-            let (b, oy, ox) = (r / (ho * wo), r / wo % ho, r % wo);
+        for (row, (b, oy, ox)) in cols.chunks_exact(ncol).zip(pixels(first, ho, wo)) {
             let img = &mut x[b * g.h * line..][..g.h * line];
             let x0 = (ox * g.stride) as isize - g.pad as isize;
             let inside = x0 >= 0 && x0 as usize + k <= g.w;
@@ -258,5 +283,23 @@ pub(super) fn kernel_to_first(w: &[f32], a: usize, c: usize, kk: usize, out: &mu
 pub(super) fn fill_bias(x: &mut [f32], bias: &[f32]) {
     for px in x.chunks_exact_mut(bias.len()) {
         px.copy_from_slice(bias);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The counted pixels of im2col rows from any first row (a block that starts inside an
+    /// image, at a row's end, at an image's last pixel) are the ones division gives.
+    #[test]
+    fn pixels_count_as_division_does() {
+        for (ho, wo) in [(1, 1), (1, 5), (4, 1), (3, 7), (7, 7)] {
+            for first in 0..3 * ho * wo {
+                let counted: Vec<_> = super::pixels(first, ho, wo).take(2 * ho * wo + 3).collect();
+                let divided: Vec<_> = (first..first + 2 * ho * wo + 3)
+                    .map(|r| (r / (ho * wo), r / wo % ho, r % wo))
+                    .collect();
+                assert_eq!(counted, divided, "ho {ho} wo {wo} first {first}");
+            }
+        }
     }
 }
