@@ -52,18 +52,20 @@ impl CustomOp1 for Pool2 {
         let (n, h, w, c) = dims(l)?;
         let x = slice(s, l)?;
         let (ho, wo) = (h / 2, w / 2);
-        let mut y = vec![0f32; n * ho * wo * c];
-        for (i, out) in y.chunks_exact_mut(wo * c).enumerate() {
+        let mut y = Vec::with_capacity(n * ho * wo * c);
+        for i in 0..n * ho {
             let (b, oy) = (i / ho, i % ho);
             let top = &x[((b * h + 2 * oy) * w) * c..][..w * c];
             let bottom = &x[((b * h + 2 * oy + 1) * w) * c..][..w * c];
-            for (ox, o) in out.chunks_exact_mut(c).enumerate() {
-                let at = 2 * ox * c;
-                let (t0, t1) = (&top[at..at + c], &top[at + c..at + 2 * c]);
-                let (b0, b1) = (&bottom[at..at + c], &bottom[at + c..at + 2 * c]);
-                for j in 0..c {
-                    o[j] = ((t0[j] + t1[j]) + (b0[j] + b1[j])) * self.scale;
-                }
+            for (t, bt) in top.chunks_exact(2 * c).zip(bottom.chunks_exact(2 * c)) {
+                let (t0, t1) = t.split_at(c);
+                let (b0, b1) = bt.split_at(c);
+                y.extend(
+                    t0.iter()
+                        .zip(t1)
+                        .zip(b0.iter().zip(b1))
+                        .map(|((a, b), (c, d))| ((a + b) + (c + d)) * self.scale),
+                );
             }
         }
         Ok((CpuStorage::F32(y), Shape::from((n, ho, wo, c))))
@@ -108,15 +110,13 @@ impl CustomOp1 for Spread {
         if g.len() != n * ho * wo * c {
             candle_core::bail!("spread2: {} values for a map of {n}x{h}x{w}x{c}", g.len());
         }
-        let mut x = vec![0f32; n * h * w * c];
-        for (i, row) in x.chunks_exact_mut(w * c).enumerate() {
+        let mut x = Vec::with_capacity(n * h * w * c);
+        for i in 0..n * h {
             let (b, y) = (i / h, i % h);
             let src = &g[((b * ho + y / 2) * wo) * c..][..wo * c];
-            for (ox, pair) in row.chunks_exact_mut(2 * c).enumerate() {
-                let v = &src[ox * c..][..c];
-                for j in 0..c {
-                    pair[j] = v[j] * self.scale;
-                    pair[c + j] = v[j] * self.scale;
+            for v in src.chunks_exact(c) {
+                for _ in 0..2 {
+                    x.extend(v.iter().map(|a| a * self.scale));
                 }
             }
         }

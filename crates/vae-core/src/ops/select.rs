@@ -75,8 +75,10 @@ impl Kernels {
         self.route(ts) == Route::Cpu
     }
 
-    /// Whether an operation with no exact form (the likelihoods, the optimizer) runs its CPU
-    /// kernel on `ts`: natively, and in exact mode too (its figures are reported, never coded).
+    /// Whether an operation runs its CPU kernel on `ts` natively and in exact mode too: one
+    /// with no exact form (the likelihoods, the optimizer: their figures are reported, never
+    /// coded), or one whose kernel is exact itself (copies, and sums in the composite's order:
+    /// the hierarchical model's pooling, upsampling and state update).
     pub fn cpu_kernel(self, ts: &[&Tensor]) -> bool {
         self != Kernels::Composite && Kernels::Native.fused(ts)
     }

@@ -79,9 +79,7 @@ impl Maps {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, c, h / 2, 2, w / 2, 2))?.sum(5)?.sum(3)?
             }
-            MapLayout::Nhwc if k.fused(&[x]) || (k.is_exact() && Kernels::Native.fused(&[x])) => {
-                return ops::avg_pool2_last(x)
-            }
+            MapLayout::Nhwc if k.cpu_kernel(&[x]) => return ops::avg_pool2_last(x),
             MapLayout::Nhwc => {
                 let (n, h, w, c) = x.dims4()?;
                 x.reshape((n, h / 2, 2, w / 2, 2, c))?.sum(4)?.sum(2)?
@@ -96,9 +94,7 @@ impl Maps {
     /// forward, exact too; 2x2 sums backward).
     pub(crate) fn up2(self, x: &Tensor, k: Kernels) -> candle_core::Result<Tensor> {
         match self.0 {
-            MapLayout::Nhwc if k.fused(&[x]) || (k.is_exact() && Kernels::Native.fused(&[x])) => {
-                ops::up2_last(x)
-            }
+            MapLayout::Nhwc if k.cpu_kernel(&[x]) => ops::up2_last(x),
             MapLayout::Nchw => {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, c, h, 1, w, 1))?

@@ -213,10 +213,7 @@ impl Hierarchical {
     /// of `raw`) plus the projection of the group's values `zp`, `(h + term) + zp`. One
     /// operation on channels-last CPU maps (in exact mode too: the same sums).
     fn add_state(&self, h: &Tensor, raw: &Tensor, zp: &Tensor) -> Result<Tensor> {
-        let one_pass = self.maps.0 == MapLayout::Nhwc
-            && (self.k.fused(&[h, raw, zp])
-                || (self.k.is_exact() && Kernels::Native.fused(&[h, raw, zp])));
-        if one_pass {
+        if self.maps.0 == MapLayout::Nhwc && self.k.cpu_kernel(&[h, raw, zp]) {
             return Ok(ops::add_state_last(h, raw, 2 * self.z, zp)?);
         }
         let term = self.maps.narrow(raw, 2 * self.z, self.width)?;
