@@ -138,33 +138,47 @@ fn is_pointwise(g: Geom) -> bool {
 /// rows themselves, others their im2col rows.
 pub(super) fn conv_last(x: &[f32], g: Geom, wt: &[f32], o: usize) -> Vec<f32> {
     let (rows, ncol) = (g.rows(), g.cols());
-    let wm = MatRef::row_major(wt, o, ncol).t();
     let mut y: Vec<f32> = Vec::with_capacity(rows * o);
     let spare = &mut y.spare_capacity_mut()[..rows * o];
     let pointwise = is_pointwise(g);
-    with_scratch(
-        if pointwise {
-            0
-        } else {
-            block_rows(ncol).min(rows) * ncol
-        },
-        |cols| {
-            for r in row_blocks(rows, ncol) {
-                let c: &[f32] = if pointwise {
-                    &x[r.start * ncol..r.end * ncol]
-                } else {
-                    let c = &mut cols[..r.len() * ncol];
-                    im2col(x, g, r.start, c);
-                    c
-                };
-                let cm = MatRef::row_major(c, r.len(), ncol);
-                matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
-            }
-        },
-    );
+    with_columns(wt, o, ncol, |wm| {
+        with_scratch(
+            if pointwise {
+                0
+            } else {
+                block_rows(ncol).min(rows) * ncol
+            },
+            |cols| {
+                for r in row_blocks(rows, ncol) {
+                    let c: &[f32] = if pointwise {
+                        &x[r.start * ncol..r.end * ncol]
+                    } else {
+                        let c = &mut cols[..r.len() * ncol];
+                        im2col(x, g, r.start, c);
+                        c
+                    };
+                    let cm = MatRef::row_major(c, r.len(), ncol);
+                    matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
+                }
+            },
+        )
+    });
     // SAFETY: the blocks cover rows 0..rows, and each product wrote all of its block.
     unsafe { y.set_len(rows * o) };
     y
+}
+
+/// Runs `f` on the kernel `wt` `[o, ncol]` as the `[ncol, o]` matrix the product multiplies
+/// by, held in a transposed copy: in that layout the product kernel reads the kernel in place
+/// (its tiles run down the output channels), where the transposed view of `wt` would be
+/// repacked by `gemm` for every row block of every call.
+fn with_columns<R>(wt: &[f32], o: usize, ncol: usize, f: impl FnOnce(MatRef) -> R) -> R {
+    with_scratch(o * ncol, |wk| {
+        if !wk.is_empty() {
+            to_last(wt, 1, o, ncol, wk);
+        }
+        f(MatRef::row_major(wk, ncol, o))
+    })
 }
 
 /// The backward products of [`conv_last`] from the output gradient `gr` `[rows, o]` (through
@@ -536,20 +550,23 @@ impl CustomOp3 for ConvT2dBackward {
             };
             with_scratch(tmp, |t| {
                 let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
+                let wk = wt.as_deref().unwrap_or(&[]);
                 with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
-                    with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
-                        for r in row_blocks(rows, ncol) {
-                            let n = r.len();
-                            let c = &mut cols[..n * ncol];
-                            im2col(gm, g, r.start, c);
-                            let cm = MatRef::row_major(c, n, ncol);
-                            let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
-                            matmul(&mut dwt, xb.t(), cm, r.start > 0);
-                            if let Some(wt) = &wt {
-                                let wm = MatRef::row_major(wt, cin, ncol).t();
-                                matmul(&mut dx[r.start * cin..r.end * cin], cm, wm, false);
+                    with_columns(wk, if wt.is_some() { cin } else { 0 }, ncol, |wm| {
+                        let wm = wt.is_some().then_some(wm);
+                        with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+                            for r in row_blocks(rows, ncol) {
+                                let n = r.len();
+                                let c = &mut cols[..n * ncol];
+                                im2col(gm, g, r.start, c);
+                                let cm = MatRef::row_major(c, n, ncol);
+                                let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
+                                matmul(&mut dwt, xb.t(), cm, r.start > 0);
+                                if let Some(wm) = wm {
+                                    matmul(&mut dx[r.start * cin..r.end * cin], cm, wm, false);
+                                }
                             }
-                        }
+                        })
                     })
                 });
                 if self.need_dx && !dx_last {
