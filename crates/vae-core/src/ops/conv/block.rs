@@ -11,11 +11,12 @@
 //! flattened in PyTorch's layouts, `[b1 | b2 | b3 | b4]`); the tests compare the block with the
 //! composition of [`super::conv2d_with`] calls and with finite differences.
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::kernels::{conv_last, conv_last_backward};
+use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of};
 use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
 use super::Geom;
 use crate::fastmath;
@@ -117,17 +118,31 @@ fn forward(
 ) -> (Vec<f32>, Inner) {
     let (m, act) = (spec.mid, spec.act);
     let (point, three) = geoms(n, h, w, m);
-    let mut y1 = with_scratch(x.len(), |a0| {
-        activated(x, act, a0);
-        conv_last(a0, point(spec.cin), ws[0], m)
+    // Each layer's bias and activation (and the last one's residual) are applied to each
+    // block of its product as the product leaves it.
+    fn hidden(b: &[f32], act: Act) -> impl FnMut(Range<usize>, &mut [f32]) + '_ {
+        move |_, y| bias_activate(y, b, act)
+    }
+    let y1 = conv_last_of(x, act, point(spec.cin), ws[0], m, hidden(bs[0], act));
+    let y2 = conv_last(
+        &y1,
+        three,
+        &kernel_to_last(ws[1], m, m, 9),
+        m,
+        hidden(bs[1], act),
+    );
+    let y3 = conv_last(
+        &y2,
+        three,
+        &kernel_to_last(ws[2], m, m, 9),
+        m,
+        hidden(bs[2], act),
+    );
+    let o = spec.out;
+    let y = conv_last(&y3, point(m), ws[3], o, |r, y| {
+        let skip = spec.residual.then(|| &x[r.start * o..r.end * o]);
+        bias_residual(y, bs[3], skip)
     });
-    bias_activate(&mut y1, bs[0], act);
-    let mut y2 = conv_last(&y1, three, &kernel_to_last(ws[1], m, m, 9), m);
-    bias_activate(&mut y2, bs[1], act);
-    let mut y3 = conv_last(&y2, three, &kernel_to_last(ws[2], m, m, 9), m);
-    bias_activate(&mut y3, bs[2], act);
-    let mut y = conv_last(&y3, point(m), ws[3], spec.out);
-    bias_residual(&mut y, bs[3], spec.residual.then_some(x));
     (y, Inner { y1, y2, y3 })
 }
 
@@ -320,14 +335,11 @@ impl CustomOp3 for BlockBackward {
                 }
                 // Through act(y1) and the first convolution, whose input is act(x).
                 grad_last(&inner.y1, d, act, g, db1);
-                with_scratch(rows * c, |a0| {
-                    activated(x, act, a0);
-                    let dx = self.need_dx.then_some((ws[0], &mut *dx_out));
-                    conv_last_backward(a0, point(c), g, m, dw1, dx);
-                    if self.need_dx {
-                        pre_activation_grad(a0, act, dx_out, s.residual.then_some(dy));
-                    }
-                });
+                let dx = self.need_dx.then_some((ws[0], &mut *dx_out));
+                conv_last_backward_of(x, act, point(c), g, m, dw1, dx);
+                if self.need_dx {
+                    pre_activation_grad(x, act, dx_out, s.residual.then_some(dy));
+                }
             })
         });
         let len = out.len();
@@ -362,31 +374,17 @@ crate::multiversion! {
 }
 
 crate::multiversion! {
-    /// `out = act(x)` (relu or tanh), in one pass.
-    fn activated(x: &[f32], act: Act, out: &mut [f32]) {
-        match act {
-            Act::Tanh => {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = fastmath::tanh(v);
-                }
-            }
-            _ => {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v.max(0.0);
-                }
-            }
-        }
-    }
-}
-
-crate::multiversion! {
-    /// The gradient of the block's input from that of `act(x)` (`dx`, in place), with `a0 =
-    /// act(x)`, plus the output gradient `skip` of a residual block.
-    fn pre_activation_grad(a0: &[f32], act: Act, dx: &mut [f32], skip: Option<&[f32]>) {
-        for (d, &a) in dx.iter_mut().zip(a0) {
+    /// The gradient of the block's input `x` from that of `act(x)` (`dx`, in place), plus the
+    /// output gradient `skip` of a residual block.
+    fn pre_activation_grad(x: &[f32], act: Act, dx: &mut [f32], skip: Option<&[f32]>) {
+        for (d, &v) in dx.iter_mut().zip(x) {
             *d = match act {
-                Act::Tanh => *d * (1.0 - a * a),
-                _ => if a > 0.0 { *d } else { 0.0 },
+                Act::Tanh => {
+                    let a = fastmath::tanh(v);
+                    *d * (1.0 - a * a)
+                }
+                // relu(v) > 0 exactly when v > 0.
+                _ => if v > 0.0 { *d } else { 0.0 },
             };
         }
         if let Some(skip) = skip {

@@ -6,8 +6,8 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::layout::{
-    col2im, fill_bias, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last,
-    to_first, to_last, with_scratch,
+    activated, col2im, fill_bias, grad_first_to_last, grad_last, im2col, kernel_to_first,
+    kernel_to_last, to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::bernoulli::slice;
@@ -135,37 +135,79 @@ fn is_pointwise(g: Geom) -> bool {
 /// The product of a convolution on a channels-last image `x` with the kernel `wt`
 /// `[o, k * k * c]` (channels-last columns): `[rows, o]`, channels-last, without bias. In row
 /// blocks whose operands stay in the core's cache: a 1x1 convolution multiplies the image's
-/// rows themselves, others their im2col rows.
-pub(super) fn conv_last(x: &[f32], g: Geom, wt: &[f32], o: usize) -> Vec<f32> {
+/// rows themselves, others their im2col rows. `epilogue(rows, block)` runs on each block of
+/// the result just after its product, while it is still in cache (the bias and activation of
+/// the layer, say); `|_, _| {}` leaves the bare product.
+pub(super) fn conv_last(
+    x: &[f32],
+    g: Geom,
+    wt: &[f32],
+    o: usize,
+    mut epilogue: impl FnMut(Range<usize>, &mut [f32]),
+) -> Vec<f32> {
+    conv_last_of(x, Act::Identity, g, wt, o, &mut epilogue)
+}
+
+/// [`conv_last`] of `act(x)` for a 1x1 convolution (the activation applied to each block of
+/// rows as the product takes it, never to the whole map).
+pub(super) fn conv_last_of(
+    x: &[f32],
+    act: Act,
+    g: Geom,
+    wt: &[f32],
+    o: usize,
+    mut epilogue: impl FnMut(Range<usize>, &mut [f32]),
+) -> Vec<f32> {
     let (rows, ncol) = (g.rows(), g.cols());
     let mut y: Vec<f32> = Vec::with_capacity(rows * o);
     let spare = &mut y.spare_capacity_mut()[..rows * o];
-    let pointwise = is_pointwise(g);
     with_columns(wt, o, ncol, |wm| {
-        with_scratch(
-            if pointwise {
-                0
-            } else {
-                block_rows(ncol).min(rows) * ncol
-            },
-            |cols| {
-                for r in row_blocks(rows, ncol) {
-                    let c: &[f32] = if pointwise {
-                        &x[r.start * ncol..r.end * ncol]
-                    } else {
-                        let c = &mut cols[..r.len() * ncol];
-                        im2col(x, g, r.start, c);
-                        c
-                    };
-                    let cm = MatRef::row_major(c, r.len(), ncol);
-                    matmul_uninit(&mut spare[r.start * o..r.end * o], cm, wm);
-                }
-            },
-        )
+        with_scratch(scratch_rows(g, act) * ncol, |cols| {
+            for r in row_blocks(rows, ncol) {
+                let c = rows_of(x, act, g, r.clone(), cols);
+                let cm = MatRef::row_major(c, r.len(), ncol);
+                let block = &mut spare[r.start * o..r.end * o];
+                matmul_uninit(block, cm, wm);
+                // SAFETY: the product wrote every element of the block (matmul_uninit).
+                let block = unsafe { &mut *(block as *mut [_] as *mut [f32]) };
+                epilogue(r, block);
+            }
+        })
     });
     // SAFETY: the blocks cover rows 0..rows, and each product wrote all of its block.
     unsafe { y.set_len(rows * o) };
     y
+}
+
+/// Rows of scratch a product's input blocks need: none for a 1x1 convolution of the map
+/// itself, else a block of im2col (or activated) rows.
+fn scratch_rows(g: Geom, act: Act) -> usize {
+    if is_pointwise(g) && act == Act::Identity {
+        0
+    } else {
+        block_rows(g.cols()).min(g.rows())
+    }
+}
+
+/// Block `r` of the rows a product multiplies: the im2col rows of `x`, or for a 1x1
+/// convolution the rows of `x` itself, or of `act(x)` written into `cols`.
+fn rows_of<'a>(x: &'a [f32], act: Act, g: Geom, r: Range<usize>, cols: &'a mut [f32]) -> &'a [f32] {
+    let ncol = g.cols();
+    if is_pointwise(g) && act == Act::Identity {
+        return &x[r.start * ncol..r.end * ncol];
+    }
+    let c = &mut cols[..r.len() * ncol];
+    if is_pointwise(g) {
+        activated(&x[r.start * ncol..r.end * ncol], act, c);
+    } else {
+        assert_eq!(
+            act,
+            Act::Identity,
+            "conv: an input activation needs a 1x1 convolution"
+        );
+        im2col(x, g, r.start, c);
+    }
+    c
 }
 
 /// Runs `f` on the kernel `wt` `[o, ncol]` as the `[ncol, o]` matrix the product multiplies
@@ -195,9 +237,24 @@ pub(super) fn conv_last_backward(
     dwt: &mut [f32],
     dx: Option<(&[f32], &mut [f32])>,
 ) {
+    conv_last_backward_of(x, Act::Identity, g, gr, o, dwt, dx)
+}
+
+/// [`conv_last_backward`] of [`conv_last_of`]: the products of a 1x1 convolution of `act(x)`;
+/// `dx` receives the gradient of `act(x)`.
+pub(super) fn conv_last_backward_of(
+    x: &[f32],
+    act: Act,
+    g: Geom,
+    gr: &[f32],
+    o: usize,
+    dwt: &mut [f32],
+    dx: Option<(&[f32], &mut [f32])>,
+) {
     let (rows, ncol) = (g.rows(), g.cols());
     let pointwise = is_pointwise(g);
-    let bn = if pointwise {
+    let bn = scratch_rows(g, act);
+    let dbn = if pointwise {
         0
     } else {
         block_rows(ncol).min(rows)
@@ -208,17 +265,11 @@ pub(super) fn conv_last_backward(
     }
     let mut dw_t = vec![0f32; ncol * o];
     with_scratch(bn * ncol, |cols| {
-        with_scratch(if dx.is_some() { bn * ncol } else { 0 }, |dcols| {
+        with_scratch(if dx.is_some() { dbn * ncol } else { 0 }, |dcols| {
             for r in row_blocks(rows, ncol) {
                 let n = r.len();
                 let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
-                let c: &[f32] = if pointwise {
-                    &x[r.start * ncol..r.end * ncol]
-                } else {
-                    let c = &mut cols[..n * ncol];
-                    im2col(x, g, r.start, c);
-                    c
-                };
+                let c = rows_of(x, act, g, r.clone(), cols);
                 let cm = MatRef::row_major(c, n, ncol);
                 matmul(&mut dw_t, cm.t(), gb, r.start > 0);
                 if let Some((wt, dx)) = dx.as_mut() {
@@ -290,11 +341,19 @@ impl CustomOp3 for Conv2d {
         }
         let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let wt = kernel_to_last(w, o, g.c, g.k * g.k);
-        let y = with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
-            conv_last(xc, g, &wt, o)
-        });
         let s = g.ho() * g.wo();
-        let y = finish(y, (g.b, o, s), Some(bias), self.0.act, self.0.output);
+        let y = if is_last(self.0.output, o) {
+            // Bias and activation on each block as the product leaves it.
+            let act = self.0.act;
+            with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
+                conv_last(xc, g, &wt, o, |_, y| bias_activate(y, bias, act))
+            })
+        } else {
+            let y = with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
+                conv_last(xc, g, &wt, o, |_, _| {})
+            });
+            finish(y, (g.b, o, s), Some(bias), self.0.act, self.0.output)
+        };
         Ok((
             CpuStorage::F32(y),
             map_shape(g.b, o, g.ho(), g.wo(), self.0.output),

@@ -279,6 +279,24 @@ pub(super) fn kernel_to_first(w: &[f32], a: usize, c: usize, kk: usize, out: &mu
     to_first(w, a, c, kk, None, Act::Identity, out);
 }
 
+crate::multiversion! {
+    /// `out = act(x)` (relu or tanh), in one pass.
+    pub(super) fn activated(x: &[f32], act: Act, out: &mut [f32]) {
+        match act {
+            Act::Tanh => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = crate::fastmath::tanh(v);
+                }
+            }
+            _ => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v.max(0.0);
+                }
+            }
+        }
+    }
+}
+
 /// Fills a channels-last map `[pixels, c]` with the bias of each channel.
 pub(super) fn fill_bias(x: &mut [f32], bias: &[f32]) {
     for px in x.chunks_exact_mut(bias.len()) {
