@@ -108,6 +108,11 @@ fn map_dims(l: &Layout) -> candle_core::Result<((usize, usize, usize), usize)> {
     }
 }
 
+/// The epilogue of a hidden layer's product: its bias and activation, block by block.
+fn hidden(b: &[f32], act: Act) -> impl FnMut(Range<usize>, &mut [f32]) + '_ {
+    move |_, y| bias_activate(y, b, act)
+}
+
 /// The forward pass on `x` `[rows, cin]`: the output `[rows, out]` and the inner maps.
 fn forward(
     spec: &BlockSpec,
@@ -120,9 +125,6 @@ fn forward(
     let (point, three) = geoms(n, h, w, m);
     // Each layer's bias and activation (and the last one's residual) are applied to each
     // block of its product as the product leaves it.
-    fn hidden(b: &[f32], act: Act) -> impl FnMut(Range<usize>, &mut [f32]) + '_ {
-        move |_, y| bias_activate(y, b, act)
-    }
     let y1 = conv_last_of(x, act, point(spec.cin), ws[0], m, hidden(bs[0], act));
     let y2 = conv_last(
         &y1,

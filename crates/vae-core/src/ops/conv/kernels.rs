@@ -216,6 +216,7 @@ fn rows_of<'a>(x: &'a [f32], act: Act, g: Geom, r: Range<usize>, cols: &'a mut [
 /// repacked by `gemm` for every row block of every call.
 fn with_columns<R>(wt: &[f32], o: usize, ncol: usize, f: impl FnOnce(MatRef) -> R) -> R {
     with_scratch(o * ncol, |wk| {
+        // (An empty kernel, of no channels, has nothing to move.)
         if !wk.is_empty() {
             to_last(wt, 1, o, ncol, wk);
         }
@@ -599,7 +600,14 @@ impl CustomOp3 for ConvT2dBackward {
             let gm: &[f32] = gm;
             // Block by block of cols(G): dW^T += X^T cols(G), and dX = cols(G) W^T (into dx_out,
             // or a channels-last copy transposed at the end).
-            let wt = self.need_dx.then(|| kernel_to_last(w, cin, g.c, kk));
+            // dX reads the kernel as `[ncol, cin]`, the layout `gemm` takes in place (see
+            // `with_columns`).
+            let wk = self.need_dx.then(|| {
+                let mut wk = vec![0f32; ncol * cin];
+                to_last(&kernel_to_last(w, cin, g.c, kk), 1, cin, ncol, &mut wk);
+                wk
+            });
+            let wm = wk.as_deref().map(|wk| MatRef::row_major(wk, ncol, cin));
             let mut dwt = vec![0f32; cin * ncol];
             let dx_last = is_last(self.o.input, cin);
             let tmp = if self.need_dx && !dx_last {
@@ -609,23 +617,19 @@ impl CustomOp3 for ConvT2dBackward {
             };
             with_scratch(tmp, |t| {
                 let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
-                let wk = wt.as_deref().unwrap_or(&[]);
                 with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
-                    with_columns(wk, if wt.is_some() { cin } else { 0 }, ncol, |wm| {
-                        let wm = wt.is_some().then_some(wm);
-                        with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
-                            for r in row_blocks(rows, ncol) {
-                                let n = r.len();
-                                let c = &mut cols[..n * ncol];
-                                im2col(gm, g, r.start, c);
-                                let cm = MatRef::row_major(c, n, ncol);
-                                let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
-                                matmul(&mut dwt, xb.t(), cm, r.start > 0);
-                                if let Some(wm) = wm {
-                                    matmul(&mut dx[r.start * cin..r.end * cin], cm, wm, false);
-                                }
+                    with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+                        for r in row_blocks(rows, ncol) {
+                            let n = r.len();
+                            let c = &mut cols[..n * ncol];
+                            im2col(gm, g, r.start, c);
+                            let cm = MatRef::row_major(c, n, ncol);
+                            let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
+                            matmul(&mut dwt, xb.t(), cm, r.start > 0);
+                            if let Some(wm) = wm {
+                                matmul(&mut dx[r.start * cin..r.end * cin], cm, wm, false);
                             }
-                        })
+                        }
                     })
                 });
                 if self.need_dx && !dx_last {
