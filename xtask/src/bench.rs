@@ -88,7 +88,49 @@ fn recipe(preset: &str) -> &'static str {
     }
 }
 
+/// The SIMD level of this machine's CPU, named as `VAE_SIMD` names it.
+fn detected_simd() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
+            return "v4";
+        }
+        if has!("avx2") && has!("fma") {
+            return "v3";
+        }
+    }
+    "baseline"
+}
+
+/// PyTorch's settings that cap its kernels at AVX2: ATen's own kernels, oneDNN (the
+/// convolutions) and MKL (the matrix products).
+const TORCH_AVX2: [(&str, &str); 3] = [
+    ("ATEN_CPU_CAPABILITY", "avx2"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+];
+
+/// Sets the SIMD level `simd` for a PyTorch run: the AVX2 caps for `v3`, none (whatever the
+/// CPU has) for `v4`.
+fn torch_simd(cmd: &mut Command, simd: &str) {
+    for (k, v) in TORCH_AVX2 {
+        if simd == "v3" {
+            cmd.env(k, v);
+        } else {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 pub fn run(args: &[String]) -> Result<()> {
+    let detected = detected_simd();
+    let simd = flag(args, "--simd")?.unwrap_or_else(|| detected.into());
+    match (simd.as_str(), detected) {
+        ("v4", "v4") | ("v3", "v4" | "v3") => {}
+        ("v4" | "v3", _) => bail!("--simd {simd}: this CPU's level is {detected}"),
+        _ => bail!("--simd {simd}: the levels are v3 (AVX2 and FMA) and v4 (AVX-512)"),
+    }
     let epochs: usize = flag(args, "--epochs")?
         .unwrap_or_else(|| "3".into())
         .parse()
@@ -150,7 +192,10 @@ pub fn run(args: &[String]) -> Result<()> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut rss = 0u64;
         for rep in 0..repeats {
-            // Ours: train, then time encoding and sampling with the trained model.
+            // Ours: train, then time encoding and sampling with the trained model. Run `rep` of
+            // each side uses seed `rep` (initial weights, data order, noise): the validation
+            // losses compared are medians over as many initialisations as repeats, not one
+            // draw of each side's initial weights.
             let out = work.join(format!("t{t}-r{rep}"));
             let mut cmd = Command::new(&train);
             cmd.args(["--dataset", "fashion-mnist", "--data-dir"])
@@ -164,11 +209,14 @@ pub fn run(args: &[String]) -> Result<()> {
                     &preset,
                     "--iwae-k",
                     &iwae_k.to_string(),
+                    "--seed",
+                    &rep.to_string(),
                     "--quiet",
                     "--out",
                 ])
                 .arg(&out)
-                .env("RUST_LOG", "warn");
+                .env("RUST_LOG", "warn")
+                .env("VAE_SIMD", &simd);
             let (_, kib) = run_measured(cmd)?;
             rss = rss.max(kib);
             let lines = epoch_lines(&std::fs::read_to_string(out.join("metrics.jsonl"))?);
@@ -197,7 +245,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 "--run",
             ])
             .arg(&out)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env("VAE_SIMD", &simd);
             let (stdout, _) = run_measured(cmd)?;
             let tp: Value = serde_json::from_str(stdout.trim()).context("throughput output")?;
             enc.push(field(&tp, "encode_per_second"));
@@ -209,8 +258,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 cmd.arg(&script)
                     .args(["--threads", &t.to_string(), "--epochs", &epochs.to_string()])
                     .args(["--preset", &preset, "--iwae-k", &iwae_k.to_string()])
+                    .args(["--seed", &rep.to_string()])
                     .args(["--throughput", "--samples", SAMPLES, "--data-dir"])
                     .arg(&data_dir);
+                torch_simd(&mut cmd, &simd);
                 let (stdout, _) = run_measured(cmd)?;
                 let lines = epoch_lines(&stdout);
                 torch.extend(lines.iter().map(|v| field(v, "seconds")));
@@ -238,6 +289,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let secs = median(&mut ours);
         let (e, s) = (median(&mut enc), median(&mut samp));
+        let our_vals = our_val.clone();
         let ov = median(&mut our_val);
         let mut r = json!({
             "threads": t,
@@ -245,16 +297,19 @@ pub fn run(args: &[String]) -> Result<()> {
             "examples_per_second": train_images as f64 / secs,
             "peak_rss_mib": rss as f64 / 1024.0,
             "val_loss": ov,
+            "val_losses": our_vals,
             "encode_per_second": e,
             "sample_per_second": s,
         });
         if python.is_some() {
             let tsecs = median(&mut torch);
             let (te, ts) = (median(&mut tenc), median(&mut tsamp));
+            let torch_vals = torch_val.clone();
             let tv = median(&mut torch_val);
             r["torch"] = json!({
                 "seconds_per_epoch": tsecs,
                 "val_loss": tv,
+                "val_losses": torch_vals,
                 "encode_per_second": te,
                 "sample_per_second": ts,
             });
@@ -281,6 +336,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "iwae_k": iwae_k,
         "epochs": epochs,
         "repeats": repeats,
+        "simd": simd,
+        "simd_detected": detected,
         "train_images": train_images,
         "dataset_u8_mib": ((train_images + test_images) * 784) as f64 / 1048576.0,
         "results": results,

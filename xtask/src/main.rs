@@ -16,13 +16,15 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench [--epochs N] [--repeats N] [--threads 1,2] [--data-dir DIR] [--vs-torch PYTHON]
-        [--preset pytorch-example|conv|iwae|hvae] [--iwae-k K] [--bin-dir DIR]
+        [--preset pytorch-example|conv|iwae|hvae] [--iwae-k K] [--bin-dir DIR] [--simd v3|v4]
       train a preset (default the reference workload, pytorch-example; full Fashion-MNIST or
       the IDX files of --data-dir, the preset's batch and optimizer) and print one JSON object:
       median seconds per epoch, examples/s, peak RSS,
       encode and sample throughput per thread count; with --vs-torch, run the preset's twin in
       bench/torch_vae.py with that Python in alternation and add PyTorch's figures and the
-      ratios ours/PyTorch; --bin-dir takes vae-train and vae-infer from DIR instead of building
+      ratios ours/PyTorch; --bin-dir takes vae-train and vae-infer from DIR instead of building;
+      --simd v3 caps both sides at AVX2 on an AVX-512 machine (VAE_SIMD=v3; PyTorch's ATen,
+      oneDNN and MKL capped too), the level is recorded in the JSON as `simd`
   reproduce [--quick] [--out FILE] [--work DIR] [--bin-dir DIR] [--vs-torch PYTHON]
       train the reference configurations (pytorch-example, seed, iwae with K=1 and K=5, conv) on
       full Fashion-MNIST for 10 epochs, evaluate, analyse and write docs/RESULTS.md; --quick does
@@ -73,6 +75,7 @@ const TASK_FLAGS: &[(&str, &[&str], &[&str])] = &[
             "--preset",
             "--iwae-k",
             "--bin-dir",
+            "--simd",
         ],
         &[],
     ),

@@ -2,14 +2,17 @@
 //!
 //! Forward, on the CPU: one `gemm` call writes the product into a fresh buffer, then one pass
 //! adds the bias and applies the activation in place: one allocation, one extra pass. Backward
-//! computes the activation's derivative from the output in one pass, then the three products;
-//! the gradient of the input is skipped when the input is data (PyTorch skips it too; candle's
-//! generic matmul backward would compute it).
+//! is one operation, as for the convolutions: the gradient through the activation (from the
+//! output) and its column sums (the bias gradient) in one pass into a scratch buffer, then the
+//! two products, all three gradients written into one packed buffer; the gradient of the input
+//! is skipped when the input is data (PyTorch skips it too; candle's generic matmul backward
+//! would compute it).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::bernoulli::{rows_of, slice};
-use super::gemm::{matmul_new, MatRef};
+use super::conv::layout::{grad_last, with_scratch};
+use super::gemm::{matmul, matmul_new, MatRef};
 use super::{composite, Kernels, Route};
 use crate::fastmath;
 use crate::multiversion;
@@ -89,38 +92,6 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// Writes the gradient through the activation into the first rows of `out` and its column
-    /// sums (the bias gradient) into the last row.
-    fn activation_grad(y: &[f32], g: &[f32], out: &mut [f32], cols: usize, act: Act) {
-        let (rows, sums) = out.split_at_mut(y.len());
-        sums.fill(0.0);
-        for ((o, y), g) in rows.chunks_exact_mut(cols).zip(y.chunks_exact(cols)).zip(g.chunks_exact(cols)) {
-            match act {
-                Act::Identity => o.copy_from_slice(g),
-                Act::Relu => {
-                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                        *o = if y > 0.0 { g } else { 0.0 };
-                    }
-                }
-                Act::Tanh => {
-                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                        *o = g * (1.0 - y * y);
-                    }
-                }
-                Act::Sigmoid => {
-                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                        *o = g * (y * (1.0 - y));
-                    }
-                }
-            }
-            for (s, &o) in sums.iter_mut().zip(o.iter()) {
-                *s += o;
-            }
-        }
-    }
-}
-
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "linear"
@@ -158,49 +129,76 @@ impl CustomOp3 for Linear {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // One pass gives the gradient through the activation and, as an extra row, the bias
-        // gradient (candle's strided sum over the batch dimension is slow on the CPU).
-        let batch = y.dim(0)?;
-        let gb = y.apply_op2_no_bwd(&grad.contiguous()?, &ActGrad { act: self.act })?;
-        let g = gb.narrow(0, 0, batch)?;
-        let db = gb.get(batch)?;
-        let dx = if x.track_op() {
-            Some(g.matmul(w)?)
-        } else {
-            None
+        let need_dx = x.track_op();
+        let op = LinearBackward {
+            act: self.act,
+            y: y.clone(),
+            need_dx,
         };
-        let dw = g.t()?.matmul(x)?;
+        let packed = x
+            .contiguous()?
+            .apply_op3_no_bwd(&w.contiguous()?, &grad.contiguous()?, &op)?;
+        let nx = if need_dx { x.elem_count() } else { 0 };
+        let dx = need_dx
+            .then(|| packed.narrow(0, 0, nx)?.reshape(x.shape()))
+            .transpose()?;
+        let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+        let db = packed.narrow(0, nx + w.elem_count(), b.elem_count())?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
 
-/// The gradient through the activation, computed from the layer's output, `[batch + 1, out]`:
-/// the last row holds its sum over the batch.
-struct ActGrad {
+/// All gradients of [`Linear`] from `(x, w, dy)` and the forward output: `[dx | dw | db]`
+/// (`dx` only when `need_dx`).
+struct LinearBackward {
     act: Act,
+    y: Tensor,
+    need_dx: bool,
 }
 
-impl CustomOp2 for ActGrad {
+impl CustomOp3 for LinearBackward {
     fn name(&self) -> &'static str {
-        "linear-activation-grad"
+        "linear-backward"
     }
 
     fn cpu_fwd(
         &self,
-        ys: &CpuStorage,
-        yl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (rows, cols) = rows_of(yl)?;
-        let (y, g) = (slice(ys, yl)?, slice(gs, gl)?);
-        let mut out = vec![0f32; (rows + 1) * cols];
-        activation_grad(y, g, &mut out, cols, self.act);
-        Ok((CpuStorage::F32(out), Shape::from((rows + 1, cols))))
+        let (batch, input) = rows_of(xl)?;
+        let (out, _) = rows_of(wl)?;
+        let (x, w, dy) = (slice(xs, xl)?, slice(ws, wl)?, slice(dys, dyl)?);
+        let (ys, yl) = self.y.storage_and_layout();
+        let y = match &*ys {
+            candle_core::Storage::Cpu(s) => slice(s, yl)?,
+            _ => candle_core::bail!("linear backward: the output is not on the CPU"),
+        };
+        if y.len() != batch * out || dy.len() != y.len() {
+            candle_core::bail!("linear backward: gradient {:?} does not fit", dyl.shape());
+        }
+        let nx = if self.need_dx { batch * input } else { 0 };
+        let mut packed = vec![0f32; nx + out * input + out];
+        let (dx, rest) = packed.split_at_mut(nx);
+        let (dw, db) = rest.split_at_mut(out * input);
+        with_scratch(batch * out, |g| {
+            grad_last(y, dy, self.act, g, db);
+            let gm = MatRef::row_major(g, batch, out);
+            if self.need_dx {
+                matmul(dx, gm, MatRef::row_major(w, out, input), false);
+            }
+            matmul(dw, gm.t(), MatRef::row_major(x, batch, input), false);
+        });
+        let n = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(n)))
     }
 }
 

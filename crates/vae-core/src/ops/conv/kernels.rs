@@ -6,7 +6,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::layout::{
-    activated, col2im, fill_bias, grad_first_to_last, grad_last, im2col, kernel_to_first,
+    activated, col2im, grad_first_to_last, grad_last, im2col, kernel_to_first,
     kernel_to_last, to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
@@ -513,8 +513,8 @@ impl CustomOp3 for ConvT2d {
         let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let (rows, ncol, kk) = (g.rows(), g.cols(), g.k * g.k);
         let wt = kernel_to_last(w, cin, g.c, kk);
-        let mut y = vec![0f32; g.image()];
-        fill_bias(&mut y, bias);
+        // The bias in every pixel, written once, to which the blocks add their columns.
+        let mut y = bias.repeat(g.image() / g.c.max(1));
         let wm = MatRef::row_major(&wt, cin, ncol);
         with_last(x, self.0.input, (g.b, cin, rows / g.b.max(1)), |xc| {
             with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {

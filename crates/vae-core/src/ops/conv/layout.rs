@@ -218,7 +218,7 @@ fn act_grad(act: Act, y: f32, g: f32) -> f32 {
 multiversion! {
     /// The gradient through the activation of a channels-last output `y` `[rows, c]`, into `g`
     /// (same order), and its column sums (the bias gradient) into `db`.
-    pub(super) fn grad_last(y: &[f32], dy: &[f32], act: Act, g: &mut [f32], db: &mut [f32]) {
+    pub(in crate::ops) fn grad_last(y: &[f32], dy: &[f32], act: Act, g: &mut [f32], db: &mut [f32]) {
         let c = db.len();
         db.fill(0.0);
         for ((g, y), dy) in g.chunks_exact_mut(c).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
@@ -294,13 +294,6 @@ crate::multiversion! {
                 }
             }
         }
-    }
-}
-
-/// Fills a channels-last map `[pixels, c]` with the bias of each channel.
-pub(super) fn fill_bias(x: &mut [f32], bias: &[f32]) {
-    for px in x.chunks_exact_mut(bias.len()) {
-        px.copy_from_slice(bias);
     }
 }
 
