@@ -139,9 +139,9 @@ impl CustomOp3 for Linear {
             y: y.clone(),
             need_dx,
         };
-        let packed = x
-            .contiguous()?
-            .apply_op3_no_bwd(&w.contiguous()?, &grad.contiguous()?, &op)?;
+        let packed =
+            x.contiguous()?
+                .apply_op3_no_bwd(&w.contiguous()?, &grad.contiguous()?, &op)?;
         let nx = if need_dx { x.elem_count() } else { 0 };
         let dx = need_dx
             .then(|| packed.narrow(0, 0, nx)?.reshape(x.shape()))

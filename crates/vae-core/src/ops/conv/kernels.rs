@@ -6,8 +6,8 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::layout::{
-    activated, col2im, grad_first_to_last, grad_last, im2col, kernel_to_first,
-    kernel_to_last, to_first, to_last, with_scratch,
+    activated, col2im, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last,
+    to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::bernoulli::slice;
