@@ -159,3 +159,50 @@ fn the_composite_path_gives_the_native_figures_for_every_preset() {
         assert!(p <= 1, "{preset} sample: pixels differ by {p} levels");
     }
 }
+
+/// `VAE_SIMD` caps every kernel of a training step, the matrix products included
+/// (vendor/gemm-common): capped at AVX2 (`v3`) and at the build's baseline (`gemm`'s scalar
+/// kernels), a conv and an hvae run give the validation loss of the uncapped run within the
+/// rounding of sums taken in another order (the tolerance of the composite comparison above).
+#[test]
+fn every_simd_level_gives_the_native_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    let data_s = data.to_str().unwrap();
+    for preset in ["conv", "hvae"] {
+        let mut losses = Vec::new();
+        for level in [None, Some("v3"), Some("baseline")] {
+            let run = tmp
+                .path()
+                .join(format!("{preset}-{}", level.unwrap_or("native")));
+            let mut c = train(&[
+                "--preset",
+                preset,
+                "--data-dir",
+                data_s,
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                run.to_str().unwrap(),
+                "--quiet",
+            ]);
+            match level {
+                Some(l) => c.env("VAE_SIMD", l),
+                None => c.env_remove("VAE_SIMD"),
+            };
+            ok(c);
+            losses.push(metrics(&run)[0]["val_loss"].as_f64().unwrap());
+        }
+        assert!(losses[0].is_finite(), "{preset}: {}", losses[0]);
+        for (level, loss) in ["v3", "baseline"].iter().zip(&losses[1..]) {
+            assert!(
+                rel(*loss, losses[0]) < 1e-3,
+                "{preset}: validation loss {loss} at VAE_SIMD={level} vs {} uncapped",
+                losses[0]
+            );
+        }
+    }
+}

@@ -24,7 +24,8 @@ tasks:
       bench/torch_vae.py with that Python in alternation and add PyTorch's figures and the
       ratios ours/PyTorch; --bin-dir takes vae-train and vae-infer from DIR instead of building;
       --simd v3 caps both sides at AVX2 on an AVX-512 machine (VAE_SIMD=v3; PyTorch's ATen,
-      oneDNN and MKL capped too), the level is recorded in the JSON as `simd`
+      oneDNN and MKL capped too), the level is recorded in the JSON as `simd`; run r of each
+      side uses seed r, and the validation losses compared are means over those initialisations
   reproduce [--quick] [--out FILE] [--work DIR] [--bin-dir DIR] [--vs-torch PYTHON]
       train the reference configurations (pytorch-example, seed, iwae with K=1 and K=5, conv) on
       full Fashion-MNIST for 10 epochs, evaluate, analyse and write docs/RESULTS.md; --quick does

@@ -1,6 +1,6 @@
 //! The Bernoulli log-likelihood on logits, fused with its sum over dimensions.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor, D};
 
 use super::{composite, Kernels};
 use crate::fastmath::{self, sum16};
@@ -74,6 +74,32 @@ pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'
         Some((a, b)) => Ok(&all[a..b]),
         None => candle_core::bail!("fused op needs a contiguous tensor"),
     }
+}
+
+/// The output `y` of a fused forward pass, read by its backward pass (conv, linear).
+pub(super) fn output_slice<'a>(y: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match y {
+        Storage::Cpu(s) => slice(s, l),
+        _ => candle_core::bail!("fused backward: the output is not on the CPU"),
+    }
+}
+
+/// Splits the packed gradients `[dx | dw | db]` of a fused backward operation (conv, linear):
+/// `dx` when the input `x` is given (tracked), then the weight and bias gradients.
+pub(super) fn unpack(
+    packed: &Tensor,
+    x: Option<&Tensor>,
+    w: &Tensor,
+    b: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let nx = x.map_or(0, |x| x.elem_count());
+    let nw = w.elem_count();
+    let dx = x
+        .map(|x| packed.narrow(0, 0, nx)?.reshape(x.shape()))
+        .transpose()?;
+    let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+    let db = packed.narrow(0, nx + nw, b.elem_count())?;
+    Ok((dx, Some(dw), Some(db)))
 }
 
 multiversion! {

@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::bernoulli::{rows_of, slice};
+use super::bernoulli::{output_slice, rows_of, slice, unpack};
 use super::conv::layout::{grad_last, with_scratch};
 use super::gemm::{matmul, matmul_new, MatRef};
 use super::{composite, Kernels, Route};
@@ -142,13 +142,7 @@ impl CustomOp3 for Linear {
         let packed =
             x.contiguous()?
                 .apply_op3_no_bwd(&w.contiguous()?, &grad.contiguous()?, &op)?;
-        let nx = if need_dx { x.elem_count() } else { 0 };
-        let dx = need_dx
-            .then(|| packed.narrow(0, 0, nx)?.reshape(x.shape()))
-            .transpose()?;
-        let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
-        let db = packed.narrow(0, nx + w.elem_count(), b.elem_count())?;
-        Ok((dx, Some(dw), Some(db)))
+        unpack(&packed, need_dx.then_some(x), w, b)
     }
 }
 
@@ -178,10 +172,7 @@ impl CustomOp3 for LinearBackward {
         let (out, _) = rows_of(wl)?;
         let (x, w, dy) = (slice(xs, xl)?, slice(ws, wl)?, slice(dys, dyl)?);
         let (ys, yl) = self.y.storage_and_layout();
-        let y = match &*ys {
-            candle_core::Storage::Cpu(s) => slice(s, yl)?,
-            _ => candle_core::bail!("linear backward: the output is not on the CPU"),
-        };
+        let y = output_slice(&ys, yl)?;
         if y.len() != batch * out || dy.len() != y.len() {
             candle_core::bail!("linear backward: gradient {:?} does not fit", dyl.shape());
         }

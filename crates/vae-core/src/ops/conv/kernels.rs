@@ -3,14 +3,14 @@
 
 use std::ops::Range;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::layout::{
     activated, col2im, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last,
     to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
-use crate::ops::bernoulli::slice;
+use crate::ops::bernoulli::{output_slice, slice, unpack};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
 use crate::ops::Act;
@@ -100,31 +100,6 @@ fn finish(
         to_first(&y, b, c, s, bias, act, &mut out);
         out
     }
-}
-
-/// The output `y` of a forward pass, read by its backward pass.
-fn output_slice<'a>(y: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match y {
-        Storage::Cpu(s) => slice(s, l),
-        _ => candle_core::bail!("conv backward: the output is not on the CPU"),
-    }
-}
-
-/// Splits the packed gradients `[dx | dw | db]` of a backward operation.
-fn unpack(
-    packed: &Tensor,
-    x: Option<&Tensor>,
-    w: &Tensor,
-    b: &Tensor,
-) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let nx = x.map_or(0, |x| x.elem_count());
-    let nw = w.elem_count();
-    let dx = x
-        .map(|x| packed.narrow(0, 0, nx)?.reshape(x.shape()))
-        .transpose()?;
-    let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-    let db = packed.narrow(0, nx + nw, b.elem_count())?;
-    Ok((dx, Some(dw), Some(db)))
 }
 
 /// Whether the convolution is a 1x1 one over every pixel: its im2col matrix is the image.
