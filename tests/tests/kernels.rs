@@ -52,6 +52,25 @@ fn small_dataset(dir: &Path) {
     }
 }
 
+/// `vae-train` for one epoch of `preset` on the dataset in `data`, one thread, into `run`.
+fn one_epoch(preset: &str, data: &Path, run: &Path, extra: &[&str]) -> std::process::Command {
+    let mut args = vec![
+        "--preset",
+        preset,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend(extra);
+    train(&args)
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1.0)
 }
@@ -79,26 +98,11 @@ fn the_composite_path_gives_the_native_figures_for_every_preset() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     small_dataset(&data);
-    let data_s = data.to_str().unwrap();
     for preset in ["pytorch-example", "seed", "iwae", "conv", "hvae"] {
         let mut runs = Vec::new();
         for kernels in ["native", "composite"] {
             let run = tmp.path().join(format!("{preset}-{kernels}"));
-            ok(train(&[
-                "--preset",
-                preset,
-                "--data-dir",
-                data_s,
-                "--epochs",
-                "1",
-                "--threads",
-                "1",
-                "--kernels",
-                kernels,
-                "--out",
-                run.to_str().unwrap(),
-                "--quiet",
-            ]));
+            ok(one_epoch(preset, &data, &run, &["--kernels", kernels]));
             runs.push(run);
         }
         let loss = |run: &Path| metrics(run)[0]["val_loss"].as_f64().unwrap();
@@ -169,26 +173,13 @@ fn every_simd_level_gives_the_native_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     small_dataset(&data);
-    let data_s = data.to_str().unwrap();
     for preset in ["conv", "hvae"] {
         let mut losses = Vec::new();
         for level in [None, Some("v3"), Some("baseline")] {
             let run = tmp
                 .path()
                 .join(format!("{preset}-{}", level.unwrap_or("native")));
-            let mut c = train(&[
-                "--preset",
-                preset,
-                "--data-dir",
-                data_s,
-                "--epochs",
-                "1",
-                "--threads",
-                "1",
-                "--out",
-                run.to_str().unwrap(),
-                "--quiet",
-            ]);
+            let mut c = one_epoch(preset, &data, &run, &[]);
             match level {
                 Some(l) => c.env("VAE_SIMD", l),
                 None => c.env_remove("VAE_SIMD"),
