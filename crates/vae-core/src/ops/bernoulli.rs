@@ -1,6 +1,8 @@
 //! The Bernoulli log-likelihood on logits, fused with its sum over dimensions.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
+
+use super::storage::{rows_of, slice};
 
 use super::{composite, Kernels};
 use crate::fastmath::{self, sum16};
@@ -59,47 +61,6 @@ impl candle_core::CustomOp1 for Sigmoid {
         // d sigmoid = s (1 - s).
         Ok(Some((grad * (res * (1.0 - res)?)?)?))
     }
-}
-
-pub(super) fn rows_of(l: &Layout) -> candle_core::Result<(usize, usize)> {
-    match l.shape().dims() {
-        [b, d] => Ok((*b, *d)),
-        dims => candle_core::bail!("expected a [batch, dim] tensor, got shape {dims:?}"),
-    }
-}
-
-pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let all = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&all[a..b]),
-        None => candle_core::bail!("fused op needs a contiguous tensor"),
-    }
-}
-
-/// The output `y` of a fused forward pass, read by its backward pass (conv, linear).
-pub(super) fn output_slice<'a>(y: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match y {
-        Storage::Cpu(s) => slice(s, l),
-        _ => candle_core::bail!("fused backward: the output is not on the CPU"),
-    }
-}
-
-/// Splits the packed gradients `[dx | dw | db]` of a fused backward operation (conv, linear):
-/// `dx` when the input `x` is given (tracked), then the weight and bias gradients.
-pub(super) fn unpack(
-    packed: &Tensor,
-    x: Option<&Tensor>,
-    w: &Tensor,
-    b: &Tensor,
-) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let nx = x.map_or(0, |x| x.elem_count());
-    let nw = w.elem_count();
-    let dx = x
-        .map(|x| packed.narrow(0, 0, nx)?.reshape(x.shape()))
-        .transpose()?;
-    let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-    let db = packed.narrow(0, nx + nw, b.elem_count())?;
-    Ok((dx, Some(dw), Some(db)))
 }
 
 multiversion! {

@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::bernoulli::{rows_of, slice};
 use super::discrete::{self, level, Bound, LEVELS, TOP};
+use super::storage::{rows_of, slice};
 use crate::fastmath;
 use crate::multiversion;
 use crate::special::{self, digamma_diff, ln_poch_parts};

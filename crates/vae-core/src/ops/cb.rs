@@ -55,7 +55,7 @@ fn map(x: &Tensor, f: fn(f64) -> f64, name: &'static str) -> candle_core::Result
             self.1
         }
         fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            let v = super::bernoulli::slice(s, l)?;
+            let v = super::storage::slice(s, l)?;
             let out: Vec<f32> = v.iter().map(|&x| (self.0)(x as f64) as f32).collect();
             Ok((CpuStorage::F32(out), l.shape().clone()))
         }
@@ -123,7 +123,7 @@ impl CustomOp1 for CbLogNorm {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let v = super::bernoulli::slice(s, l)?;
+        let v = super::storage::slice(s, l)?;
         let out: Vec<f32> = v.iter().map(|&x| log_norm(x as f64) as f32).collect();
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }

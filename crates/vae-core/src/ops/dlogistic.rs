@@ -24,8 +24,8 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::bernoulli::{rows_of, slice};
 use super::discrete::{self, level, Bound, TOP};
+use super::storage::{rows_of, slice};
 use crate::fastmath::{self, sum16};
 use crate::multiversion;
 

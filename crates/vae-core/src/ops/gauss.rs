@@ -16,7 +16,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::bernoulli::slice;
+use super::storage::slice;
 use crate::fastmath;
 use crate::multiversion;
 

@@ -10,9 +10,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::bernoulli::{output_slice, rows_of, slice, unpack};
 use super::conv::layout::{grad_last, with_scratch};
 use super::gemm::{matmul, matmul_new, MatRef};
+use super::storage::{output_slice, rows_of, slice, unpack};
 use super::{composite, Kernels, Route};
 use crate::fastmath;
 use crate::multiversion;

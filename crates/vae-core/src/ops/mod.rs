@@ -21,6 +21,7 @@ mod gemm;
 mod linear;
 mod pool;
 mod select;
+mod storage;
 mod update;
 
 use candle_core::Tensor;

@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use super::bernoulli::slice;
+use super::storage::slice;
 
 /// The mean of each 2x2 square of `x` `[n, h, w, c]` (h, w even): `[n, h/2, w/2, c]`. Only on
 /// the CPU in f32 ([`super::Kernels::fused`]).

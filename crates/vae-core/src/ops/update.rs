@@ -9,7 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
-use super::bernoulli::slice;
+use super::storage::slice;
 
 /// `(h + raw[.., at..at + c]) + zp` (see the module's comment). Only on the CPU in f32
 /// ([`super::Kernels::fused`]).

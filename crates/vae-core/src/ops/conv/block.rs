@@ -20,8 +20,8 @@ use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_
 use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
 use super::Geom;
 use crate::fastmath;
-use crate::ops::bernoulli::slice;
 use crate::ops::linear::bias_activate;
+use crate::ops::storage::slice;
 use crate::ops::Act;
 
 /// The channels and the activation of a bottleneck block.

@@ -10,9 +10,9 @@ use super::layout::{
     to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
-use crate::ops::bernoulli::{output_slice, slice, unpack};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
+use crate::ops::storage::{output_slice, slice, unpack};
 use crate::ops::Act;
 
 /// Floats of the im2col block that a pass fills and consumes at a time. The matrix of a whole
