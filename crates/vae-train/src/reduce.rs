@@ -12,7 +12,8 @@
 //! The buffer ([`Layout`]) is a header of f64 values, each stored as two f32 words (the stop
 //! flags of signals, the reconstruction term, the objective, the KL of each latent unit, one
 //! "has a gradient" flag per variable), then every variable's gradient, the variables in name
-//! order. The reduced gradients ([`Gradients`]) are views into that one buffer.
+//! order. The reduced gradients ([`Gradients`]) are views into that one buffer (a single shard
+//! in one process, whose fold is itself, keeps its own gradient tensors: no copy).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -314,7 +315,8 @@ fn add(out: &mut [f32], src: &[f32]) {
     }
 }
 
-/// The gradient of each variable for one update, as views into one flat buffer.
+/// The gradient of each variable for one update: views into one flat buffer, or, where a
+/// single shard was reduced in one process, that shard's own gradients.
 #[derive(Debug, Default)]
 pub struct Gradients {
     flat: Option<Tensor>,
@@ -332,7 +334,8 @@ impl Gradients {
         self.by_name.iter()
     }
 
-    /// The one buffer every gradient is a view into (with the header before them).
+    /// The one buffer every gradient is a view into (with the header before them), when the
+    /// shards were folded into one.
     pub fn flat(&self) -> Option<&Tensor> {
         self.flat.as_ref()
     }
@@ -455,6 +458,9 @@ impl Reduce for Local {
         if !device.is_cpu() {
             return reduce_on_device(layout, mine);
         }
+        if mine.shards.len() == 1 {
+            return reduce_one(layout, mine);
+        }
         let mut words = vec![0f32; layout.len()];
         let mut folder = Folder::new(layout, mine)?;
         let h = layout.header_len();
@@ -480,6 +486,23 @@ impl Reduce for Local {
     fn agree(&mut self, mine: std::result::Result<(), String>) -> Result<()> {
         mine.map_err(|msg| TrainError::Agreed { rank: 0, msg })
     }
+}
+
+/// The local reduction of a single shard (one thread): the fold of one shard is the shard
+/// itself, so its gradients are used where they are, without a copy into a buffer (same values
+/// as [`Folder::fold`], which would copy them).
+fn reduce_one(layout: &Layout, mine: &Contribution) -> Result<Reduced> {
+    let mut header = vec![0f32; layout.header_len()];
+    let mut folder = Folder::with(layout, mine, false)?;
+    folder.fold(0..layout.header_len(), &mut header);
+    let mut reduced = Reduced::header(layout, &header);
+    for (name, var, _) in &layout.vars {
+        if let Some(g) = mine.shards[0].grads.get(var.as_tensor()) {
+            let g = g.to_dtype(DType::F32)?.contiguous()?.reshape(var.shape())?;
+            reduced.grads.by_name.insert(name.clone(), g);
+        }
+    }
+    Ok(reduced)
 }
 
 /// The local reduction on a GPU: the gradients stay on the device (summed there when several

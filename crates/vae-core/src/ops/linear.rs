@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::conv::layout::{grad_last, with_scratch};
-use super::gemm::{matmul, matmul_new, MatRef};
+use super::gemm::{matmul_new, matmul_uninit, MatRef};
 use super::storage::{output_slice, rows_of, slice, unpack};
 use super::{composite, Kernels, Route};
 use crate::fastmath;
@@ -177,18 +177,26 @@ impl CustomOp3 for LinearBackward {
             candle_core::bail!("linear backward: gradient {:?} does not fit", dyl.shape());
         }
         let nx = if self.need_dx { batch * input } else { 0 };
-        let mut packed = vec![0f32; nx + out * input + out];
-        let (dx, rest) = packed.split_at_mut(nx);
+        let n = nx + out * input + out;
+        // Every part is written whole below, so the buffer is not zeroed first.
+        let mut packed: Vec<f32> = Vec::with_capacity(n);
+        let (dx, rest) = packed.spare_capacity_mut()[..n].split_at_mut(nx);
         let (dw, db) = rest.split_at_mut(out * input);
-        with_scratch(batch * out, |g| {
-            grad_last(y, dy, self.act, g, db);
+        with_scratch(batch * out + out, |s| {
+            let (g, sums) = s.split_at_mut(batch * out);
+            grad_last(y, dy, self.act, g, sums);
             let gm = MatRef::row_major(g, batch, out);
             if self.need_dx {
-                matmul(dx, gm, MatRef::row_major(w, out, input), false);
+                matmul_uninit(dx, gm, MatRef::row_major(w, out, input));
             }
-            matmul(dw, gm.t(), MatRef::row_major(x, batch, input), false);
+            matmul_uninit(dw, gm.t(), MatRef::row_major(x, batch, input));
+            for (d, &v) in db.iter_mut().zip(sums.iter()) {
+                d.write(v);
+            }
         });
-        let n = packed.len();
+        // SAFETY: the two products wrote all of dx (when it has a part) and dw, and the copy
+        // all of db: the first n elements are initialised.
+        unsafe { packed.set_len(n) };
         Ok((CpuStorage::F32(packed), Shape::from(n)))
     }
 }

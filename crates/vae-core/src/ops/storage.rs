@@ -1,6 +1,8 @@
 //! The fused operations' access to candle's storage: the contiguous slice of a tensor, its
 //! `[batch, dim]` shape, and for the packed backward passes (conv, linear) the forward output
-//! and the split of their `[dx | dw | db]` result.
+//! and the split of their `[dx | dw | db]` result, which they allocate without zeroing.
+
+use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 
@@ -45,4 +47,23 @@ pub(super) fn unpack(
     let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
     let db = packed.narrow(0, nx + nw, b.elem_count())?;
     Ok((dx, Some(dw), Some(db)))
+}
+
+/// Zeros in `part`, a part of a packed result allocated without zeroing, returned as floats:
+/// for the writers that add into what they are given or take `&mut [f32]`. (Parts written
+/// whole by a product take [`crate::ops::gemm::matmul_uninit`] and are never zeroed.)
+pub(super) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    part.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was written just above.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `part` as a destination of [`crate::ops::gemm::matmul_uninit`], for a product written into
+/// scratch on one path and into a packed result on another.
+///
+/// # Safety
+/// Only initialised values may be written through the result (the products write only values).
+pub(super) unsafe fn as_uninit(part: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the caller writes only values, so the floats stay initialised.
+    unsafe { &mut *(part as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }

@@ -332,6 +332,8 @@ impl CustomOp3 for BlockBackward {
                     grad_last(y_out, d, act, g, dbk);
                     let wt = kernel_to_last(wk, m, m, 9);
                     let mut dwt = vec![0f32; 9 * m * m];
+                    // (d was read above; the 3x3 convolution adds its gradient into zeros.)
+                    d.fill(0.0);
                     conv_last_backward(y_in, three, g, m, &mut dwt, Some((&wt, &mut *d)));
                     kernel_to_first(&dwt, m, m, 9, dwk);
                 }

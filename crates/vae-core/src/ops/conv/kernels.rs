@@ -12,7 +12,7 @@ use super::layout::{
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
-use crate::ops::storage::{output_slice, slice, unpack};
+use crate::ops::storage::{as_uninit, output_slice, slice, unpack, zeroed};
 use crate::ops::Act;
 
 /// Floats of the im2col block that a pass fills and consumes at a time. The matrix of a whole
@@ -201,7 +201,8 @@ fn with_columns<R>(wt: &[f32], o: usize, ncol: usize, f: impl FnOnce(MatRef) -> 
 
 /// The backward products of [`conv_last`] from the output gradient `gr` `[rows, o]` (through
 /// the activation): the kernel gradient `dwt` `[o, k * k * c]` (overwritten) and, with
-/// `dx = Some((wt, dx))`, the image gradient written into `dx` (channels-last). Row block by
+/// `dx = Some((wt, dx))`, the image gradient in `dx` (channels-last): written over it for a 1x1
+/// convolution, added into it (so `dx` must hold zeros) for others. Row block by
 /// row block: dW^T += cols(x)^T G (the orientation the product kernel runs fastest: a tall
 /// result of few columns), and dcols = G W added back into the image (for a 1x1 convolution,
 /// written as the image's gradient rows).
@@ -236,9 +237,6 @@ pub(super) fn conv_last_backward_of(
         block_rows(ncol).min(rows)
     };
     let mut dx = dx;
-    if let (Some((_, d)), false) = (dx.as_mut(), pointwise) {
-        d.fill(0.0);
-    }
     let mut dw_t = vec![0f32; ncol * o];
     with_scratch(bn * ncol, |cols| {
         with_scratch(if dx.is_some() { dbn * ncol } else { 0 }, |dcols| {
@@ -386,9 +384,12 @@ impl CustomOp3 for Conv2dBackward {
             candle_core::bail!("conv2d backward: gradient {:?} does not fit", dyl.shape());
         }
         let nx = if self.need_dx { g.image() } else { 0 };
-        let mut out = vec![0f32; nx + o * ncol + o];
-        let (dx_out, rest) = out.split_at_mut(nx);
+        let n = nx + o * ncol + o;
+        // Each part is zeroed once, then written (dx: the columns' gradients added in).
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let (dx_out, rest) = out.spare_capacity_mut()[..n].split_at_mut(nx);
         let (dw_out, db_out) = rest.split_at_mut(o * ncol);
+        let (dx_out, dw_out, db_out) = (zeroed(dx_out), zeroed(dw_out), zeroed(db_out));
         let (s_in, s_out) = (g.h * g.w, g.ho() * g.wo());
         with_scratch(rows * o, |gr| {
             // The output gradient through the activation, channels-last: one row per pixel.
@@ -408,7 +409,12 @@ impl CustomOp3 for Conv2dBackward {
                 0
             };
             with_scratch(tmp, |t| {
-                let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
+                let dx: &mut [f32] = if dx_last {
+                    &mut *dx_out
+                } else {
+                    t.fill(0.0);
+                    &mut *t
+                };
                 with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
                     let dx = wt.as_deref().map(|wt| (wt, dx));
                     conv_last_backward(xc, g, gr, o, &mut dwt, dx);
@@ -419,7 +425,8 @@ impl CustomOp3 for Conv2dBackward {
             });
             kernel_to_first(&dwt, o, g.c, kk, dw_out);
         });
-        let n = out.len();
+        // SAFETY: the three parts, together the first n elements, were zeroed above.
+        unsafe { out.set_len(n) };
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 }
@@ -561,9 +568,13 @@ impl CustomOp3 for ConvT2dBackward {
             );
         }
         let nx = if self.need_dx { rows * cin } else { 0 };
-        let mut out = vec![0f32; nx + cin * ncol + g.c];
-        let (dx_out, rest) = out.split_at_mut(nx);
+        let n = nx + cin * ncol + g.c;
+        // dx is written whole by its products (channels-last) or by the transpose of them;
+        // only the parts written by writers of floats are zeroed first.
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let (dx_out, rest) = out.spare_capacity_mut()[..n].split_at_mut(nx);
         let (dw_out, db_out) = rest.split_at_mut(cin * ncol);
+        let (dw_out, db_out) = (zeroed(dw_out), zeroed(db_out));
         let s_out = g.h * g.w;
         let s_in = rows / g.b.max(1);
         with_scratch(g.image(), |gm| {
@@ -591,7 +602,13 @@ impl CustomOp3 for ConvT2dBackward {
                 0
             };
             with_scratch(tmp, |t| {
-                let dx: &mut [f32] = if dx_last { &mut *dx_out } else { &mut *t };
+                // The products' destination: dx itself, or the channels-last scratch.
+                let dx = if dx_last {
+                    &mut *dx_out
+                } else {
+                    // SAFETY: only the products below write through it.
+                    unsafe { as_uninit(t) }
+                };
                 with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
                     with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
                         for r in row_blocks(rows, ncol) {
@@ -602,18 +619,21 @@ impl CustomOp3 for ConvT2dBackward {
                             let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
                             matmul(&mut dwt, xb.t(), cm, r.start > 0);
                             if let Some(wm) = wm {
-                                matmul(&mut dx[r.start * cin..r.end * cin], cm, wm, false);
+                                matmul_uninit(&mut dx[r.start * cin..r.end * cin], cm, wm);
                             }
                         }
                     })
                 });
                 if self.need_dx && !dx_last {
-                    to_first(t, g.b, cin, s_in, None, Act::Identity, dx_out);
+                    to_first(t, g.b, cin, s_in, None, Act::Identity, zeroed(dx_out));
                 }
             });
             kernel_to_first(&dwt, cin, g.c, kk, dw_out);
         });
-        let n = out.len();
+        // SAFETY: dw and db were zeroed above; dx (when it has a part) was written whole by
+        // the row blocks' products (which cover rows 0..rows) or zeroed and then overwritten
+        // by the transpose.
+        unsafe { out.set_len(n) };
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 }
