@@ -65,22 +65,32 @@ fn copy(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// The output pixels `(image, row, column)` of im2col rows `first..`, in order, counted
-/// rather than divided out of each row's index.
-fn pixels(first: usize, ho: usize, wo: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+/// The output pixels of `rows` im2col rows from row `first`, as runs along one output line:
+/// `(row, (image, line, column), n)`, the run's first row (counted from `first`), its first
+/// pixel, and its length. Each run shares its input rows, so the passes below decide once per
+/// run and kernel row what they copy, and then move a window per pixel.
+fn runs(
+    first: usize,
+    rows: usize,
+    ho: usize,
+    wo: usize,
+) -> impl Iterator<Item = (usize, (usize, usize, usize), usize)> {
     let mut at = (first / (ho * wo), first / wo % ho, first % wo);
+    let mut row = 0;
     std::iter::from_fn(move || {
-        let now = at;
-        at.2 += 1;
-        if at.2 == wo {
-            at.2 = 0;
-            at.1 += 1;
-            if at.1 == ho {
-                at.1 = 0;
-                at.0 += 1;
-            }
+        if row >= rows {
+            return None;
         }
-        Some(now)
+        let n = (wo - at.2).min(rows - row);
+        let run = (row, at, n);
+        row += n;
+        at.2 = 0;
+        at.1 += 1;
+        if at.1 == ho {
+            at.1 = 0;
+            at.0 += 1;
+        }
+        Some(run)
     })
 }
 
@@ -94,27 +104,30 @@ multiversion! {
         let ncol = k * run;
         debug_assert!(out.len().is_multiple_of(ncol) && first + out.len() / ncol <= g.rows());
         debug_assert_eq!(x.len(), g.image());
-        for (row, (b, oy, ox)) in out.chunks_exact_mut(ncol).zip(pixels(first, ho, wo)) {
+        for (row, (b, oy, ox0), n) in runs(first, out.len() / ncol, ho, wo) {
             let img = &x[b * g.h * line..][..g.h * line];
-            let x0 = (ox * g.stride) as isize - g.pad as isize;
-            let inside = x0 >= 0 && x0 as usize + k <= g.w;
-            for (ky, dst) in row.chunks_exact_mut(run).enumerate() {
+            let seg = &mut out[row * ncol..(row + n) * ncol];
+            for ky in 0..k {
                 let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                let rows = seg.chunks_exact_mut(ncol).map(|r| &mut r[ky * run..][..run]);
                 if iy < 0 || iy >= g.h as isize {
-                    dst.fill(0.0);
+                    rows.for_each(|dst| dst.fill(0.0));
                     continue;
                 }
                 let src = &img[iy as usize * line..][..line];
-                if inside {
-                    copy(dst, &src[x0 as usize * c..][..run]);
-                    continue;
-                }
-                for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
-                    let ix = x0 + kx as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        d.fill(0.0);
-                    } else {
-                        copy(d, &src[ix as usize * c..][..c]);
+                for (ox, dst) in (ox0..).zip(rows) {
+                    let x0 = (ox * g.stride) as isize - g.pad as isize;
+                    if x0 >= 0 && x0 as usize + k <= g.w {
+                        copy(dst, &src[x0 as usize * c..][..run]);
+                        continue;
+                    }
+                    for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
+                        let ix = x0 + kx as isize;
+                        if ix < 0 || ix >= g.w as isize {
+                            d.fill(0.0);
+                        } else {
+                            copy(d, &src[ix as usize * c..][..c]);
+                        }
                     }
                 }
             }
@@ -129,27 +142,30 @@ multiversion! {
         let (ho, wo, k, c) = (g.ho(), g.wo(), g.k, g.c);
         let (run, line) = (k * c, g.w * c);
         let ncol = k * run;
-        for (row, (b, oy, ox)) in cols.chunks_exact(ncol).zip(pixels(first, ho, wo)) {
+        for (row, (b, oy, ox0), n) in runs(first, cols.len() / ncol, ho, wo) {
             let img = &mut x[b * g.h * line..][..g.h * line];
-            let x0 = (ox * g.stride) as isize - g.pad as isize;
-            let inside = x0 >= 0 && x0 as usize + k <= g.w;
-            for (ky, src) in row.chunks_exact(run).enumerate() {
+            let seg = &cols[row * ncol..(row + n) * ncol];
+            for ky in 0..k {
                 let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
                 let dst = &mut img[iy as usize * line..][..line];
-                if inside {
-                    for (d, s) in dst[x0 as usize * c..][..run].iter_mut().zip(src) {
-                        *d += s;
-                    }
-                    continue;
-                }
-                for (kx, s) in src.chunks_exact(c).enumerate() {
-                    let ix = x0 + kx as isize;
-                    if ix >= 0 && ix < g.w as isize {
-                        for (d, s) in dst[ix as usize * c..][..c].iter_mut().zip(s) {
+                let rows = seg.chunks_exact(ncol).map(|r| &r[ky * run..][..run]);
+                for (ox, src) in (ox0..).zip(rows) {
+                    let x0 = (ox * g.stride) as isize - g.pad as isize;
+                    if x0 >= 0 && x0 as usize + k <= g.w {
+                        for (d, s) in dst[x0 as usize * c..][..run].iter_mut().zip(src) {
                             *d += s;
+                        }
+                        continue;
+                    }
+                    for (kx, s) in src.chunks_exact(c).enumerate() {
+                        let ix = x0 + kx as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            for (d, s) in dst[ix as usize * c..][..c].iter_mut().zip(s) {
+                                *d += s;
+                            }
                         }
                     }
                 }
@@ -299,17 +315,25 @@ crate::multiversion! {
 
 #[cfg(test)]
 mod tests {
-    /// The counted pixels of im2col rows from any first row (a block that starts inside an
-    /// image, at a row's end, at an image's last pixel) are the ones division gives.
+    /// The runs of im2col rows from any first row (a block that starts inside an image, at a
+    /// line's end, at an image's last pixel), for any number of rows, cover the rows in order
+    /// with the pixels division gives, each run on one output line.
     #[test]
-    fn pixels_count_as_division_does() {
+    fn runs_cover_the_pixels_division_gives() {
         for (ho, wo) in [(1, 1), (1, 5), (4, 1), (3, 7), (7, 7)] {
             for first in 0..3 * ho * wo {
-                let counted: Vec<_> = super::pixels(first, ho, wo).take(2 * ho * wo + 3).collect();
-                let divided: Vec<_> = (first..first + 2 * ho * wo + 3)
-                    .map(|r| (r / (ho * wo), r / wo % ho, r % wo))
-                    .collect();
-                assert_eq!(counted, divided, "ho {ho} wo {wo} first {first}");
+                for rows in [0, 1, wo, 2 * ho * wo + 3] {
+                    let mut counted = Vec::new();
+                    for (row, (b, y, x), n) in super::runs(first, rows, ho, wo) {
+                        assert_eq!(row, counted.len(), "runs are contiguous");
+                        assert!(n > 0 && x + n <= wo, "a run stays on its line");
+                        counted.extend((x..x + n).map(|x| (b, y, x)));
+                    }
+                    let divided: Vec<_> = (first..first + rows)
+                        .map(|r| (r / (ho * wo), r / wo % ho, r % wo))
+                        .collect();
+                    assert_eq!(counted, divided, "ho {ho} wo {wo} first {first} rows {rows}");
+                }
             }
         }
     }
