@@ -43,10 +43,11 @@ pub(in crate::ops) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R)
     r
 }
 
-/// Copies `src` into `dst` (same length); runs of four (one kernel row of a one-channel map)
-/// and runs of whole 16-float vectors (a kernel row of 16, 32 or 64 channels, channels-last)
-/// are moved inline rather than by a call to `memcpy`, which costs more than the copy for a
-/// few hundred bytes.
+/// Copies `src` into `dst` (same length); runs of four (one kernel row of a one-channel map),
+/// runs of whole 16-float vectors (a kernel row of 16, 32 or 64 channels, channels-last) and
+/// runs shorter than a vector (a pixel of a map of few channels, at the image's edge) are moved
+/// inline rather than by a call to `memcpy`, which costs more than the copy for a few hundred
+/// bytes.
 #[inline(always)]
 fn copy(dst: &mut [f32], src: &[f32]) {
     if let (Ok(d), Ok(s)) = (
@@ -59,6 +60,10 @@ fn copy(dst: &mut [f32], src: &[f32]) {
             if let (Ok(d), Ok(s)) = (<&mut [f32; 16]>::try_from(d), <&[f32; 16]>::try_from(s)) {
                 *d = *s;
             }
+        }
+    } else if dst.len() < 16 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
         }
     } else {
         dst.copy_from_slice(src);
