@@ -72,8 +72,9 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 
 /// The output pixels of `rows` im2col rows from row `first`, as runs along one output line:
 /// `(row, (image, line, column), n)`, the run's first row (counted from `first`), its first
-/// pixel, and its length. Each run shares its input rows, so the passes below decide once per
-/// run and kernel row what they copy, and then move a window per pixel.
+/// pixel, and its length. Each run shares its image and input rows: im2col finds the image once
+/// per run and writes its rows front to back; col2im takes a kernel row at a time and adds the
+/// run's windows into the one input row it touches.
 fn runs(
     first: usize,
     rows: usize,
@@ -112,17 +113,18 @@ multiversion! {
         for (row, (b, oy, ox0), n) in runs(first, out.len() / ncol, ho, wo) {
             let img = &x[b * g.h * line..][..g.h * line];
             let seg = &mut out[row * ncol..(row + n) * ncol];
-            for ky in 0..k {
-                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                let rows = seg.chunks_exact_mut(ncol).map(|r| &mut r[ky * run..][..run]);
-                if iy < 0 || iy >= g.h as isize {
-                    rows.for_each(|dst| dst.fill(0.0));
-                    continue;
-                }
-                let src = &img[iy as usize * line..][..line];
-                for (ox, dst) in (ox0..).zip(rows) {
-                    let x0 = (ox * g.stride) as isize - g.pad as isize;
-                    if x0 >= 0 && x0 as usize + k <= g.w {
+            // Pixel by pixel, so that each im2col row is written front to back.
+            for (ox, dst_row) in (ox0..).zip(seg.chunks_exact_mut(ncol)) {
+                let x0 = (ox * g.stride) as isize - g.pad as isize;
+                let inside = x0 >= 0 && x0 as usize + k <= g.w;
+                for (ky, dst) in dst_row.chunks_exact_mut(run).enumerate() {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &img[iy as usize * line..][..line];
+                    if inside {
                         copy(dst, &src[x0 as usize * c..][..run]);
                         continue;
                     }
