@@ -339,7 +339,10 @@ mod tests {
                     let divided: Vec<_> = (first..first + rows)
                         .map(|r| (r / (ho * wo), r / wo % ho, r % wo))
                         .collect();
-                    assert_eq!(counted, divided, "ho {ho} wo {wo} first {first} rows {rows}");
+                    assert_eq!(
+                        counted, divided,
+                        "ho {ho} wo {wo} first {first} rows {rows}"
+                    );
                 }
             }
         }
