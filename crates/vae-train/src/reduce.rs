@@ -12,15 +12,16 @@
 //! The buffer ([`Layout`]) is a header of f64 values, each stored as two f32 words (the stop
 //! flags of signals, the reconstruction term, the objective, the KL of each latent unit, one
 //! "has a gradient" flag per variable), then every variable's gradient, the variables in name
-//! order. The reduced gradients ([`Gradients`]) are views into that one buffer (a single shard
-//! in one process, whose fold is itself, keeps its own gradient tensors: no copy).
+//! order. The reduced gradients ([`Gradients`]) are views into that one buffer. In one process,
+//! where there is nothing to fold on the host (a single shard, whose sum is itself, or
+//! gradients on another device), each variable's shards are summed where they are instead.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use vae_core::candle_core::backprop::GradStore;
-use vae_core::candle_core::{self, CpuStorage, DType, Device, Shape, StorageRef, Tensor, Var};
+use vae_core::candle_core::{self, CpuStorage, DType, Device, StorageRef, Tensor, Var};
 use vae_core::ops::adam::sum_gradients;
 use vae_core::ops::Kernels;
 use vae_core::par;
@@ -315,11 +316,11 @@ fn add(out: &mut [f32], src: &[f32]) {
     }
 }
 
-/// The gradient of each variable for one update: views into one flat buffer, or, where a
-/// single shard was reduced in one process, that shard's own gradients.
+/// The gradient of each variable for one update: views into the one flat buffer the shards
+/// were folded into, or the gradients summed where they are ([`Local`] on another device or of
+/// a single shard).
 #[derive(Debug, Default)]
 pub struct Gradients {
-    flat: Option<Tensor>,
     by_name: BTreeMap<String, Tensor>,
 }
 
@@ -332,12 +333,6 @@ impl Gradients {
     /// The variables with a gradient and their gradients, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
         self.by_name.iter()
-    }
-
-    /// The one buffer every gradient is a view into (with the header before them), when the
-    /// shards were folded into one.
-    pub fn flat(&self) -> Option<&Tensor> {
-        self.flat.as_ref()
     }
 }
 
@@ -377,10 +372,7 @@ impl Reduced {
             }
         }
         Ok(Self {
-            grads: Gradients {
-                flat: Some(flat),
-                by_name,
-            },
+            grads: Gradients { by_name },
             ..header
         })
     }
@@ -455,11 +447,8 @@ impl Reduce for Local {
     }
 
     fn reduce(&mut self, layout: &Layout, mine: &Contribution, device: &Device) -> Result<Reduced> {
-        if !device.is_cpu() {
-            return reduce_on_device(layout, mine);
-        }
-        if mine.shards.len() == 1 {
-            return reduce_one(layout, mine);
+        if !device.is_cpu() || mine.shards.len() == 1 {
+            return reduce_in_place(layout, mine);
         }
         let mut words = vec![0f32; layout.len()];
         let mut folder = Folder::new(layout, mine)?;
@@ -488,31 +477,15 @@ impl Reduce for Local {
     }
 }
 
-/// The local reduction of a single shard (one thread): the fold of one shard is the shard
-/// itself, so its gradients are used where they are, without a copy into a buffer (same values
-/// as [`Folder::fold`], which would copy them).
-fn reduce_one(layout: &Layout, mine: &Contribution) -> Result<Reduced> {
+/// The local reduction where there is nothing to fold on the host: on another device (the
+/// gradients stay there) or of a single shard (whose sum is itself). Each variable's shards are
+/// summed where they are, in shard order ([`sum_gradients`]: one shard's gradient is its own
+/// tensor, not a copy); the header is folded on the host. The same values as the flat fold.
+fn reduce_in_place(layout: &Layout, mine: &Contribution) -> Result<Reduced> {
     let mut header = vec![0f32; layout.header_len()];
     let mut folder = Folder::with(layout, mine, false)?;
     folder.fold(0..layout.header_len(), &mut header);
     let mut reduced = Reduced::header(layout, &header);
-    for (name, var, _) in &layout.vars {
-        if let Some(g) = mine.shards[0].grads.get(var.as_tensor()) {
-            let g = g.to_dtype(DType::F32)?.contiguous()?.reshape(var.shape())?;
-            reduced.grads.by_name.insert(name.clone(), g);
-        }
-    }
-    Ok(reduced)
-}
-
-/// The local reduction on a GPU: the gradients stay on the device (summed there when several
-/// shards have them), concatenated into one buffer; the header is folded on the host.
-fn reduce_on_device(layout: &Layout, mine: &Contribution) -> Result<Reduced> {
-    let mut header = vec![0f32; layout.header_len()];
-    let mut folder = Folder::with(layout, mine, false)?;
-    folder.fold(0..layout.header_len(), &mut header);
-    let mut parts = Vec::new();
-    let mut names = Vec::new();
     for (name, var, _) in &layout.vars {
         let gs: Vec<&Tensor> = mine
             .shards
@@ -520,26 +493,12 @@ fn reduce_on_device(layout: &Layout, mine: &Contribution) -> Result<Reduced> {
             .filter_map(|s| s.grads.get(var.as_tensor()))
             .collect();
         if !gs.is_empty() {
-            parts.push(sum_gradients(&gs, Kernels::Native)?.flatten_all()?);
-            names.push((name.clone(), var.shape().clone()));
+            let g = sum_gradients(&gs, Kernels::Native)?
+                .contiguous()?
+                .reshape(var.shape())?;
+            reduced.grads.by_name.insert(name.clone(), g);
         }
     }
-    let mut reduced = Reduced::header(layout, &header);
-    if parts.is_empty() {
-        return Ok(reduced);
-    }
-    let flat = Tensor::cat(&parts, 0)?;
-    let mut by_name = BTreeMap::new();
-    let mut off = 0;
-    for (name, shape) in names {
-        let n = shape.elem_count();
-        by_name.insert(name, flat.narrow(0, off, n)?.reshape::<&Shape>(&shape)?);
-        off += n;
-    }
-    reduced.grads = Gradients {
-        flat: Some(flat),
-        by_name,
-    };
     Ok(reduced)
 }
 
