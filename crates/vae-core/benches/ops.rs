@@ -181,5 +181,49 @@ fn conv(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, linear, bernoulli, discrete, math, conv);
+/// The output layer of preset `hvae` at its batch of 64: a 1x1 convolution of relu(h), 64
+/// channels of 28x28 (channels-last) to the 15 parameters of 5 discretized logistics (NCHW),
+/// forward and backward, with the ReLU fused into the convolution (`ConvOpts::pre`) and as a
+/// pass of its own before it.
+fn pre_activation(c: &mut Criterion) {
+    use vae_core::ops::{ConvOpts, MapLayout};
+    vae_core::device::configure_process();
+    let mut rng = Rng::new(2);
+    let (n, side, cin, cout) = (64, 28, 64, 15);
+    let h = normal(&mut rng, 1, n * side * side * cin, 1.0);
+    let h = Var::from_tensor(&h.reshape((n, side, side, cin)).unwrap()).unwrap();
+    let w = normal(&mut rng, cout, cin, 0.1)
+        .reshape((cout, cin, 1, 1))
+        .unwrap();
+    let w = Var::from_tensor(&w).unwrap();
+    let b = Var::from_tensor(&normal(&mut rng, 1, cout, 0.1).squeeze(0).unwrap()).unwrap();
+    let o = ConvOpts::new(1, 0).layouts(MapLayout::Nhwc, MapLayout::Nchw);
+    let mut g = c.benchmark_group("conv2d 1x1 of relu(h) 64->15 28x28, forward+backward");
+    g.throughput(Throughput::Elements(n as u64));
+    for (name, fused) in [("relu fused", true), ("relu apart", false)] {
+        g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+            bench.iter(|| {
+                let y = if fused {
+                    ops::conv2d_with(&h, &w, &b, o.pre(Act::Relu)).unwrap()
+                } else {
+                    let a = ops::activate(&h, Act::Relu, Kernels::Native).unwrap();
+                    ops::conv2d_with(&a, &w, &b, o).unwrap()
+                };
+                let grads = y.sum_all().unwrap().backward().unwrap();
+                black_box(grads.get(h.as_tensor()).unwrap().clone())
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    linear,
+    bernoulli,
+    discrete,
+    math,
+    conv,
+    pre_activation
+);
 criterion_main!(benches);

@@ -183,17 +183,39 @@ impl Conv {
         &self,
         x: &Tensor,
         activation: Option<Activation>,
-        (input, output): (MapLayout, MapLayout),
+        layouts: (MapLayout, MapLayout),
     ) -> candle_core::Result<Tensor> {
-        let o = ConvOpts::new(self.stride, self.padding)
-            .layouts(input, output)
-            .kernels(self.kernels);
+        let o = self.opts(layouts);
         let (w, b) = (&self.weight, &self.bias);
         match activation.map(|a| (a, a.fused())) {
             None => ops::conv2d_with(x, w, b, o),
             Some((_, Some(act))) => ops::conv2d_with(x, w, b, o.act(act)),
             Some((a, None)) => a.apply(&ops::conv2d_with(x, w, b, o)?, self.kernels),
         }
+    }
+
+    /// The convolution of `activation(x)`, with no activation after it: on the CPU a 1x1
+    /// convolution takes relu or tanh into its product (see [`ConvOpts::pre`]), the activated
+    /// map never stored; otherwise the activation is a pass of its own.
+    pub(crate) fn forward_pre(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+        layouts: (MapLayout, MapLayout),
+    ) -> candle_core::Result<Tensor> {
+        let o = self.opts(layouts);
+        let (w, b) = (&self.weight, &self.bias);
+        match activation.fused() {
+            Some(pre) => ops::conv2d_with(x, w, b, o.pre(pre)),
+            None => ops::conv2d_with(&activation.apply(x, self.kernels)?, w, b, o),
+        }
+    }
+
+    /// The layer's stride, padding and kernels, reading and writing the memory orders given.
+    fn opts(&self, (input, output): (MapLayout, MapLayout)) -> ConvOpts {
+        ConvOpts::new(self.stride, self.padding)
+            .layouts(input, output)
+            .kernels(self.kernels)
     }
 }
 

@@ -126,7 +126,8 @@ pub mod composite {
 
     /// See [`super::conv2d_with`].
     pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, o: ConvOpts) -> candle_core::Result<Tensor> {
-        let y = to_nchw(x, o.input)?.conv2d(w, o.pad, o.stride, 1, 1)?;
+        let x = super::composite_activate(x, o.pre)?;
+        let y = to_nchw(&x, o.input)?.conv2d(w, o.pad, o.stride, 1, 1)?;
         finish(y, b, o.act, o.output)
     }
 

@@ -227,9 +227,7 @@ impl Hierarchical {
             h = block.forward(&h, self.maps)?;
         }
         let layouts = (self.maps.0, crate::ops::MapLayout::Nchw);
-        let y = self
-            .out
-            .forward_act(&self.activation.apply(&h, self.k)?, None, layouts)?;
+        let y = self.out.forward_pre(&h, self.activation, layouts)?;
         Ok(y.flatten_from(1)?)
     }
 

@@ -17,9 +17,10 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of};
-use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
+use super::layout::{
+    grad_last, kernel_to_first, kernel_to_last, pre_activation_grad, with_scratch,
+};
 use super::Geom;
-use crate::fastmath;
 use crate::ops::linear::bias_activate;
 use crate::ops::storage::slice;
 use crate::ops::Act;
@@ -373,28 +374,6 @@ crate::multiversion! {
                 }
             }
             None => bias_activate(y, b, Act::Identity),
-        }
-    }
-}
-
-crate::multiversion! {
-    /// The gradient of the block's input `x` from that of `act(x)` (`dx`, in place), plus the
-    /// output gradient `skip` of a residual block.
-    fn pre_activation_grad(x: &[f32], act: Act, dx: &mut [f32], skip: Option<&[f32]>) {
-        for (d, &v) in dx.iter_mut().zip(x) {
-            *d = match act {
-                Act::Tanh => {
-                    let a = fastmath::tanh(v);
-                    *d * (1.0 - a * a)
-                }
-                // relu(v) > 0 exactly when v > 0.
-                _ => if v > 0.0 { *d } else { 0.0 },
-            };
-        }
-        if let Some(skip) = skip {
-            for (d, &s) in dx.iter_mut().zip(skip) {
-                *d += s;
-            }
         }
     }
 }

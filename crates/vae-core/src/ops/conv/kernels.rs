@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::layout::{
     activated, col2im, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last,
-    to_first, to_last, with_scratch,
+    pre_activation_grad, to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
@@ -291,6 +291,9 @@ impl Conv2d {
             stride: self.0.stride,
             pad: p,
         };
+        if self.0.pre != Act::Identity && !is_pointwise(g) {
+            candle_core::bail!("conv2d: an input activation needs a 1x1 convolution");
+        }
         Ok((g, o))
     }
 }
@@ -316,15 +319,16 @@ impl CustomOp3 for Conv2d {
         let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let wt = kernel_to_last(w, o, g.c, g.k * g.k);
         let s = g.ho() * g.wo();
+        let pre = self.0.pre;
         let y = if is_last(self.0.output, o) {
             // Bias and activation on each block as the product leaves it.
             let act = self.0.act;
             with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
-                conv_last(xc, g, &wt, o, |_, y| bias_activate(y, bias, act))
+                conv_last_of(xc, pre, g, &wt, o, |_, y| bias_activate(y, bias, act))
             })
         } else {
             let y = with_last(x, self.0.input, (g.b, g.c, g.h * g.w), |xc| {
-                conv_last(xc, g, &wt, o, |_, _| {})
+                conv_last_of(xc, pre, g, &wt, o, |_, _| {})
             });
             finish(y, (g.b, o, s), Some(bias), self.0.act, self.0.output)
         };
@@ -416,8 +420,13 @@ impl CustomOp3 for Conv2dBackward {
                     &mut *t
                 };
                 with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
-                    let dx = wt.as_deref().map(|wt| (wt, dx));
-                    conv_last_backward(xc, g, gr, o, &mut dwt, dx);
+                    let pre = self.o.pre;
+                    let dxw = wt.as_deref().map(|wt| (wt, &mut *dx));
+                    conv_last_backward_of(xc, pre, g, gr, o, &mut dwt, dxw);
+                    if self.need_dx && pre != Act::Identity {
+                        // A 1x1 convolution's products wrote the gradient of pre(x) whole.
+                        pre_activation_grad(xc, pre, dx, None);
+                    }
                 });
                 if self.need_dx && !dx_last {
                     to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);

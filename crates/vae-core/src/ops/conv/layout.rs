@@ -320,6 +320,28 @@ crate::multiversion! {
     }
 }
 
+crate::multiversion! {
+    /// The gradient of an input `x` from that of `act(x)` (`dx`, in place; relu or tanh), plus
+    /// the output gradient `skip` of a residual block.
+    pub(super) fn pre_activation_grad(x: &[f32], act: Act, dx: &mut [f32], skip: Option<&[f32]>) {
+        for (d, &v) in dx.iter_mut().zip(x) {
+            *d = match act {
+                Act::Tanh => {
+                    let a = crate::fastmath::tanh(v);
+                    *d * (1.0 - a * a)
+                }
+                // relu(v) > 0 exactly when v > 0.
+                _ => if v > 0.0 { *d } else { 0.0 },
+            };
+        }
+        if let Some(skip) = skip {
+            for (d, &s) in dx.iter_mut().zip(skip) {
+                *d += s;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The runs of im2col rows from any first row (a block that starts inside an image, at a

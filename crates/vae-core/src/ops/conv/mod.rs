@@ -41,13 +41,18 @@ pub enum MapLayout {
     Nhwc,
 }
 
-/// A convolution's settings: stride, zero padding, the activation applied to its output, the
-/// memory orders of its input and output, and the kernels it runs.
+/// A convolution's settings: stride, zero padding, the activation applied to its output (and,
+/// for a conv2d, to its input), the memory orders of its input and output, and the kernels it
+/// runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvOpts {
     pub stride: usize,
     pub pad: usize,
     pub act: Act,
+    /// conv2d only: the convolution is of `pre(x)`. Fused into a 1x1 convolution on the CPU (the
+    /// activation applied to each block of rows as the product takes it, its derivative taken
+    /// from `x` in the backward pass, no activated map stored); elsewhere a pass of its own.
+    pub pre: Act,
     pub input: MapLayout,
     pub output: MapLayout,
     pub kernels: Kernels,
@@ -60,6 +65,7 @@ impl ConvOpts {
             stride,
             pad,
             act: Act::Identity,
+            pre: Act::Identity,
             input: MapLayout::Nchw,
             output: MapLayout::Nchw,
             kernels: Kernels::Native,
@@ -72,6 +78,11 @@ impl ConvOpts {
 
     pub fn act(self, act: Act) -> Self {
         Self { act, ..self }
+    }
+
+    /// The activation of the input (conv2d only).
+    pub fn pre(self, pre: Act) -> Self {
+        Self { pre, ..self }
     }
 
     pub fn layouts(self, input: MapLayout, output: MapLayout) -> Self {
@@ -94,10 +105,18 @@ pub fn conv2d(
     conv2d_with(x, w, b, ConvOpts::new(stride, pad))
 }
 
-/// `act(conv2d(x, w) + b)` for `w` `[O, C, k, k]`, `b` `[O]`, with `x` and the result in the
-/// memory orders `o` names (`[B, C, H, W]` or `[B, H, W, C]`).
+/// `act(conv2d(pre(x), w) + b)` for `w` `[O, C, k, k]`, `b` `[O]`, with `x` and the result in
+/// the memory orders `o` names (`[B, C, H, W]` or `[B, H, W, C]`).
 pub fn conv2d_with(x: &Tensor, w: &Tensor, b: &Tensor, o: ConvOpts) -> candle_core::Result<Tensor> {
-    match o.kernels.route(&[x, w, b]) {
+    let route = o.kernels.route(&[x, w, b]);
+    if o.pre != Act::Identity {
+        let pointwise = matches!(w.dims(), [_, _, 1, 1]) && o.stride == 1 && o.pad == 0;
+        if !(pointwise && route == Route::Cpu) {
+            let x = super::activate(x, o.pre, o.kernels)?;
+            return conv2d_with(&x, w, b, o.pre(Act::Identity));
+        }
+    }
+    match route {
         Route::Exact(simd) => exact_conv(x, w, b, o, false, simd),
         Route::Cpu => {
             x.contiguous()?
@@ -127,6 +146,9 @@ pub fn conv_transpose2d_with(
     b: &Tensor,
     o: ConvOpts,
 ) -> candle_core::Result<Tensor> {
+    if o.pre != Act::Identity {
+        candle_core::bail!("conv-transpose2d: no input activation ({:?})", o.pre);
+    }
     match o.kernels.route(&[x, w, b]) {
         Route::Exact(simd) => exact_conv(x, w, b, o, true, simd),
         Route::Cpu => {

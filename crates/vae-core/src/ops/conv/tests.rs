@@ -217,6 +217,67 @@ fn fused_convolutions_match_composite_in_every_layout() -> candle_core::Result<(
 
 /// Finite differences through the activation (tanh) for input, kernel and bias of both
 /// operations, with the input channels-last and the output channels-first.
+/// A 1x1 convolution of `pre(x)` with the activation fused (applied block by block as the
+/// product takes the rows, its derivative from `x`) against the activation as a pass of its
+/// own followed by the convolution: values and the three gradients, in every pair of memory
+/// orders, on one row block and on several. Other convolutions take the separate pass; the
+/// fused operation refuses them, and the transposed convolution has no input activation.
+#[test]
+fn input_activation_fused_into_pointwise_convolution() -> candle_core::Result<()> {
+    // (batch, in channels, side, out channels): 108 rows, and 4,500 rows of 16 columns (two
+    // blocks of 4,096 rows, the second partial).
+    for (b, c, h, o) in [(3, 5, 6, 4), (5, 16, 30, 3)] {
+        for (input, output) in LAYOUTS.into_iter().flat_map(|a| LAYOUTS.map(|b| (a, b))) {
+            for pre in [Act::Relu, Act::Tanh] {
+                let opts = ConvOpts::new(1, 0).layouts(input, output);
+                let what = format!("{:?} {pre:?} {opts:?}", (b, c, h, o));
+                let x = Var::from_tensor(&in_layout(rand(&[b, c, h, h], 21).as_tensor(), input))?;
+                let w = rand(&[o, c, 1, 1], 22);
+                let bias = rand(&[o], 23);
+                let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+                let fused = conv2d_with(xt, wt, bt, opts.pre(pre))?;
+                let apart = conv2d_with(&crate::ops::composite::activate(xt, pre)?, wt, bt, opts)?;
+                assert_eq!(fused.dims(), apart.dims(), "{what}");
+                assert!(max_diff(&fused, &apart) < 1e-5, "{what}: values");
+                let reference = composite::conv2d(xt, wt, bt, opts.pre(pre))?;
+                assert!(
+                    max_diff(&fused, &reference) < 1e-4,
+                    "{what}: composite values"
+                );
+                let up = noise(&fused, 24);
+                let gf = (&fused * &up)?.sum_all()?.backward()?;
+                let ga = (&apart * &up)?.sum_all()?.backward()?;
+                for v in [xt, wt, bt] {
+                    let d = max_diff(gf.get(v).unwrap(), ga.get(v).unwrap());
+                    assert!(d < 1e-4, "{what}: gradient differs by {d}");
+                }
+            }
+        }
+    }
+
+    // A 3x3 convolution of relu(x): the activation apart, the same values and gradients.
+    let x = rand(&[2, 3, 5, 5], 25);
+    let w = rand(&[4, 3, 3, 3], 26);
+    let bias = rand(&[4], 27);
+    let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+    let opts = ConvOpts::new(1, 1);
+    let with_pre = conv2d_with(xt, wt, bt, opts.pre(Act::Relu))?;
+    let apart = conv2d_with(&xt.relu()?, wt, bt, opts)?;
+    assert_eq!(max_diff(&with_pre, &apart), 0.0);
+    let g1 = with_pre.sum_all()?.backward()?;
+    let g2 = apart.sum_all()?.backward()?;
+    assert_eq!(max_diff(g1.get(xt).unwrap(), g2.get(xt).unwrap()), 0.0);
+    let err = xt
+        .apply_op3(wt, bt, kernels::Conv2d(opts.pre(Act::Relu)))
+        .unwrap_err();
+    assert!(err.to_string().contains("1x1"), "{err}");
+    let wtr = rand(&[3, 4, 3, 3], 28);
+    let err =
+        conv_transpose2d_with(&with_pre, wtr.as_tensor(), bt, opts.pre(Act::Relu)).unwrap_err();
+    assert!(err.to_string().contains("input activation"), "{err}");
+    Ok(())
+}
+
 #[test]
 fn fused_gradients_match_finite_differences() -> candle_core::Result<()> {
     let (b, c, h, o) = (2, 3, 6, 4);
