@@ -67,3 +67,13 @@ pub(super) unsafe fn as_uninit(part: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: same layout; the caller writes only values, so the floats stay initialised.
     unsafe { &mut *(part as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
+
+/// `part` as floats once every element has been written (by
+/// [`crate::ops::gemm::matmul_uninit`], say).
+///
+/// # Safety
+/// Every element of `part` must have been initialised.
+pub(super) unsafe fn assume_init(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: same layout, and the caller guarantees every element is initialised.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}

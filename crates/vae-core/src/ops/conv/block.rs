@@ -16,13 +16,13 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of};
+use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of, Dx};
 use super::layout::{
     grad_last, kernel_to_first, kernel_to_last, pre_activation_grad, with_scratch,
 };
 use super::Geom;
 use crate::ops::linear::bias_activate;
-use crate::ops::storage::slice;
+use crate::ops::storage::{assume_init, slice, zeroed};
 use crate::ops::Act;
 
 /// The channels and the activation of a bottleneck block.
@@ -304,9 +304,13 @@ impl CustomOp3 for BlockBackward {
             .take()
             .ok_or_else(|| candle_core::Error::Msg("block backward: no inner maps kept".into()))?;
         let nx = if self.need_dx { x.len() } else { 0 };
-        let mut out = vec![0f32; nx + nw + nb];
-        let (dx_out, rest) = out.split_at_mut(nx);
+        let len = nx + nw + nb;
+        // dx is written whole by the first layer's product (a 1x1 convolution), so it is not
+        // zeroed first; the kernel and bias gradients are.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let (dx_out, rest) = out.spare_capacity_mut()[..len].split_at_mut(nx);
         let (dw_out, db_out) = rest.split_at_mut(nw);
+        let (dw_out, db_out) = (zeroed(dw_out), zeroed(db_out));
         let [dw1, dw2, dw3, dw4] = {
             let (a, r) = dw_out.split_at_mut(klens[0]);
             let (b2, r) = r.split_at_mut(klens[1]);
@@ -340,14 +344,18 @@ impl CustomOp3 for BlockBackward {
                 }
                 // Through act(y1) and the first convolution, whose input is act(x).
                 grad_last(&inner.y1, d, act, g, db1);
-                let dx = self.need_dx.then_some((ws[0], &mut *dx_out));
+                let dx = self.need_dx.then_some((ws[0], Dx::Write(&mut *dx_out)));
                 conv_last_backward_of(x, act, point(c), g, m, dw1, dx);
                 if self.need_dx {
+                    // SAFETY: the 1x1 product above wrote every row of dx.
+                    let dx_out = unsafe { assume_init(dx_out) };
                     pre_activation_grad(x, act, dx_out, s.residual.then_some(dy));
                 }
             })
         });
-        let len = out.len();
+        // SAFETY: dx was written whole above (when it has a part), dw and db zeroed then
+        // written; together they are the first len elements.
+        unsafe { out.set_len(len) };
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }

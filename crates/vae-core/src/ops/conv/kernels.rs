@@ -1,6 +1,7 @@
 //! The custom operations: conv2d and conv_transpose2d forward passes, each with one backward
 //! operation that returns all three gradients packed in one buffer.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -214,11 +215,21 @@ pub(super) fn conv_last_backward(
     dwt: &mut [f32],
     dx: Option<(&[f32], &mut [f32])>,
 ) {
+    let dx = dx.map(|(wt, dx)| (wt, Dx::Add(dx)));
     conv_last_backward_of(x, Act::Identity, g, gr, o, dwt, dx)
 }
 
+/// Where a backward pass puts the image gradient.
+pub(super) enum Dx<'a> {
+    /// Added into these values (zeros, for the gradient alone); a 1x1 convolution writes over
+    /// them.
+    Add(&'a mut [f32]),
+    /// Written whole into memory not yet initialised (zeroed first where the products add).
+    Write(&'a mut [MaybeUninit<f32>]),
+}
+
 /// [`conv_last_backward`] of [`conv_last_of`]: the products of a 1x1 convolution of `act(x)`;
-/// `dx` receives the gradient of `act(x)`.
+/// `dx` receives the gradient of `act(x)`, in either form of [`Dx`].
 pub(super) fn conv_last_backward_of(
     x: &[f32],
     act: Act,
@@ -226,7 +237,7 @@ pub(super) fn conv_last_backward_of(
     gr: &[f32],
     o: usize,
     dwt: &mut [f32],
-    dx: Option<(&[f32], &mut [f32])>,
+    dx: Option<(&[f32], Dx<'_>)>,
 ) {
     let (rows, ncol) = (g.rows(), g.cols());
     let pointwise = is_pointwise(g);
@@ -236,7 +247,11 @@ pub(super) fn conv_last_backward_of(
     } else {
         block_rows(ncol).min(rows)
     };
-    let mut dx = dx;
+    // col2im adds into the image: an uninitialised one starts from zeros.
+    let mut dx = dx.map(|(wt, dx)| match dx {
+        Dx::Write(u) if !pointwise => (wt, Dx::Add(zeroed(u))),
+        dx => (wt, dx),
+    });
     let mut dw_t = vec![0f32; ncol * o];
     with_scratch(bn * ncol, |cols| {
         with_scratch(if dx.is_some() { dbn * ncol } else { 0 }, |dcols| {
@@ -248,12 +263,15 @@ pub(super) fn conv_last_backward_of(
                 matmul(&mut dw_t, cm.t(), gb, r.start > 0);
                 if let Some((wt, dx)) = dx.as_mut() {
                     let wm = MatRef::row_major(wt, o, ncol);
-                    if pointwise {
-                        matmul(&mut dx[r.start * ncol..r.end * ncol], gb, wm, false);
-                    } else {
-                        let d = &mut dcols[..n * ncol];
-                        matmul(d, gb, wm, false);
-                        col2im(d, g, r.start, dx);
+                    let rr = r.start * ncol..r.end * ncol;
+                    match dx {
+                        Dx::Add(dx) if pointwise => matmul(&mut dx[rr], gb, wm, false),
+                        Dx::Write(dx) => matmul_uninit(&mut dx[rr], gb, wm),
+                        Dx::Add(dx) => {
+                            let d = &mut dcols[..n * ncol];
+                            matmul(d, gb, wm, false);
+                            col2im(d, g, r.start, dx);
+                        }
                     }
                 }
             }
@@ -421,7 +439,7 @@ impl CustomOp3 for Conv2dBackward {
                 };
                 with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
                     let pre = self.o.pre;
-                    let dxw = wt.as_deref().map(|wt| (wt, &mut *dx));
+                    let dxw = wt.as_deref().map(|wt| (wt, Dx::Add(&mut *dx)));
                     conv_last_backward_of(xc, pre, g, gr, o, &mut dwt, dxw);
                     if self.need_dx && pre != Act::Identity {
                         // A 1x1 convolution's products wrote the gradient of pre(x) whole.
