@@ -55,7 +55,7 @@ pub(super) fn unpack(
 pub(super) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     part.fill(MaybeUninit::new(0.0));
     // SAFETY: every element was written just above.
-    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    unsafe { assume_init(part) }
 }
 
 /// `part` as a destination of [`crate::ops::gemm::matmul_uninit`], for a product written into
