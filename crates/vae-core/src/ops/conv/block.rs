@@ -17,12 +17,10 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of, Dx};
-use super::layout::{
-    grad_last, kernel_to_first, kernel_to_last, pre_activation_grad, with_scratch,
-};
+use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
 use super::Geom;
 use crate::ops::linear::bias_activate;
-use crate::ops::storage::{assume_init, slice, zeroed};
+use crate::ops::storage::{slice, zeroed};
 use crate::ops::Act;
 
 /// The channels and the activation of a bottleneck block.
@@ -342,15 +340,12 @@ impl CustomOp3 for BlockBackward {
                     conv_last_backward(y_in, three, g, m, &mut dwt, Some((&wt, &mut *d)));
                     kernel_to_first(&dwt, m, m, 9, dwk);
                 }
-                // Through act(y1) and the first convolution, whose input is act(x).
+                // Through act(y1), the first convolution, whose input is act(x), and act: the
+                // gradient of x, plus dy where the block adds its input.
                 grad_last(&inner.y1, d, act, g, db1);
                 let dx = self.need_dx.then_some((ws[0], Dx::Write(&mut *dx_out)));
-                conv_last_backward_of(x, act, point(c), g, m, dw1, dx);
-                if self.need_dx {
-                    // SAFETY: the 1x1 product above wrote every row of dx.
-                    let dx_out = unsafe { assume_init(dx_out) };
-                    pre_activation_grad(x, act, dx_out, s.residual.then_some(dy));
-                }
+                let skip = s.residual.then_some(dy);
+                conv_last_backward_of(x, act, point(c), g, m, dw1, dx, skip);
             })
         });
         // SAFETY: dx was written whole above (when it has a part), dw and db zeroed then

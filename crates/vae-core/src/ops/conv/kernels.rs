@@ -7,8 +7,8 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::layout::{
-    activated, col2im, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last,
-    pre_activation_grad, to_first, to_last, with_scratch,
+    activated, col2im, grad_first_to_last, grad_from_activated, grad_last, im2col, kernel_to_first,
+    kernel_to_last, to_first, to_last, with_scratch,
 };
 use super::{ConvOpts, Geom, MapLayout};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
@@ -216,7 +216,7 @@ pub(super) fn conv_last_backward(
     dx: Option<(&[f32], &mut [f32])>,
 ) {
     let dx = dx.map(|(wt, dx)| (wt, Dx::Add(dx)));
-    conv_last_backward_of(x, Act::Identity, g, gr, o, dwt, dx)
+    conv_last_backward_of(x, Act::Identity, g, gr, o, dwt, dx, None)
 }
 
 /// Where a backward pass puts the image gradient.
@@ -229,7 +229,11 @@ pub(super) enum Dx<'a> {
 }
 
 /// [`conv_last_backward`] of [`conv_last_of`]: the products of a 1x1 convolution of `act(x)`;
-/// `dx` receives the gradient of `act(x)`, in either form of [`Dx`].
+/// `dx` receives the gradient of `x`, in either form of [`Dx`], plus `skip` (the gradient that
+/// reaches `x` past the convolution, a residual block's; 1x1 only). Each block of the image
+/// gradient's rows is taken through `act` as soon as its product is written, its derivative
+/// read from the block of `act(x)` the product has just recomputed, both still in cache.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conv_last_backward_of(
     x: &[f32],
     act: Act,
@@ -238,11 +242,19 @@ pub(super) fn conv_last_backward_of(
     o: usize,
     dwt: &mut [f32],
     dx: Option<(&[f32], Dx<'_>)>,
+    skip: Option<&[f32]>,
 ) {
     let (rows, ncol) = (g.rows(), g.cols());
     let pointwise = is_pointwise(g);
+    assert!(
+        pointwise || skip.is_none(),
+        "conv backward: a skip gradient needs a 1x1 convolution"
+    );
     let bn = scratch_rows(g, act);
-    let dbn = if pointwise {
+    // A 1x1 convolution writes the product's rows straight into dx, unless they have to go
+    // through act or take skip, from a block of scratch while it is in cache.
+    let direct = pointwise && act == Act::Identity && skip.is_none();
+    let dbn = if direct {
         0
     } else {
         block_rows(ncol).min(rows)
@@ -264,15 +276,29 @@ pub(super) fn conv_last_backward_of(
                 if let Some((wt, dx)) = dx.as_mut() {
                     let wm = MatRef::row_major(wt, o, ncol);
                     let rr = r.start * ncol..r.end * ncol;
-                    match dx {
-                        Dx::Add(dx) if pointwise => matmul(&mut dx[rr], gb, wm, false),
-                        Dx::Write(dx) => matmul_uninit(&mut dx[rr], gb, wm),
+                    // A 1x1 convolution's rows of dx are this block's whole gradient.
+                    let out = match dx {
+                        Dx::Add(dx) if direct => {
+                            matmul(&mut dx[rr], gb, wm, false);
+                            continue;
+                        }
+                        Dx::Write(dx) if direct => {
+                            matmul_uninit(&mut dx[rr], gb, wm);
+                            continue;
+                        }
+                        // SAFETY: only values are written into it.
+                        Dx::Add(dx) if pointwise => unsafe { as_uninit(&mut dx[rr.clone()]) },
+                        Dx::Write(dx) => &mut dx[rr.clone()],
                         Dx::Add(dx) => {
                             let d = &mut dcols[..n * ncol];
                             matmul(d, gb, wm, false);
                             col2im(d, g, r.start, dx);
+                            continue;
                         }
-                    }
+                    };
+                    let d = &mut dcols[..n * ncol];
+                    matmul(d, gb, wm, false);
+                    grad_from_activated(c, act, d, skip.map(|s| &s[rr]), out);
                 }
             }
         })
@@ -438,13 +464,8 @@ impl CustomOp3 for Conv2dBackward {
                     &mut *t
                 };
                 with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
-                    let pre = self.o.pre;
                     let dxw = wt.as_deref().map(|wt| (wt, Dx::Add(&mut *dx)));
-                    conv_last_backward_of(xc, pre, g, gr, o, &mut dwt, dxw);
-                    if self.need_dx && pre != Act::Identity {
-                        // A 1x1 convolution's products wrote the gradient of pre(x) whole.
-                        pre_activation_grad(xc, pre, dx, None);
-                    }
+                    conv_last_backward_of(xc, self.o.pre, g, gr, o, &mut dwt, dxw, None);
                 });
                 if self.need_dx && !dx_last {
                     to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);

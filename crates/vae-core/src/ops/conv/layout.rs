@@ -3,6 +3,7 @@
 //! or its derivative applied on the way), kernel permutations, and per-thread scratch buffers.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use super::Geom;
 use crate::multiversion;
@@ -303,17 +304,23 @@ pub(super) fn kernel_to_first(w: &[f32], a: usize, c: usize, kk: usize, out: &mu
 }
 
 crate::multiversion! {
-    /// `out = act(x)` (relu or tanh), in one pass.
+    /// `out = act(x)`, in one pass.
     pub(super) fn activated(x: &[f32], act: Act, out: &mut [f32]) {
         match act {
+            Act::Identity => out.copy_from_slice(x),
+            Act::Relu => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v.max(0.0);
+                }
+            }
             Act::Tanh => {
                 for (o, &v) in out.iter_mut().zip(x) {
                     *o = crate::fastmath::tanh(v);
                 }
             }
-            _ => {
+            Act::Sigmoid => {
                 for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v.max(0.0);
+                    *o = crate::fastmath::sigmoid(v);
                 }
             }
         }
@@ -321,22 +328,29 @@ crate::multiversion! {
 }
 
 crate::multiversion! {
-    /// The gradient of an input `x` from that of `act(x)` (`dx`, in place; relu or tanh), plus
-    /// the output gradient `skip` of a residual block.
-    pub(super) fn pre_activation_grad(x: &[f32], act: Act, dx: &mut [f32], skip: Option<&[f32]>) {
-        for (d, &v) in dx.iter_mut().zip(x) {
-            *d = match act {
-                Act::Tanh => {
-                    let a = crate::fastmath::tanh(v);
-                    *d * (1.0 - a * a)
+    /// The gradient of an input `x` from that of `a = act(x)`, `g`, written into `dx`, plus
+    /// the output gradient `skip` of a residual block. The derivative is read from `a` itself
+    /// (relu: where a > 0, which is where x > 0; tanh: 1 - a²; sigmoid: a (1 - a)).
+    pub(super) fn grad_from_activated(
+        a: &[f32],
+        act: Act,
+        g: &[f32],
+        skip: Option<&[f32]>,
+        dx: &mut [MaybeUninit<f32>],
+    ) {
+        // (Out of place: in place, relu's zeros are compiled to a masked store, slow on AMD's
+        // CPUs.)
+        let terms = dx.iter_mut().zip(a).zip(g);
+        match skip {
+            Some(skip) => {
+                for (((d, &v), &g), &s) in terms.zip(skip) {
+                    d.write(act_grad(act, v, g) + s);
                 }
-                // relu(v) > 0 exactly when v > 0.
-                _ => if v > 0.0 { *d } else { 0.0 },
-            };
-        }
-        if let Some(skip) = skip {
-            for (d, &s) in dx.iter_mut().zip(skip) {
-                *d += s;
+            }
+            None => {
+                for ((d, &v), &g) in terms {
+                    d.write(act_grad(act, v, g));
+                }
             }
         }
     }

@@ -51,7 +51,8 @@ pub struct ConvOpts {
     pub act: Act,
     /// conv2d only: the convolution is of `pre(x)`. Fused into a 1x1 convolution on the CPU (the
     /// activation applied to each block of rows as the product takes it, its derivative taken
-    /// from `x` in the backward pass, no activated map stored); elsewhere a pass of its own.
+    /// from that block in the backward pass, no activated map stored); elsewhere a pass of its
+    /// own.
     pub pre: Act,
     pub input: MapLayout,
     pub output: MapLayout,

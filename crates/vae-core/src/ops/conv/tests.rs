@@ -228,7 +228,7 @@ fn input_activation_fused_into_pointwise_convolution() -> candle_core::Result<()
     // blocks of 4,096 rows, the second partial).
     for (b, c, h, o) in [(3, 5, 6, 4), (5, 16, 30, 3)] {
         for (input, output) in LAYOUTS.into_iter().flat_map(|a| LAYOUTS.map(|b| (a, b))) {
-            for pre in [Act::Relu, Act::Tanh] {
+            for pre in [Act::Relu, Act::Tanh, Act::Sigmoid] {
                 let opts = ConvOpts::new(1, 0).layouts(input, output);
                 let what = format!("{:?} {pre:?} {opts:?}", (b, c, h, o));
                 let x = Var::from_tensor(&in_layout(rand(&[b, c, h, h], 21).as_tensor(), input))?;
