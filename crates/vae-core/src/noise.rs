@@ -42,14 +42,17 @@ impl PartialEq for Noise {
 }
 
 impl Noise {
-    /// `k * n * noise_dim` draws from `rng`, sample-major.
-    pub fn draw(model: &Vae, k: usize, n: usize, rng: &mut Rng) -> Self {
+    /// `k * n * noise_dim` draws from `rng`, sample-major, the transform over `threads`
+    /// ([`Rng::fill_normal_threads`]: the same values for any number).
+    pub fn draw(model: &Vae, k: usize, n: usize, threads: usize, rng: &mut Rng) -> Self {
         let dim = model.latent().noise_dim();
+        let mut values = vec![0f32; k * n * dim];
+        rng.fill_normal_threads(&mut values, threads);
         Self {
             k,
             n,
             dim,
-            values: Values::Host(rng.normal_vec(k * n * dim)),
+            values: Values::Host(values),
         }
     }
 

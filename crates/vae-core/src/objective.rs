@@ -228,7 +228,7 @@ impl Vae {
         let mut done = 0;
         while done < k {
             let kc = chunk.min(k - done);
-            let eps = Noise::draw(self, kc, b, rng)
+            let eps = Noise::draw(self, kc, b, 1, rng)
                 .tensor(x.device())?
                 .to_dtype(x.dtype())?;
             let (pass, log_px) = self.densities(&x, &eps)?.run(self, labels)?;

@@ -83,6 +83,30 @@ pub fn map_ranges<T: Send>(
         .map(|v| v.expect("every range ran"))
         .collect()
 }
+/// Runs `f(i, part)` on each part of `data` that `parts` cut (contiguous ranges, in order,
+/// from 0 to `data.len()`), in parallel as [`map_ranges`] runs its ranges, part `i` on the
+/// thread of range `i`.
+pub fn for_parts_mut<T: Send>(
+    data: &mut [T],
+    parts: &[Range<usize>],
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    let mut rest = data;
+    let mut cut = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(p.len());
+        cut.push(Mutex::new(head));
+        rest = tail;
+    }
+    map_ranges(cut.len(), cut.len(), |r| {
+        for i in r {
+            if let Ok(mut part) = cut[i].lock() {
+                f(i, &mut part);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

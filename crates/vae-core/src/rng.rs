@@ -5,9 +5,11 @@
 //! reparameterisation trick, dynamic binarisation) comes from this generator on the host.
 //! The algorithm is xoshiro256++ (Blackman & Vigna), seeded through SplitMix64.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{fastmath, multiversion};
+use crate::{fastmath, multiversion, par};
 
 multiversion! {
     fn box_muller(u1: &[f32], u2: &[f32], a: &mut [f32], b: &mut [f32]) {
@@ -16,6 +18,28 @@ multiversion! {
             let (c, s) = fastmath::sincos_turn(u2);
             *a = r * c;
             *b = r * s;
+        }
+    }
+}
+
+/// Pairs of normal draws per block of [`normals_from_bits`].
+const PAIRS: usize = 64;
+
+/// Normal draws into `out` from one generator word per pair (`bits`, `out.len()` halved and
+/// rounded up), in blocks of [`PAIRS`] pairs: u1 in (0, 1] from the high 32 bits, u2 in
+/// [0, 1) from 24 of the low bits, then [`box_muller`]; an odd last draw keeps the cosine.
+fn normals_from_bits(bits: &[u64], out: &mut [f32]) {
+    let (mut u1, mut u2) = ([0f32; PAIRS], [0f32; PAIRS]);
+    let (mut a, mut b) = ([0f32; PAIRS], [0f32; PAIRS]);
+    for (chunk, words) in out.chunks_mut(2 * PAIRS).zip(bits.chunks(PAIRS)) {
+        let pairs = chunk.len().div_ceil(2);
+        for (k, &w) in words[..pairs].iter().enumerate() {
+            u1[k] = ((w >> 32) as f32 + 1.0) * (1.0 / 4_294_967_296.0);
+            u2[k] = ((w & 0xff_ffff) as f32) * (1.0 / 16_777_216.0);
+        }
+        box_muller(&u1[..pairs], &u2[..pairs], &mut a[..pairs], &mut b[..pairs]);
+        for (k, v) in chunk.iter_mut().enumerate() {
+            *v = if k % 2 == 0 { a[k / 2] } else { b[k / 2] };
         }
     }
 }
@@ -112,22 +136,34 @@ impl Rng {
     /// computed in blocks with the vectorised functions of [`crate::fastmath`]. The radius draws
     /// its uniform from 32 bits, so the tails reach 6.6 standard deviations.
     pub fn fill_normal(&mut self, out: &mut [f32]) {
-        const PAIRS: usize = 64;
-        let (mut u1, mut u2) = ([0f32; PAIRS], [0f32; PAIRS]);
-        let (mut a, mut b) = ([0f32; PAIRS], [0f32; PAIRS]);
+        let mut bits = [0u64; PAIRS];
         for chunk in out.chunks_mut(2 * PAIRS) {
-            let pairs = chunk.len().div_ceil(2);
-            for k in 0..pairs {
-                let bits = self.next_u64();
-                // u1 in (0, 1] from the high 32 bits, u2 in [0, 1) from 24 of the low bits.
-                u1[k] = ((bits >> 32) as f32 + 1.0) * (1.0 / 4_294_967_296.0);
-                u2[k] = ((bits & 0xff_ffff) as f32) * (1.0 / 16_777_216.0);
-            }
-            box_muller(&u1[..pairs], &u2[..pairs], &mut a[..pairs], &mut b[..pairs]);
-            for (k, v) in chunk.iter_mut().enumerate() {
-                *v = if k % 2 == 0 { a[k / 2] } else { b[k / 2] };
-            }
+            let bits = &mut bits[..chunk.len().div_ceil(2)];
+            bits.iter_mut().for_each(|b| *b = self.next_u64());
+            normals_from_bits(bits, chunk);
         }
+    }
+
+    /// [`Rng::fill_normal`] with the transform spread over `threads`: the generator's words are
+    /// drawn in order on the calling thread, the Box-Muller transform of each part of `out`
+    /// (most of the cost) where it falls. The same values to the bit, and the generator left
+    /// where [`Rng::fill_normal`] leaves it.
+    pub fn fill_normal_threads(&mut self, out: &mut [f32], threads: usize) {
+        const BLOCK: usize = 2 * PAIRS;
+        if threads <= 1 || out.len() < 1 << 14 {
+            return self.fill_normal(out);
+        }
+        let bits: Vec<u64> = (0..out.len().div_ceil(2))
+            .map(|_| self.next_u64())
+            .collect();
+        let parts: Vec<Range<usize>> = par::split(out.len().div_ceil(BLOCK), threads)
+            .into_iter()
+            .map(|r| r.start * BLOCK..(r.end * BLOCK).min(out.len()))
+            .collect();
+        par::for_parts_mut(out, &parts, |i, part| {
+            let words = parts[i].start / 2..parts[i].end.div_ceil(2);
+            normals_from_bits(&bits[words], part);
+        });
     }
 
     /// A vector of `n` standard normal draws.
@@ -163,6 +199,24 @@ mod tests {
         let y: Vec<u64> = (0..5).map(|_| c.next_u64()).collect();
         assert_eq!(x, y);
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    /// The transform spread over threads gives the serial draws to the bit and leaves the
+    /// generator where the serial one does: lengths under the parallel threshold, odd ones,
+    /// parts that end inside a block.
+    #[test]
+    fn threaded_normal_draws_are_the_serial_ones() {
+        for n in [0, 1, 129, 16_384, 16_385, 70_001] {
+            for threads in [1, 2, 3, 8] {
+                let (mut a, mut b) = (Rng::new(9), Rng::new(9));
+                let (mut x, mut y) = (vec![0f32; n], vec![1f32; n]);
+                a.fill_normal(&mut x);
+                b.fill_normal_threads(&mut y, threads);
+                let same = x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "n {n}, {threads} threads");
+                assert_eq!(a.next_u64(), b.next_u64(), "n {n}, {threads} threads");
+            }
+        }
     }
 
     #[test]

@@ -133,7 +133,7 @@ fn bounds_and_kl_per_group_agree_with_the_densities() -> anyhow::Result<()> {
     let (n, d) = (3, cfg.shape.dim());
     let x = Tensor::from_vec(images(n, d, 4), (n, d), &dev)?;
     let k = 4000;
-    let eps = Noise::draw(&model, k, n, &mut Rng::new(5)).tensor(&dev)?;
+    let eps = Noise::draw(&model, k, n, 1, &mut Rng::new(5)).tensor(&dev)?;
     let pass = model.pass(&x, None, &eps, true)?;
     assert_eq!(pass.kl.dims(), &[n, 4]);
     let (lp, lq) = (pass.log_p.unwrap(), pass.log_q.unwrap());
@@ -236,7 +236,7 @@ fn detached_copy_computes_the_same() -> anyhow::Result<()> {
     let copy = model.detached(&vm)?;
     let n = 4;
     let x = Tensor::from_vec(images(n, 64, 3), (n, 64), &dev)?;
-    let eps = Noise::draw(&model, 1, n, &mut Rng::new(4)).single(&dev)?;
+    let eps = Noise::draw(&model, 1, n, 2, &mut Rng::new(4)).single(&dev)?;
     let a = model.elbo_terms(&x, None, &eps)?;
     let b = copy.elbo_terms(&x, None, &eps)?;
     assert_eq!(a.recon.to_vec1::<f32>()?, b.recon.to_vec1::<f32>()?);

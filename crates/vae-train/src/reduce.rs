@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Mutex;
 
 use vae_core::candle_core::backprop::GradStore;
 use vae_core::candle_core::{self, CpuStorage, DType, Device, StorageRef, Tensor, Var};
@@ -293,19 +292,10 @@ impl<'a> Folder<'a> {
             return self.fold(range, seg);
         }
         let pieces = par::split(seg.len(), threads);
-        let mut rest = &mut *seg;
-        let mut parts = Vec::with_capacity(pieces.len());
-        for p in &pieces {
-            let (head, tail) = rest.split_at_mut(p.len());
-            parts.push(Mutex::new(head));
-            rest = tail;
-        }
         let this = &*self;
-        par::map_ranges(pieces.len(), pieces.len(), |r| {
-            let p = &pieces[r.start];
-            if let Ok(mut out) = parts[r.start].lock() {
-                this.fold_grads(range.start + p.start..range.start + p.end, &mut out);
-            }
+        par::for_parts_mut(seg, &pieces, |i, out| {
+            let p = &pieces[i];
+            this.fold_grads(range.start + p.start..range.start + p.end, out);
         });
     }
 }

@@ -155,7 +155,7 @@ impl Trainer {
         }
         let labels = data.gather_labels(indices);
         let eps = if self.device.is_cpu() {
-            Noise::draw(&self.model, k, n, &mut self.noise)
+            Noise::draw(&self.model, k, n, threads, &mut self.noise)
         } else {
             // Seeded for this step: a resumed run draws the noise an uninterrupted one drew.
             let seed = Rng::stream(self.cfg.train.seed, NOISE_STREAM + self.step).next_u64();
