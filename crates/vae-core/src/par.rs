@@ -83,6 +83,7 @@ pub fn map_ranges<T: Send>(
         .map(|v| v.expect("every range ran"))
         .collect()
 }
+
 /// Runs `f(i, part)` on each part of `data` that `parts` cut (contiguous ranges, in order,
 /// from 0 to `data.len()`), in parallel as [`map_ranges`] runs its ranges, part `i` on the
 /// thread of range `i`.

@@ -150,7 +150,9 @@ impl Rng {
     /// where [`Rng::fill_normal`] leaves it.
     pub fn fill_normal_threads(&mut self, out: &mut [f32], threads: usize) {
         const BLOCK: usize = 2 * PAIRS;
-        if threads <= 1 || out.len() < 1 << 14 {
+        // Shorter outputs take tens of microseconds: not worth handing parts to other threads.
+        const PARALLEL_FROM: usize = 1 << 14;
+        if threads <= 1 || out.len() < PARALLEL_FROM {
             return self.fill_normal(out);
         }
         let bits: Vec<u64> = (0..out.len().div_ceil(2))
