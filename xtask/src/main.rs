@@ -1,5 +1,5 @@
 //! Project tasks: `cargo xtask sample-data`, `cargo xtask bench`, `cargo xtask reproduce`,
-//! `cargo xtask compress-bench`, `cargo xtask cuda-build`.
+//! `cargo xtask compress-bench`, `cargo xtask cuda-build`, `cargo xtask pair`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ mod bench;
 mod compress_bench;
 mod cuda;
 mod cuda_toolkit;
+mod pair;
 mod reproduce;
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -50,6 +51,13 @@ tasks:
       $VAE_CUDA_CACHE (default ~/.cache/vae-cuda; venv made by $PYTHON, default python3);
       links against a generated stub libcuda; --check then runs them with that stub: training
       on the CPU works and --device cuda exits 1 with a clear error
+
+  pair [-n N] [--warmup N] --vs 'COMMAND B' -- COMMAND A
+      time two whole commands in alternation (A B A B ..., N counted pairs after --warmup
+      pairs, default 5 and 1), outputs discarded, and print each pair's wall seconds and the
+      ratio A/B, then the minimum, median and maximum of wall, CPU and system seconds and of
+      the ratios; B is split into words as a shell would (quotes and backslashes, nothing
+      expanded); exits 1 when a command failed
 
   sample-data [--from DIR] [--out DIR] [--train N] [--test N]
       write the embedded sample: the first N train / test images and labels of the IDX
@@ -104,6 +112,7 @@ const TASK_FLAGS: &[(&str, &[&str], &[&str])] = &[
         &["--out", "--compute-cap", "--target-dir"],
         &["--check"],
     ),
+    ("pair", &["-n", "--warmup", "--vs"], &[]),
     (
         "sample-data",
         &["--from", "--out", "--train", "--test"],
@@ -145,6 +154,7 @@ fn run() -> Result<()> {
         Some("reproduce") => reproduce::run(&args[1..]),
         Some("compress-bench") => compress_bench::run(&args[1..]),
         Some("cuda-build") => cuda::run(&args[1..]),
+        Some("pair") => pair::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
