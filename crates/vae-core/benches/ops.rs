@@ -181,6 +181,72 @@ fn conv(c: &mut Criterion) {
     );
 }
 
+/// The conv preset's second convolution and the transposed one that mirrors it, forward alone
+/// and forward and backward, with the direct products of AVX-512 CPUs (`direct`) and with
+/// im2col and `gemm` (`im2col`: the same operation with this thread's kernels capped at AVX2,
+/// which leaves the products' own AVX-512 kernels in place). On a CPU without AVX-512 both
+/// take im2col.
+fn conv_direct(c: &mut Criterion) {
+    use vae_core::ops::{ConvOpts, MapLayout};
+    vae_core::device::configure_process();
+    let mut rng = Rng::new(2);
+    let map = |rng: &mut Rng, dims: (usize, usize, usize, usize)| {
+        let n = dims.0 * dims.1 * dims.2 * dims.3;
+        Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
+    };
+    let x = map(&mut rng, (BATCH, 14, 14, 32));
+    let z = map(&mut rng, (BATCH, 7, 7, 64));
+    let w = Var::from_tensor(
+        &normal(&mut rng, 64, 32 * 16, 0.04)
+            .reshape((64, 32, 4, 4))
+            .unwrap(),
+    )
+    .unwrap();
+    let b = Var::from_tensor(&normal(&mut rng, 1, 64, 0.04).squeeze(0).unwrap()).unwrap();
+    let bt = Var::from_tensor(&normal(&mut rng, 1, 32, 0.04).squeeze(0).unwrap()).unwrap();
+    let o = ConvOpts::new(2, 1)
+        .act(Act::Relu)
+        .layouts(MapLayout::Nhwc, MapLayout::Nhwc);
+    let conv = |backward: bool| {
+        let y = ops::conv2d_with(&x, &w, &b, o).unwrap();
+        if backward {
+            let g = y.sum_all().unwrap().backward().unwrap();
+            g.get(w.as_tensor()).unwrap().clone()
+        } else {
+            y
+        }
+    };
+    let convt = |backward: bool| {
+        let y = ops::conv_transpose2d_with(&z, &w, &bt, o).unwrap();
+        if backward {
+            let g = y.sum_all().unwrap().backward().unwrap();
+            g.get(w.as_tensor()).unwrap().clone()
+        } else {
+            y
+        }
+    };
+    let ops: [(&str, &dyn Fn(bool) -> Tensor); 2] = [
+        ("conv2d 32->64 14x14", &conv),
+        ("conv-transpose2d 64->32 7x7", &convt),
+    ];
+    for (name, f) in ops {
+        for backward in [false, true] {
+            let what = if backward {
+                "forward+backward"
+            } else {
+                "forward"
+            };
+            let mut g = c.benchmark_group(format!("{name} {what}"));
+            for (path, cap) in [("direct", None), ("im2col", Some(fastmath::SimdLevel::V3))] {
+                g.bench_function(BenchmarkId::from_parameter(path), |bench| {
+                    fastmath::with_simd_cap(cap, || bench.iter(|| black_box(f(backward))));
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
 /// The output layer of preset `hvae` at its batch of 64: a 1x1 convolution of relu(h), 64
 /// channels of 28x28 (channels-last) to the 15 parameters of 5 discretized logistics (NCHW),
 /// forward and backward, with the ReLU fused into the convolution (`ConvOpts::pre`) and as a
@@ -224,6 +290,7 @@ criterion_group!(
     discrete,
     math,
     conv,
+    conv_direct,
     pre_activation
 );
 criterion_main!(benches);

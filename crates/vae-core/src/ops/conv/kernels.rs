@@ -8,9 +8,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::layout::{
     activated, col2im, grad_first_to_last, grad_from_activated, grad_last, im2col, kernel_to_first,
-    kernel_to_last, to_first, to_last, with_scratch,
+    kernel_to_last, to_first, to_last, with_aligned_scratch, with_scratch, AlignedBuf,
 };
-use super::{ConvOpts, Geom, MapLayout};
+use super::{direct, ConvOpts, Geom, MapLayout};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::linear::{activate, bias_activate};
 use crate::ops::storage::{as_uninit, output_slice, slice, unpack, zeroed};
@@ -137,6 +137,24 @@ pub(super) fn conv_last_of(
     let (rows, ncol) = (g.rows(), g.cols());
     let mut y: Vec<f32> = Vec::with_capacity(rows * o);
     let spare = &mut y.spare_capacity_mut()[..rows * o];
+    if act == Act::Identity && !is_pointwise(g) && direct::rows_fit(g, o) {
+        // The product read from the padded image in place (no im2col matrix).
+        with_columns(wt, o, ncol, |wm| {
+            with_aligned_scratch(direct::padded_len(g), |xp| {
+                direct::pad(x, g, xp);
+                for r in row_blocks(rows, ncol) {
+                    let block = &mut spare[r.start * o..r.end * o];
+                    direct::conv_rows(xp, g, wm.data, o, r.start, block);
+                    // SAFETY: conv_rows wrote every element of the block.
+                    let block = unsafe { &mut *(block as *mut [_] as *mut [f32]) };
+                    epilogue(r, block);
+                }
+            })
+        });
+        // SAFETY: the blocks cover rows 0..rows, each written whole.
+        unsafe { y.set_len(rows * o) };
+        return y;
+    }
     with_columns(wt, o, ncol, |wm| {
         with_scratch(scratch_rows(g, act) * ncol, |cols| {
             for r in row_blocks(rows, ncol) {
@@ -191,7 +209,7 @@ fn rows_of<'a>(x: &'a [f32], act: Act, g: Geom, r: Range<usize>, cols: &'a mut [
 /// (its tiles run down the output channels), where the transposed view of `wt` would be
 /// repacked by `gemm` for every row block of every call.
 fn with_columns<R>(wt: &[f32], o: usize, ncol: usize, f: impl FnOnce(MatRef) -> R) -> R {
-    with_scratch(o * ncol, |wk| {
+    with_aligned_scratch(o * ncol, |wk| {
         // (An empty kernel, of no channels, has nothing to move.)
         if !wk.is_empty() {
             to_last(wt, 1, o, ncol, wk);
@@ -264,15 +282,30 @@ pub(super) fn conv_last_backward_of(
         Dx::Write(u) if !pointwise => (wt, Dx::Add(zeroed(u))),
         dx => (wt, dx),
     });
-    let mut dw_t = vec![0f32; ncol * o];
+    // The kernel gradient straight from the padded image where the direct products take the
+    // geometry: then the blocks below only take the image gradient, with no im2col.
+    let direct_dw = act == Act::Identity && !pointwise && direct::grad_fits(g);
+    if direct_dw {
+        with_aligned_scratch(direct::padded_len(g), |xp| {
+            direct::pad(x, g, xp);
+            direct::weight_grad(xp, g, gr, o, dwt, false);
+        });
+    }
+    let bn = if direct_dw { 0 } else { bn };
+    let mut dw_t = vec![0f32; if direct_dw { 0 } else { ncol * o }];
     with_scratch(bn * ncol, |cols| {
         with_scratch(if dx.is_some() { dbn * ncol } else { 0 }, |dcols| {
             for r in row_blocks(rows, ncol) {
                 let n = r.len();
                 let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
-                let c = rows_of(x, act, g, r.clone(), cols);
-                let cm = MatRef::row_major(c, n, ncol);
-                matmul(&mut dw_t, cm.t(), gb, r.start > 0);
+                let c: &[f32] = if direct_dw {
+                    &[]
+                } else {
+                    let c = rows_of(x, act, g, r.clone(), cols);
+                    let cm = MatRef::row_major(c, n, ncol);
+                    matmul(&mut dw_t, cm.t(), gb, r.start > 0);
+                    c
+                };
                 if let Some((wt, dx)) = dx.as_mut() {
                     let wm = MatRef::row_major(wt, o, ncol);
                     let rr = r.start * ncol..r.end * ncol;
@@ -303,9 +336,11 @@ pub(super) fn conv_last_backward_of(
             }
         })
     });
-    for (i, row) in dw_t.chunks_exact(o).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            dwt[j * ncol + i] = v;
+    if !direct_dw {
+        for (i, row) in dw_t.chunks_exact(o).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                dwt[j * ncol + i] = v;
+            }
         }
     }
 }
@@ -637,7 +672,7 @@ impl CustomOp3 for ConvT2dBackward {
             // dX reads the kernel as `[ncol, cin]`, the layout `gemm` takes in place (see
             // `with_columns`).
             let wk = self.need_dx.then(|| {
-                let mut wk = vec![0f32; ncol * cin];
+                let mut wk = AlignedBuf::zeros(ncol * cin);
                 to_last(&kernel_to_last(w, cin, g.c, kk), 1, cin, ncol, &mut wk);
                 wk
             });
@@ -658,6 +693,20 @@ impl CustomOp3 for ConvT2dBackward {
                     unsafe { as_uninit(t) }
                 };
                 with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
+                    // The direct products read cols(G) from the padded G in place.
+                    if direct::grad_fits(g) && (wk.is_none() || direct::rows_fit(g, cin)) {
+                        with_aligned_scratch(direct::padded_len(g), |gp| {
+                            direct::pad(gm, g, gp);
+                            direct::weight_grad(gp, g, xc, cin, &mut dwt, false);
+                            if let Some(wk) = wk.as_deref() {
+                                for r in row_blocks(rows, cin) {
+                                    let d = &mut dx[r.start * cin..r.end * cin];
+                                    direct::conv_rows(gp, g, wk, cin, r.start, d);
+                                }
+                            }
+                        });
+                        return;
+                    }
                     with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
                         for r in row_blocks(rows, ncol) {
                             let n = r.len();

@@ -44,6 +44,43 @@ pub(in crate::ops) fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R)
     r
 }
 
+/// [`with_scratch`] with the buffer starting on a 64-byte boundary: a 512-bit load from it (at
+/// a multiple of 16 floats) then reads one cache line, not two.
+pub(in crate::ops) fn with_aligned_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_scratch(n + 15, |buf| {
+        let at = buf.as_ptr().align_offset(64).min(15);
+        f(&mut buf[at..at + n])
+    })
+}
+
+/// A zeroed buffer of floats that starts on a 64-byte boundary (see [`with_aligned_scratch`]).
+pub(in crate::ops) struct AlignedBuf {
+    buf: Vec<f32>,
+    at: usize,
+    n: usize,
+}
+
+impl AlignedBuf {
+    pub(in crate::ops) fn zeros(n: usize) -> Self {
+        let buf = vec![0f32; n + 15];
+        let at = buf.as_ptr().align_offset(64).min(15);
+        Self { buf, at, n }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.at..self.at + self.n]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.at..self.at + self.n]
+    }
+}
+
 /// Copies `src` into `dst` (same length); runs of four (one kernel row of a one-channel map),
 /// runs of whole 16-float vectors (a kernel row of 16, 32 or 64 channels, channels-last) and
 /// runs shorter than a vector (a pixel of a map of few channels, at the image's edge) are moved

@@ -21,6 +21,7 @@
 //! composite twins in [`super::composite`]) and against finite differences in the tests.
 
 mod block;
+mod direct;
 mod kernels;
 pub(super) mod layout;
 #[cfg(test)]

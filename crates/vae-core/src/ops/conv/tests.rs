@@ -478,3 +478,78 @@ fn untracked_block_gives_the_same_values() -> candle_core::Result<()> {
     assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
     Ok(())
 }
+
+/// Shapes the direct products take on an AVX-512 CPU (output channels a multiple of 16, kernel
+/// rows of whole vectors): (batch, in channels, side, out channels, k, stride, pad). The conv
+/// preset's second layer; 48 and 80 channels (tiles of 3 vectors, and 4 then 1); a 3x3
+/// convolution of stride 1 (the hierarchical model's); a stride without padding; a batch of more
+/// pixels than several blocks of the kernel gradient; 16 channels out of 4 in.
+const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
+    (3, 32, 14, 64, 4, 2, 1),
+    (2, 16, 9, 48, 3, 2, 0),
+    (2, 4, 8, 80, 4, 2, 1),
+    (2, 32, 7, 32, 3, 1, 1),
+    (1, 16, 11, 16, 4, 3, 2),
+    (12, 16, 14, 32, 4, 2, 1),
+    (2, 4, 6, 16, 4, 2, 1),
+];
+
+/// The shapes of the direct products (where the CPU has AVX-512; elsewhere these shapes take
+/// im2col and `gemm` too) against candle's convolutions: values, and the gradients of input,
+/// kernel and bias of the convolution and of the transposed convolution (whose kernel
+/// gradient is the direct product over the output gradient's windows), channels-last in and
+/// out as between the layers of a stack; then against the same operation with the direct
+/// products switched off (the SIMD level capped at AVX2), to float rounding.
+#[test]
+fn direct_products_match_candle_and_im2col() -> candle_core::Result<()> {
+    use crate::fastmath::{simd_level, with_simd_cap, SimdLevel};
+    let nhwc = MapLayout::Nhwc;
+    for (i, (b, c, h, o, k, s, p)) in DIRECT_SHAPES.into_iter().enumerate() {
+        let what = format!("{:?} at {:?}", DIRECT_SHAPES[i], simd_level());
+        let opts = ConvOpts::new(s, p).act(Act::Tanh).layouts(nhwc, nhwc);
+        let x = Var::from_tensor(&in_layout(rand(&[b, c, h, h], 41).as_tensor(), nhwc))?;
+        let w = rand(&[o, c, k, k], 42);
+        let bias = rand(&[o], 43);
+        let ho = (h + 2 * p - k) / s + 1;
+        let xt = Var::from_tensor(&in_layout(rand(&[b, o, ho, ho], 44).as_tensor(), nhwc))?;
+        let biast = rand(&[c], 45);
+        // Values and gradients of both operations, in one list.
+        let run = |fused: bool| -> candle_core::Result<Vec<Tensor>> {
+            let (xv, wv, bv) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+            let y = if fused {
+                conv2d_with(xv, wv, bv, opts)?
+            } else {
+                composite::conv2d(xv, wv, bv, opts)?
+            };
+            let g = (&y * noise(&y, 46))?.sum_all()?.backward()?;
+            let (xv, bv) = (xt.as_tensor(), biast.as_tensor());
+            let yt = if fused {
+                conv_transpose2d_with(xv, wv, bv, opts)?
+            } else {
+                composite::conv_transpose2d(xv, wv, bv, opts)?
+            };
+            let gt = (&yt * noise(&yt, 47))?.sum_all()?.backward()?;
+            let mut all = vec![y.clone()];
+            for v in [x.as_tensor(), wv, bias.as_tensor()] {
+                all.push(g.get(v).unwrap().clone());
+            }
+            all.push(yt.clone());
+            for v in [xv, wv, bv] {
+                all.push(gt.get(v).unwrap().clone());
+            }
+            Ok(all)
+        };
+        let names = ["y", "dx", "dw", "db", "yT", "dxT", "dwT", "dbT"];
+        let fused = run(true)?;
+        let reference = run(false)?;
+        let im2col = with_simd_cap(Some(SimdLevel::V3), || run(true))?;
+        for ((name, f), (r, m)) in names.iter().zip(&fused).zip(reference.iter().zip(&im2col)) {
+            let scale = 1f32.max(r.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?);
+            let d = max_diff(f, r) / scale;
+            assert!(d < 2e-5, "{what}: {name} differs from candle's by {d}");
+            let d = max_diff(f, m) / scale;
+            assert!(d < 2e-6, "{what}: {name} differs from im2col's by {d}");
+        }
+    }
+    Ok(())
+}
