@@ -25,6 +25,12 @@ fn normal(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> Tensor {
     Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
 }
 
+/// A variable of the given 4-d shape, standard normal values.
+fn feature_map(rng: &mut Rng, dims: (usize, usize, usize, usize)) -> Var {
+    let n = dims.0 * dims.1 * dims.2 * dims.3;
+    Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
+}
+
 fn with_paths(c: &mut Criterion, group: &str, mut f: impl FnMut(Kernels) -> Tensor) {
     // As in the binaries: candle on one thread, the process's allocator settings.
     vae_core::device::configure_process();
@@ -147,11 +153,7 @@ fn math(c: &mut Criterion) {
 fn conv(c: &mut Criterion) {
     use vae_core::ops::{ConvOpts, MapLayout};
     let mut rng = Rng::new(1);
-    let map = |rng: &mut Rng, dims: (usize, usize, usize, usize)| {
-        let n = dims.0 * dims.1 * dims.2 * dims.3;
-        Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
-    };
-    let x = map(&mut rng, (BATCH, 14, 14, 32));
+    let x = feature_map(&mut rng, (BATCH, 14, 14, 32));
     let w = Var::from_tensor(
         &normal(&mut rng, 64, 32 * 16, 0.04)
             .reshape((64, 32, 4, 4))
@@ -167,7 +169,7 @@ fn conv(c: &mut Criterion) {
         let grads = y.sum_all().unwrap().backward().unwrap();
         grads.get(x.as_tensor()).unwrap().clone()
     });
-    let z = map(&mut rng, (BATCH, 64, 7, 7));
+    let z = feature_map(&mut rng, (BATCH, 64, 7, 7));
     let bt = Var::from_tensor(&normal(&mut rng, 1, 32, 0.04).squeeze(0).unwrap()).unwrap();
     let o = o.layouts(MapLayout::Nchw, MapLayout::Nhwc);
     with_paths(
@@ -190,12 +192,8 @@ fn conv_direct(c: &mut Criterion) {
     use vae_core::ops::{ConvOpts, MapLayout};
     vae_core::device::configure_process();
     let mut rng = Rng::new(2);
-    let map = |rng: &mut Rng, dims: (usize, usize, usize, usize)| {
-        let n = dims.0 * dims.1 * dims.2 * dims.3;
-        Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
-    };
-    let x = map(&mut rng, (BATCH, 14, 14, 32));
-    let z = map(&mut rng, (BATCH, 7, 7, 64));
+    let x = feature_map(&mut rng, (BATCH, 14, 14, 32));
+    let z = feature_map(&mut rng, (BATCH, 7, 7, 64));
     let w = Var::from_tensor(
         &normal(&mut rng, 64, 32 * 16, 0.04)
             .reshape((64, 32, 4, 4))

@@ -1,5 +1,5 @@
-//! Direct convolution products for AVX-512: the two products of a strided convolution that
-//! read its im2col matrix, computed from the (zero-padded) image where it lies instead.
+//! Direct convolution products for AVX-512: the products of a convolution that read or write
+//! an im2col matrix, computed from the (zero-padded) map where it lies instead.
 //!
 //! Row `q` of the im2col matrix of a channels-last image is, kernel row by kernel row, `k`
 //! runs of `k * c` contiguous values of the padded image (one run per kernel row, at the
@@ -11,17 +11,25 @@
 //! - [`weight_grad`]: `D (+)= Aᵀ cols(x)` for `A` `[pixels, a]` (a convolution's kernel
 //!   gradient with `A` its output gradient, a transposed one's with `A` its input): a tile of
 //!   `NR` rows of `D` by `MR` vectors of one kernel row's run, summed over the pixels, the runs
-//!   loaded as vectors.
+//!   loaded as vectors;
+//! - [`transposed`]: `col2im(X W)`, a transposed convolution's output and a strided
+//!   convolution's input gradient, for a kernel twice the stride: output pixels of one phase
+//!   (`y mod s`, `x mod s`) take the same four kernel taps of a 2x2 block of input pixels, so
+//!   each phase is the product of `conv_rows` over the padded input with a `[4·cin, c]` block
+//!   of the kernel, written straight to its pixels;
+//! - [`flipped`]: a stride-1 convolution's input gradient, the correlation of the padded
+//!   output gradient with the kernel turned by half a turn (`conv_rows` again).
 //!
 //! The padded copy is a quarter of the im2col matrix of a 4x4 stride-2 convolution (each pixel
 //! once rather than in four windows), and the products read it in place; the tiles are those
-//! of `gemm`'s AVX-512 kernel (24 accumulators of 16 floats). Each element is one sum in a
-//! fixed order (over the kernel's columns, or over the pixels in order), whatever the blocking.
-//! Only where the level is `v4`; elsewhere, and for shapes they do not take, the convolutions
-//! run as im2col and `gemm`.
+//! of `gemm`'s AVX-512 kernel (up to 24 accumulators of 16 floats). Each element is one sum in
+//! a fixed order (over the kernel's columns, or over the pixels in order), whatever the
+//! blocking. Only where the level is `v4`; elsewhere, and for shapes they do not take, the
+//! convolutions run as im2col, `gemm` and col2im.
 
 use std::mem::MaybeUninit;
 
+use super::layout::{with_aligned_scratch, AlignedBuf};
 use super::Geom;
 use crate::fastmath::{simd_level, SimdLevel};
 
@@ -102,12 +110,26 @@ pub(super) fn conv_rows(
     assert_eq!(xp.len(), padded_len(g));
     assert_eq!(w.len(), ncol * o);
     assert!(out.len() == n * o && first + n <= g.rows());
+    let wins: Vec<usize> = (first..first + n).map(|q| window(g, q)).collect();
+    let outs: Vec<usize> = (0..n).map(|q| q * o).collect();
+    let (_, wp) = padded_dims(g);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512 is enabled (rows_fit); every pointer formed below is within the slices
-    // checked above (the windows of pixels of the batch lie in the padded image, the tiles in
-    // `w` and `out`).
+    // SAFETY: AVX-512 is enabled (rows_fit). The k runs of k·c values of each window lie in
+    // the padded image (the windows of the batch's output pixels), the k·k·c rows of o
+    // values in `w`, each output row of o values in `out`.
     unsafe {
-        x86::conv_rows(xp, g, w, o, first, out)
+        x86::rows(
+            xp.as_ptr(),
+            &wins,
+            wp * g.c,
+            g.k,
+            g.k * g.c,
+            w.as_ptr(),
+            o,
+            out.as_mut_ptr().cast(),
+            &outs,
+            false,
+        )
     }
 }
 
@@ -142,10 +164,212 @@ pub(super) fn weight_grad(
     }
 }
 
+/// Whether [`transposed`] takes the convolution geometry `g` (whose image is the transposed
+/// convolution's output) with `cin` input channels: a kernel twice the stride with half the
+/// stride of padding (each output pixel then takes a 2x2 block of input pixels, through the
+/// kernel taps of its phase), output channels in whole vectors, and runs of at least 16 values.
+pub(super) fn transposed_fits(g: Geom, cin: usize) -> bool {
+    let s = g.stride;
+    enabled()
+        && s > 0
+        && g.k == 2 * s
+        && 2 * g.pad == s
+        && g.h.is_multiple_of(s)
+        && g.w.is_multiple_of(s)
+        && g.c > 0
+        && g.c.is_multiple_of(16)
+        && 2 * cin >= 16
+}
+
+/// How a kernel is stored, for [`transposed`]: `[cin, cout, k, k]` (a transposed convolution's
+/// kernel) or `[cin, k, k, cout]` (a convolution's kernel `[o, c, k, k]` made channels-last,
+/// `kernel_to_last`, whose input gradient is the transposed convolution of `o` channels to `c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KernelOrder {
+    First,
+    Last,
+}
+
+/// The geometry of the transposed convolution's input as an image padded by one pixel.
+fn small(g: Geom, cin: usize) -> Geom {
+    Geom {
+        b: g.b,
+        c: cin,
+        h: g.ho(),
+        w: g.wo(),
+        k: 1,
+        stride: 1,
+        pad: 1,
+    }
+}
+
+/// `y += conv_transpose(x, w)` for the channels-last map `x` `[b, ho, wo, cin]` and `y`
+/// `[b, h, w, c]` of the geometry `g`, phase by phase: output pixel `(s·a + py, s·b + px)`
+/// takes the 2x2 input pixels around `(a, b)` through the four taps of phase `(py, px)`, two
+/// runs of `2·cin` values of the padded input, one `[4·cin, c]` block of the kernel. Needs
+/// [`transposed_fits`].
+pub(super) fn transposed(
+    x: &[f32],
+    g: Geom,
+    w: &[f32],
+    order: KernelOrder,
+    cin: usize,
+    y: &mut [f32],
+) {
+    assert!(transposed_fits(g, cin));
+    let (c, k) = (g.c, g.k);
+    assert_eq!(x.len(), g.rows() * cin);
+    assert_eq!(w.len(), cin * c * k * k);
+    assert_eq!(y.len(), g.image());
+    let gs = small(g, cin);
+    with_aligned_scratch(padded_len(gs), |xp| {
+        pad(x, gs, xp);
+        phases(xp, g, w, order, cin, y);
+    });
+}
+
+/// [`transposed`] from the padded input `xp`.
+fn phases(xp: &[f32], g: Geom, w: &[f32], order: KernelOrder, cin: usize, y: &mut [f32]) {
+    let (c, k, s) = (g.c, g.k, g.stride);
+    let gs = small(g, cin);
+    // Phase (py, px) takes kernel rows ry + s·(1 - t) for its runs t = 0, 1 (input rows
+    // a + qy - 1 + t of the unpadded map, rows a + qy + t of the padded one), and columns
+    // likewise, with ry = (py + pad) mod s and qy = (py + pad) / s.
+    let tap = |p: usize, t: usize| ((p + g.pad) % s + s * (1 - t), (p + g.pad) / s);
+    let (hs, ws) = (gs.h, gs.w);
+    let (_, wps) = padded_dims(gs);
+    let mut panel = AlignedBuf::zeros(4 * cin * c);
+    let n = g.b * hs * ws;
+    let mut wins = Vec::with_capacity(n);
+    let mut outs = Vec::with_capacity(n);
+    for py in 0..s {
+        for px in 0..s {
+            // The phase's [4·cin, c] block: rows (t, u, ci) for run t, pixel u of the run.
+            for t in 0..2 {
+                for u in 0..2 {
+                    let ((ky, _), (kx, _)) = (tap(py, t), tap(px, u));
+                    for ci in 0..cin {
+                        let row = &mut panel[((t * 2 + u) * cin + ci) * c..][..c];
+                        for (co, v) in row.iter_mut().enumerate() {
+                            *v = match order {
+                                KernelOrder::First => w[((ci * c + co) * k + ky) * k + kx],
+                                KernelOrder::Last => w[((ci * k + ky) * k + kx) * c + co],
+                            };
+                        }
+                    }
+                }
+            }
+            let ((_, qy), (_, qx)) = (tap(py, 0), tap(px, 0));
+            wins.clear();
+            outs.clear();
+            for bi in 0..g.b {
+                for a in 0..hs {
+                    for bx in 0..ws {
+                        wins.push(((bi * (hs + 2) + a + qy) * wps + bx + qx) * cin);
+                        outs.push(((bi * g.h + s * a + py) * g.w + s * bx + px) * c);
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512 is enabled (transposed_fits). The runs of each window (two
+            // lines of 2·cin values from its top-left, qy, qx <= 1) lie in the padded input of
+            // (hs + 2) x (ws + 2) pixels, and each output row (c values at an output pixel)
+            // in `y`; the panel has 4·cin rows of c.
+            unsafe {
+                x86::rows(
+                    xp.as_ptr(),
+                    &wins,
+                    wps * cin,
+                    2,
+                    2 * cin,
+                    panel.as_ptr(),
+                    c,
+                    y.as_mut_ptr(),
+                    &outs,
+                    true,
+                )
+            }
+        }
+    }
+}
+
+/// Whether [`flipped`] takes the stride-1 convolution geometry `g` with `o` output channels:
+/// image channels in whole vectors, padding under the kernel's side, runs of at least 16
+/// values.
+pub(super) fn flipped_fits(g: Geom, o: usize) -> bool {
+    enabled() && g.stride == 1 && g.pad < g.k && g.c > 0 && g.c.is_multiple_of(16) && g.k * o >= 16
+}
+
+/// `dx += ` the input gradient of a stride-1 convolution of geometry `g` with the kernel `wt`
+/// `[o, k·k·c]` (channels-last, `kernel_to_last`), from its output gradient `gr`
+/// `[b, ho, wo, o]`: the correlation of `gr`, padded by `k - 1 - pad`, with the kernel turned
+/// by half a turn, `[k·k·o, c]`: the product of [`conv_rows`] with no columns to add back.
+/// Needs [`flipped_fits`].
+pub(super) fn flipped(gr: &[f32], g: Geom, wt: &[f32], o: usize, dx: &mut [f32]) {
+    assert!(flipped_fits(g, o));
+    let (k, c) = (g.k, g.c);
+    let gg = Geom {
+        b: g.b,
+        c: o,
+        h: g.ho(),
+        w: g.wo(),
+        k,
+        stride: 1,
+        pad: k - 1 - g.pad,
+    };
+    assert_eq!((gg.ho(), gg.wo()), (g.h, g.w));
+    assert_eq!(gr.len(), gg.image());
+    assert_eq!(wt.len(), o * k * k * c);
+    assert_eq!(dx.len(), g.image());
+    // Row (ky, kx, oi) of the turned kernel is tap (k-1-ky, k-1-kx) of output channel oi.
+    let mut panel = AlignedBuf::zeros(k * k * o * c);
+    for ky in 0..k {
+        for kx in 0..k {
+            for oi in 0..o {
+                let tap = ((k - 1 - ky) * k + (k - 1 - kx)) * c;
+                panel[((ky * k + kx) * o + oi) * c..][..c]
+                    .copy_from_slice(&wt[oi * k * k * c + tap..][..c]);
+            }
+        }
+    }
+    let (_, wp) = padded_dims(gg);
+    with_aligned_scratch(padded_len(gg), |gp| {
+        pad(gr, gg, gp);
+        let n = gg.rows();
+        let (mut wins, mut outs) = (Vec::with_capacity(256), Vec::with_capacity(256));
+        for first in (0..n).step_by(256) {
+            wins.clear();
+            outs.clear();
+            for q in first..(first + 256).min(n) {
+                wins.push(window(gg, q));
+                outs.push(q * c);
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512 is enabled (flipped_fits). The k runs of k·o values of each
+            // window lie in the padded gradient (windows of the pixels of dx, which are the
+            // output pixels of `gg`), the k·k·o rows of c values in the panel, and each row of
+            // c values at an output pixel in `dx`.
+            unsafe {
+                x86::rows(
+                    gp.as_ptr(),
+                    &wins,
+                    wp * o,
+                    k,
+                    k * o,
+                    panel.as_ptr(),
+                    c,
+                    dx.as_mut_ptr(),
+                    &outs,
+                    true,
+                )
+            }
+        }
+    });
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
 
     use super::{padded_dims, window, Geom};
 
@@ -154,31 +378,64 @@ mod x86 {
     /// passes over them.
     const GRAD_BLOCK: usize = 64;
 
-    /// One tile of `cols(x) W`: `NR` pixels (their runs `runs[ky][p]`, `run` floats each) by
-    /// `MR` vectors of output channels of `w` (row stride `ldw`), written to `dst` (row stride
-    /// `ldd`) for the first `n` pixels.
+    /// Pixels of a [`rows`] block: one kernel row's weights stay in the first-level cache
+    /// while the block's tiles pass over them.
+    const ROWS_BLOCK: usize = 256;
+
+    /// `NR` rows of `MR` vectors at `dst[p]`: loaded (rows `n..` zero), or zeros.
+    #[inline(always)]
+    unsafe fn load_tile<const MR: usize, const NR: usize>(
+        dst: &[*mut f32; NR],
+        n: usize,
+        accumulate: bool,
+    ) -> [[__m512; MR]; NR] {
+        // SAFETY: the caller's rows hold MR vectors each.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); MR]; NR];
+            if accumulate {
+                for (row, d) in acc.iter_mut().zip(dst).take(n) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_loadu_ps(d.add(16 * j));
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// Stores the first `n` rows of `acc` at `dst[p]`.
+    #[inline(always)]
+    unsafe fn store_tile<const MR: usize, const NR: usize>(
+        dst: &[*mut f32; NR],
+        n: usize,
+        acc: &[[__m512; MR]; NR],
+    ) {
+        // SAFETY: the caller's rows hold MR vectors each.
+        unsafe {
+            for (row, d) in acc.iter().zip(dst).take(n) {
+                for (j, v) in row.iter().enumerate() {
+                    _mm512_storeu_ps(d.add(16 * j), *v);
+                }
+            }
+        }
+    }
+
+    /// One tile of `cols(x) W`: `NR` pixels (their runs at `r[p]`, `run` floats each) by `MR`
+    /// vectors of the output channels of `w` (row stride `ldw`), into the rows `dst[p]` of the
+    /// first `n` pixels, added to them when `accumulate`.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn rows_tile<const MR: usize, const NR: usize>(
         r: &[*const f32; NR],
         run: usize,
         w: *const f32,
         ldw: usize,
-        dst: *mut f32,
-        ldd: usize,
+        dst: &[*mut f32; NR],
         n: usize,
         accumulate: bool,
     ) {
         // SAFETY: the caller keeps the pointers within their slices (see the callers).
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); MR]; NR];
-            if accumulate {
-                for (p, row) in acc.iter_mut().enumerate().take(n) {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = _mm512_loadu_ps(dst.add(p * ldd + 16 * j));
-                    }
-                }
-            }
+            let mut acc = load_tile::<MR, NR>(dst, n, accumulate);
             let mut wp = w;
             for t in 0..run {
                 let mut wv = [_mm512_setzero_ps(); MR];
@@ -193,88 +450,94 @@ mod x86 {
                 }
                 wp = wp.add(ldw);
             }
-            for (p, row) in acc.iter().enumerate().take(n) {
-                for (j, v) in row.iter().enumerate() {
-                    _mm512_storeu_ps(dst.add(p * ldd + 16 * j), *v);
-                }
-            }
+            store_tile::<MR, NR>(dst, n, &acc);
         }
     }
 
-    /// The tiles of output channels `oc..oc + 16·MR` for the pixels whose windows start at
-    /// `wins`.
+    /// The output channels `oc..oc + 16·MR` of [`rows`], for the pixels of `wins` / `outs`.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn rows_chunk<const MR: usize, const NR: usize>(
-        xp: &[f32],
-        g: Geom,
+        xp: *const f32,
         wins: &[usize],
-        w: &[f32],
-        o: usize,
-        oc: usize,
+        line: usize,
+        runs: usize,
+        run: usize,
+        w: *const f32,
+        ldw: usize,
         out: *mut f32,
+        outs: &[usize],
+        accumulate: bool,
     ) {
         // SAFETY: the caller keeps the pointers within their slices (see the callers).
         unsafe {
-            let (run, n) = (g.k * g.c, wins.len());
-            let (_, wp) = padded_dims(g);
-            let line = wp * g.c;
-            // One kernel row at a time over every tile: its rows of `w` (a few tens of KiB)
-            // stay in the first-level cache while the tiles pass over them.
-            for ky in 0..g.k {
+            let n = wins.len();
+            // One run at a time over every tile: its rows of `w` (a few tens of KiB) stay in
+            // the first-level cache while the tiles pass over them.
+            for t in 0..runs {
                 let mut q = 0;
                 while q < n {
                     let m = NR.min(n - q);
                     // Pixels past the end repeat the last one (computed, not stored).
-                    let r: [*const f32; NR] = std::array::from_fn(|p| {
-                        xp.as_ptr().add(wins[q + p.min(m - 1)] + ky * line)
-                    });
-                    rows_tile::<MR, NR>(
-                        &r,
-                        run,
-                        w.as_ptr().add(ky * run * o + oc),
-                        o,
-                        out.add(q * o + oc),
-                        o,
-                        m,
-                        ky > 0,
-                    );
+                    let at = |p: usize| q + p.min(m - 1);
+                    let r: [*const f32; NR] =
+                        std::array::from_fn(|p| xp.add(wins[at(p)] + t * line));
+                    let d: [*mut f32; NR] = std::array::from_fn(|p| out.add(outs[at(p)]));
+                    let wt = w.add(t * run * ldw);
+                    rows_tile::<MR, NR>(&r, run, wt, ldw, &d, m, accumulate || t > 0);
                     q += m;
                 }
             }
         }
     }
 
+    /// `out[outs[q] + j] (+)= sum over runs t, values v of xp[wins[q] + t·line + v] ·
+    /// w[(t·run + v)·o + j]` for every pixel `q`, `j < o` (a multiple of 16): the products of
+    /// [`super::conv_rows`] and, phase by phase, of [`super::transposed`]. Added to `out`
+    /// when `accumulate`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn conv_rows(
-        xp: &[f32],
-        g: Geom,
-        w: &[f32],
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn rows(
+        xp: *const f32,
+        wins: &[usize],
+        line: usize,
+        runs: usize,
+        run: usize,
+        w: *const f32,
         o: usize,
-        first: usize,
-        out: &mut [MaybeUninit<f32>],
+        out: *mut f32,
+        outs: &[usize],
+        accumulate: bool,
     ) {
         // SAFETY: the caller keeps the pointers within their slices (see the callers).
         unsafe {
-            let n = out.len() / o;
-            let wins: Vec<usize> = (first..first + n).map(|q| window(g, q)).collect();
-            let dst = out.as_mut_ptr().cast::<f32>();
-            let mut oc = 0;
-            while oc < o {
-                match (o - oc) / 16 {
-                    1 => rows_chunk::<1, 12>(xp, g, &wins, w, o, oc, dst),
-                    2 => rows_chunk::<2, 12>(xp, g, &wins, w, o, oc, dst),
-                    3 => rows_chunk::<3, 8>(xp, g, &wins, w, o, oc, dst),
-                    _ => rows_chunk::<4, 6>(xp, g, &wins, w, o, oc, dst),
+            for (wb, ob) in wins.chunks(ROWS_BLOCK).zip(outs.chunks(ROWS_BLOCK)) {
+                let mut oc = 0;
+                while oc < o {
+                    let (wc, dc) = (w.add(oc), out.add(oc));
+                    macro_rules! chunk {
+                        ($mr:literal, $nr:literal) => {
+                            rows_chunk::<$mr, $nr>(
+                                xp, wb, line, runs, run, wc, o, dc, ob, accumulate,
+                            )
+                        };
+                    }
+                    match (o - oc) / 16 {
+                        1 => chunk!(1, 8),
+                        2 => chunk!(2, 6),
+                        3 => chunk!(3, 8),
+                        _ => chunk!(4, 6),
+                    }
+                    oc += 64.min(o - oc);
                 }
-                oc += 64.min(o - oc);
             }
         }
     }
 
-    /// One tile of `Aᵀ cols(x)`: rows `aoff[p]` of `d` (row stride `ldd`, from `dst`) by `MR`
-    /// vectors of the runs at offset `koff` of each pixel's window (`wins`), summed over the
-    /// pixels `q` of `wins` (rows of `a`, `a` advancing by `lda` a pixel), added to `dst` or
-    /// written over it; stored for the first `n` rows.
+    /// One tile of `Aᵀ cols(x)`: the rows `dst[p]` of `d` (`n` of them) by `MR` vectors of
+    /// the runs at offset `koff` of each pixel's window (`wins`), summed over those pixels
+    /// (rows of `a`, `a` advancing by `lda` a pixel, element `aoff[p]` for row `p`), added to
+    /// `dst` or written over it.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn grad_tile<const MR: usize, const NR: usize>(
@@ -284,21 +547,13 @@ mod x86 {
         a: *const f32,
         lda: usize,
         aoff: [usize; NR],
-        dst: *mut f32,
-        ldd: usize,
+        dst: &[*mut f32; NR],
         n: usize,
         accumulate: bool,
     ) {
         // SAFETY: the caller keeps the pointers within their slices (see the callers).
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); MR]; NR];
-            if accumulate {
-                for (p, row) in acc.iter_mut().enumerate().take(n) {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = _mm512_loadu_ps(dst.add(p * ldd + 16 * j));
-                    }
-                }
-            }
+            let mut acc = load_tile::<MR, NR>(dst, n, accumulate);
             let mut ap = a;
             for &win in wins {
                 let rp = xp.add(win + koff);
@@ -314,15 +569,12 @@ mod x86 {
                 }
                 ap = ap.add(lda);
             }
-            for (p, row) in acc.iter().enumerate().take(n) {
-                for (j, v) in row.iter().enumerate() {
-                    _mm512_storeu_ps(dst.add(p * ldd + 16 * j), *v);
-                }
-            }
+            store_tile::<MR, NR>(dst, n, &acc);
         }
     }
 
-    /// The tiles of one pixel block (`wins`, from pixel `q0`) over all of `d`.
+    /// The tiles of one pixel block (`wins`, from pixel `q0`) over the columns
+    /// `ky·run + t0 ..` of `d`, all its rows.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn grad_block<const MR: usize>(
@@ -337,9 +589,9 @@ mod x86 {
         ky: usize,
         t0: usize,
     ) {
+        const NR: usize = 6;
         // SAFETY: the caller keeps the pointers within their slices (see the callers).
         unsafe {
-            const NR: usize = 6;
             let (ncol, run) = (g.cols(), g.k * g.c);
             let (_, wp) = padded_dims(g);
             let koff = ky * wp * g.c + t0;
@@ -349,18 +601,10 @@ mod x86 {
                 let n = NR.min(na - r0);
                 // Rows past the end repeat the last one (computed, not stored).
                 let aoff: [usize; NR] = std::array::from_fn(|p| r0 + p.min(n - 1));
-                grad_tile::<MR, NR>(
-                    xp.as_ptr(),
-                    wins,
-                    koff,
-                    a.as_ptr().add(q0 * na),
-                    na,
-                    aoff,
-                    d.as_mut_ptr().add(r0 * ncol + col),
-                    ncol,
-                    n,
-                    accumulate,
-                );
+                let dst: [*mut f32; NR] =
+                    std::array::from_fn(|p| d.as_mut_ptr().add(aoff[p] * ncol + col));
+                let ap = a.as_ptr().add(q0 * na);
+                grad_tile::<MR, NR>(xp.as_ptr(), wins, koff, ap, na, aoff, &dst, n, accumulate);
                 r0 += n;
             }
         }

@@ -285,11 +285,29 @@ pub(super) fn conv_last_backward_of(
     // The kernel gradient straight from the padded image where the direct products take the
     // geometry: then the blocks below only take the image gradient, with no im2col.
     let direct_dw = act == Act::Identity && !pointwise && direct::grad_fits(g);
+    let mut dx_done = false;
     if direct_dw {
         with_aligned_scratch(direct::padded_len(g), |xp| {
             direct::pad(x, g, xp);
             direct::weight_grad(xp, g, gr, o, dwt, false);
         });
+    }
+    // The image gradient as the transposed convolution of the output gradient, phase by
+    // phase, where the direct products take it: then the blocks below have nothing to add.
+    // (A stride-1 convolution's, as the correlation with the kernel turned by half a turn.)
+    if !pointwise && act == Act::Identity {
+        if let Some((wt, Dx::Add(dx))) = dx.as_mut() {
+            if direct::transposed_fits(g, o) {
+                direct::transposed(gr, g, wt, direct::KernelOrder::Last, o, dx);
+                dx_done = true;
+            } else if direct::flipped_fits(g, o) {
+                direct::flipped(gr, g, wt, o, dx);
+                dx_done = true;
+            }
+        }
+    }
+    if dx_done {
+        dx = None;
     }
     let bn = if direct_dw { 0 } else { bn };
     let mut dw_t = vec![0f32; if direct_dw { 0 } else { ncol * o }];
@@ -582,6 +600,11 @@ impl CustomOp3 for ConvT2d {
         let mut y = bias.repeat(g.image() / g.c.max(1));
         let wm = MatRef::row_major(&wt, cin, ncol);
         with_last(x, self.0.input, (g.b, cin, rows / g.b.max(1)), |xc| {
+            if direct::transposed_fits(g, cin) {
+                // Phase by phase from the input in place, with no columns to add back.
+                direct::transposed(xc, g, w, direct::KernelOrder::First, cin, &mut y);
+                return;
+            }
             with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
                 for r in row_blocks(rows, ncol) {
                     let n = r.len();

@@ -483,8 +483,10 @@ fn untracked_block_gives_the_same_values() -> candle_core::Result<()> {
 /// rows of whole vectors): (batch, in channels, side, out channels, k, stride, pad). The conv
 /// preset's second layer; 48 and 80 channels (tiles of 3 vectors, and 4 then 1); a 3x3
 /// convolution of stride 1 (the hierarchical model's); a stride without padding; a batch of more
-/// pixels than several blocks of the kernel gradient; 16 channels out of 4 in.
-const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
+/// pixels than several blocks of the kernel gradient; 16 channels out of 4 in; an odd output
+/// side and 48 channels for the phases of the transposed products (the input gradient of a 4x4
+/// stride-2 convolution and the transposed convolution's output, 16 or more channels).
+const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
     (3, 32, 14, 64, 4, 2, 1),
     (2, 16, 9, 48, 3, 2, 0),
     (2, 4, 8, 80, 4, 2, 1),
@@ -492,6 +494,8 @@ const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
     (1, 16, 11, 16, 4, 3, 2),
     (12, 16, 14, 32, 4, 2, 1),
     (2, 4, 6, 16, 4, 2, 1),
+    (2, 16, 10, 16, 4, 2, 1),
+    (2, 48, 6, 32, 4, 2, 1),
 ];
 
 /// The shapes of the direct products (where the CPU has AVX-512; elsewhere these shapes take
@@ -499,7 +503,9 @@ const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
 /// kernel and bias of the convolution and of the transposed convolution (whose kernel
 /// gradient is the direct product over the output gradient's windows), channels-last in and
 /// out as between the layers of a stack; then against the same operation with the direct
-/// products switched off (the SIMD level capped at AVX2), to float rounding.
+/// products switched off (the SIMD level capped at AVX2). Both to the rounding of sums of up
+/// to 512 products of unit-variance values taken in other orders (values up to ~50 before the
+/// activation): 2e-5 of the largest value, where a wrong tap or a lost block is off by O(1).
 #[test]
 fn direct_products_match_candle_and_im2col() -> candle_core::Result<()> {
     use crate::fastmath::{simd_level, with_simd_cap, SimdLevel};
@@ -548,7 +554,7 @@ fn direct_products_match_candle_and_im2col() -> candle_core::Result<()> {
             let d = max_diff(f, r) / scale;
             assert!(d < 2e-5, "{what}: {name} differs from candle's by {d}");
             let d = max_diff(f, m) / scale;
-            assert!(d < 2e-6, "{what}: {name} differs from im2col's by {d}");
+            assert!(d < 2e-5, "{what}: {name} differs from im2col's by {d}");
         }
     }
     Ok(())
