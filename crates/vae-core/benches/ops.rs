@@ -31,6 +31,17 @@ fn feature_map(rng: &mut Rng, dims: (usize, usize, usize, usize)) -> Var {
     Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
 }
 
+/// The conv preset's second kernel, `[64, 32, 4, 4]`.
+fn conv_kernel(rng: &mut Rng) -> Var {
+    let w = normal(rng, 64, 32 * 16, 0.04);
+    Var::from_tensor(&w.reshape((64, 32, 4, 4)).unwrap()).unwrap()
+}
+
+/// A bias of `n` values.
+fn bias(rng: &mut Rng, n: usize) -> Var {
+    Var::from_tensor(&normal(rng, 1, n, 0.04).squeeze(0).unwrap()).unwrap()
+}
+
 fn with_paths(c: &mut Criterion, group: &str, mut f: impl FnMut(Kernels) -> Tensor) {
     // As in the binaries: candle on one thread, the process's allocator settings.
     vae_core::device::configure_process();
@@ -154,13 +165,8 @@ fn conv(c: &mut Criterion) {
     use vae_core::ops::{ConvOpts, MapLayout};
     let mut rng = Rng::new(1);
     let x = feature_map(&mut rng, (BATCH, 14, 14, 32));
-    let w = Var::from_tensor(
-        &normal(&mut rng, 64, 32 * 16, 0.04)
-            .reshape((64, 32, 4, 4))
-            .unwrap(),
-    )
-    .unwrap();
-    let b = Var::from_tensor(&normal(&mut rng, 1, 64, 0.04).squeeze(0).unwrap()).unwrap();
+    let w = conv_kernel(&mut rng);
+    let b = bias(&mut rng, 64);
     let o = ConvOpts::new(2, 1)
         .act(Act::Relu)
         .layouts(MapLayout::Nhwc, MapLayout::Nchw);
@@ -170,7 +176,7 @@ fn conv(c: &mut Criterion) {
         grads.get(x.as_tensor()).unwrap().clone()
     });
     let z = feature_map(&mut rng, (BATCH, 64, 7, 7));
-    let bt = Var::from_tensor(&normal(&mut rng, 1, 32, 0.04).squeeze(0).unwrap()).unwrap();
+    let bt = bias(&mut rng, 32);
     let o = o.layouts(MapLayout::Nchw, MapLayout::Nhwc);
     with_paths(
         c,
@@ -194,14 +200,9 @@ fn conv_direct(c: &mut Criterion) {
     let mut rng = Rng::new(2);
     let x = feature_map(&mut rng, (BATCH, 14, 14, 32));
     let z = feature_map(&mut rng, (BATCH, 7, 7, 64));
-    let w = Var::from_tensor(
-        &normal(&mut rng, 64, 32 * 16, 0.04)
-            .reshape((64, 32, 4, 4))
-            .unwrap(),
-    )
-    .unwrap();
-    let b = Var::from_tensor(&normal(&mut rng, 1, 64, 0.04).squeeze(0).unwrap()).unwrap();
-    let bt = Var::from_tensor(&normal(&mut rng, 1, 32, 0.04).squeeze(0).unwrap()).unwrap();
+    let w = conv_kernel(&mut rng);
+    let b = bias(&mut rng, 64);
+    let bt = bias(&mut rng, 32);
     let o = ConvOpts::new(2, 1)
         .act(Act::Relu)
         .layouts(MapLayout::Nhwc, MapLayout::Nhwc);
