@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::kernels::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of, Dx};
 use super::layout::{grad_last, kernel_to_first, kernel_to_last, with_scratch};
+use super::products::{conv_last, conv_last_backward, conv_last_backward_of, conv_last_of, Dx};
 use super::Geom;
 use crate::ops::linear::bias_activate;
 use crate::ops::storage::{slice, zeroed};
