@@ -438,7 +438,7 @@ impl CustomOp3 for ConvT2dBackward {
                 };
                 with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
                     // The direct products read cols(G) from the padded G in place.
-                    if direct::grad_fits(g) && (wk.is_none() || direct::rows_fit(g, cin)) {
+                    if direct::grad_fits(g, cin) && (wk.is_none() || direct::rows_fit(g, cin)) {
                         with_aligned_scratch(direct::padded_len(g), |gp| {
                             direct::pad(gm, g, gp);
                             direct::weight_grad(gp, g, xc, cin, &mut dwt, false);

@@ -215,7 +215,7 @@ pub(super) fn conv_last_backward_of(
     });
     // The kernel gradient straight from the padded image where the direct products take the
     // geometry: then the blocks below only take the image gradient, with no im2col.
-    let direct_dw = act == Act::Identity && !pointwise && direct::grad_fits(g);
+    let direct_dw = act == Act::Identity && !pointwise && direct::grad_fits(g, o);
     let mut dx_done = false;
     if direct_dw {
         with_aligned_scratch(direct::padded_len(g), |xp| {

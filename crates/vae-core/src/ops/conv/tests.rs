@@ -486,7 +486,7 @@ fn untracked_block_gives_the_same_values() -> candle_core::Result<()> {
 /// pixels than several blocks of the kernel gradient; 16 channels out of 4 in; an odd output
 /// side and 48 channels for the phases of the transposed products (the input gradient of a 4x4
 /// stride-2 convolution and the transposed convolution's output, 16 or more channels).
-const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
+const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 13] = [
     (3, 32, 14, 64, 4, 2, 1),
     (2, 16, 9, 48, 3, 2, 0),
     (2, 4, 8, 80, 4, 2, 1),
@@ -496,6 +496,13 @@ const DIRECT_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
     (2, 4, 6, 16, 4, 2, 1),
     (2, 16, 10, 16, 4, 2, 1),
     (2, 48, 6, 32, 4, 2, 1),
+    // Runs shorter than a vector: whole-kernel tiles and the taps' kernel gradient (the conv
+    // preset's first and last layers, over more pixels than a block; a 3x3 one-channel layer;
+    // 48 rows of the gradient; an odd kernel of 50 values).
+    (3, 1, 28, 32, 4, 2, 1),
+    (2, 1, 9, 16, 3, 1, 1),
+    (2, 3, 8, 48, 4, 2, 1),
+    (2, 2, 7, 16, 5, 1, 2),
 ];
 
 /// The shapes of the direct products (where the CPU has AVX-512; elsewhere these shapes take

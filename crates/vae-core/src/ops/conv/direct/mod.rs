@@ -39,16 +39,25 @@ pub(super) fn enabled() -> bool {
 }
 
 /// Whether [`conv_rows`] takes a product of geometry `g` with `o` output channels: whole
-/// vectors of channels, and kernel rows of at least 16 values (a shorter run, as of a map of one
-/// channel, would reload the tile's sums more often than it multiplies; im2col serves it).
+/// vectors of channels, and kernel rows of at least 16 values, or kernels of at most 64 (a
+/// map of few channels: then each tile takes the whole kernel, its rows of `W` few).
 pub(super) fn rows_fit(g: Geom, o: usize) -> bool {
-    enabled() && o > 0 && o.is_multiple_of(16) && g.k * g.c >= 16
+    enabled() && o > 0 && o.is_multiple_of(16) && (g.k * g.c >= 16 || g.cols() <= SHORT)
 }
 
-/// Whether [`weight_grad`] takes the geometry `g` (its runs whole vectors).
-pub(super) fn grad_fits(g: Geom) -> bool {
-    enabled() && g.c > 0 && (g.k * g.c).is_multiple_of(16)
+/// Whether [`weight_grad`] takes the geometry `g` with `na` rows of the result: its runs
+/// whole vectors, or (a map of few channels) a kernel of at most 64 values and `na` a
+/// multiple of 16.
+pub(super) fn grad_fits(g: Geom, na: usize) -> bool {
+    enabled()
+        && g.c > 0
+        && ((g.k * g.c).is_multiple_of(16)
+            || (g.cols() <= SHORT && na > 0 && na.is_multiple_of(16)))
 }
+
+/// The largest kernel (values of a window) the products take with runs shorter than a
+/// vector.
+const SHORT: usize = 64;
 
 /// Height and width of the padded image.
 fn padded_dims(g: Geom) -> (usize, usize) {
@@ -85,13 +94,29 @@ pub(super) fn pad(x: &[f32], g: Geom, out: &mut [f32]) {
     }
 }
 
-/// The offset in the padded image of the window of output pixel `q` (its top-left value).
-#[inline(always)]
-fn window(g: Geom, q: usize) -> usize {
+/// The offsets in the padded image of the windows (their top-left values) of output pixels
+/// `first..first + n`, in order: walked along the lines, with no division a pixel.
+fn windows(g: Geom, first: usize, n: usize) -> impl Iterator<Item = usize> {
     let (ho, wo) = (g.ho(), g.wo());
     let (hp, wp) = padded_dims(g);
-    let (b, oy, ox) = (q / (ho * wo), q / wo % ho, q % wo);
-    ((b * hp + oy * g.stride) * wp + ox * g.stride) * g.c
+    // (A map with no output pixels has no windows to walk.)
+    let (mut b, mut oy, mut ox) = match first.checked_div(ho * wo) {
+        Some(b) => (b, first / wo % ho, first % wo),
+        None => (0, 0, 0),
+    };
+    (0..n).map(move |_| {
+        let at = ((b * hp + oy * g.stride) * wp + ox * g.stride) * g.c;
+        ox += 1;
+        if ox == wo {
+            ox = 0;
+            oy += 1;
+            if oy == ho {
+                oy = 0;
+                b += 1;
+            }
+        }
+        at
+    })
 }
 
 /// Rows `first..` of `cols(x) W` into `out` (`[n, o]`, every element written), `xp` the padded
@@ -110,7 +135,7 @@ pub(super) fn conv_rows(
     assert_eq!(xp.len(), padded_len(g));
     assert_eq!(w.len(), ncol * o);
     assert!(out.len() == n * o && first + n <= g.rows());
-    let wins: Vec<usize> = (first..first + n).map(|q| window(g, q)).collect();
+    let wins: Vec<usize> = windows(g, first, n).collect();
     let outs: Vec<usize> = (0..n).map(|q| q * o).collect();
     let (_, wp) = padded_dims(g);
     #[cfg(target_arch = "x86_64")]
@@ -135,6 +160,8 @@ pub(super) fn conv_rows(
 
 /// `d (+)= Aᵀ cols(x)` over every pixel of the batch: `d` `[na, k·k·c]`, `a` `[pixels, na]`,
 /// `xp` the padded image; added to what `d` holds when `accumulate`. Needs [`grad_fits`].
+/// Runs of whole vectors take tiles of `d`'s rows; shorter ones tiles of its transpose (taps
+/// by vectors of `A`'s columns), added into `d` at the end.
 pub(super) fn weight_grad(
     xp: &[f32],
     g: Geom,
@@ -143,7 +170,7 @@ pub(super) fn weight_grad(
     d: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(grad_fits(g));
+    assert!(grad_fits(g, na));
     assert_eq!(xp.len(), padded_len(g));
     assert_eq!(a.len(), g.rows() * na);
     assert_eq!(d.len(), na * g.cols());
@@ -153,6 +180,23 @@ pub(super) fn weight_grad(
     if g.rows() == 0 {
         if !accumulate {
             d.fill(0.0);
+        }
+        return;
+    }
+    let ncol = g.cols();
+    if !(g.k * g.c).is_multiple_of(16) {
+        let mut dt = vec![0f32; ncol * na];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 is enabled (grad_fits), na is a multiple of 16, and the pointers
+        // stay within the slices checked above (`dt` is `[ncol, na]`).
+        unsafe {
+            x86::taps_grad(xp, g, a, na, &mut dt)
+        }
+        for (t, row) in dt.chunks_exact(na).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let e = &mut d[j * ncol + t];
+                *e = if accumulate { *e + v } else { v };
+            }
         }
         return;
     }
@@ -340,10 +384,9 @@ pub(super) fn flipped(gr: &[f32], g: Geom, wt: &[f32], o: usize, dx: &mut [f32])
         for first in (0..n).step_by(256) {
             wins.clear();
             outs.clear();
-            for q in first..(first + 256).min(n) {
-                wins.push(window(gg, q));
-                outs.push(q * c);
-            }
+            let m = 256.min(n - first);
+            wins.extend(windows(gg, first, m));
+            outs.extend((first..first + m).map(|q| q * c));
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512 is enabled (flipped_fits). The k runs of k·o values of each
             // window lie in the padded gradient (windows of the pixels of dx, which are the

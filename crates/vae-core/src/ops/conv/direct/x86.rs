@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{padded_dims, window, Geom};
+use super::{padded_dims, windows, Geom};
 
 /// Pixels of `A` a block of [`weight_grad`] sums before moving to the next tile: its rows
 /// of `A` and its windows of the image stay in the core's cache while every tile of `d`
@@ -52,12 +52,15 @@ unsafe fn store_tile<const MR: usize, const NR: usize>(
     }
 }
 
-/// One tile of `cols(x) W`: `NR` pixels (their runs at `r[p]`, `run` floats each) by `MR`
-/// vectors of the output channels of `w` (row stride `ldw`), into the rows `dst[p]` of the
-/// first `n` pixels, added to them when `accumulate`.
+/// One tile of `cols(x) W`: `NR` pixels (their runs at `r[p] + t·line`, `runs` runs of
+/// `run` floats each) by `MR` vectors of the output channels of `w` (row stride `ldw`), into
+/// the rows `dst[p]` of the first `n` pixels, added to them when `accumulate`.
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn rows_tile<const MR: usize, const NR: usize>(
     r: &[*const f32; NR],
+    runs: usize,
+    line: usize,
     run: usize,
     w: *const f32,
     ldw: usize,
@@ -69,18 +72,21 @@ unsafe fn rows_tile<const MR: usize, const NR: usize>(
     unsafe {
         let mut acc = load_tile::<MR, NR>(dst, n, accumulate);
         let mut wp = w;
-        for t in 0..run {
-            let mut wv = [_mm512_setzero_ps(); MR];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(wp.add(16 * j));
-            }
-            for p in 0..NR {
-                let s = _mm512_set1_ps(*r[p].add(t));
-                for j in 0..MR {
-                    acc[p][j] = _mm512_fmadd_ps(s, wv[j], acc[p][j]);
+        for u in 0..runs {
+            let off = u * line;
+            for t in off..off + run {
+                let mut wv = [_mm512_setzero_ps(); MR];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(wp.add(16 * j));
                 }
+                for p in 0..NR {
+                    let s = _mm512_set1_ps(*r[p].add(t));
+                    for j in 0..MR {
+                        acc[p][j] = _mm512_fmadd_ps(s, wv[j], acc[p][j]);
+                    }
+                }
+                wp = wp.add(ldw);
             }
-            wp = wp.add(ldw);
         }
         store_tile::<MR, NR>(dst, n, &acc);
     }
@@ -105,17 +111,21 @@ unsafe fn rows_chunk<const MR: usize, const NR: usize>(
     unsafe {
         let n = wins.len();
         // One run at a time over every tile: its rows of `w` (a few tens of KiB) stay in
-        // the first-level cache while the tiles pass over them.
-        for t in 0..runs {
+        // the first-level cache while the tiles pass over them. Runs shorter than a vector
+        // (a map of few channels) all go into each tile: a tile's sums are loaded and stored
+        // once for the whole kernel, whose rows of `w` are few.
+        let group = if run < 16 { runs } else { 1 };
+        for t0 in (0..runs).step_by(group.max(1)) {
             let mut q = 0;
             while q < n {
                 let m = NR.min(n - q);
                 // Pixels past the end repeat the last one (computed, not stored).
                 let at = |p: usize| q + p.min(m - 1);
-                let r: [*const f32; NR] = std::array::from_fn(|p| xp.add(wins[at(p)] + t * line));
+                let r: [*const f32; NR] = std::array::from_fn(|p| xp.add(wins[at(p)] + t0 * line));
                 let d: [*mut f32; NR] = std::array::from_fn(|p| out.add(outs[at(p)]));
-                let wt = w.add(t * run * ldw);
-                rows_tile::<MR, NR>(&r, run, wt, ldw, &d, m, accumulate || t > 0);
+                let wt = w.add(t0 * run * ldw);
+                let acc = accumulate || t0 > 0;
+                rows_tile::<MR, NR>(&r, group, line, run, wt, ldw, &d, m, acc);
                 q += m;
             }
         }
@@ -257,7 +267,7 @@ pub(super) unsafe fn weight_grad(
         while q0 < rows {
             let q1 = (q0 + GRAD_BLOCK).min(rows);
             wins.clear();
-            wins.extend((q0..q1).map(|q| window(g, q)));
+            wins.extend(windows(g, q0, q1 - q0));
             let acc = accumulate || q0 > 0;
             for ky in 0..g.k {
                 let mut t0 = 0;
@@ -270,6 +280,95 @@ pub(super) unsafe fn weight_grad(
                     }
                     t0 += 64.min(run - t0);
                 }
+            }
+            q0 = q1;
+        }
+    }
+}
+
+/// Taps (columns of `cols(x)`) in a tile of [`taps_grad`].
+const TAPS: usize = 8;
+
+/// Pixels of a block of [`taps_grad`]: its rows of `A` stay in the core's cache while the
+/// tiles of every tap pass over them.
+const TAPS_BLOCK: usize = 512;
+
+/// One tile of `cols(x)ᵀ A`: the rows `dst[i]` of `dᵀ` (`n` of them), taps at `offs[i]` from
+/// each pixel's window (`wins`), by `MR` vectors of the columns of `a` (`lda` apart a pixel),
+/// summed over the pixels, added to `dst` or written over it.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn taps_tile<const MR: usize>(
+    xp: *const f32,
+    wins: &[usize],
+    offs: &[usize; TAPS],
+    a: *const f32,
+    lda: usize,
+    dst: &[*mut f32; TAPS],
+    n: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the caller keeps the pointers within their slices (see the callers).
+    unsafe {
+        let mut acc = load_tile::<MR, TAPS>(dst, n, accumulate);
+        let mut ap = a;
+        for &win in wins {
+            let mut av = [_mm512_setzero_ps(); MR];
+            for (j, v) in av.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(ap.add(16 * j));
+            }
+            let base = xp.add(win);
+            for i in 0..TAPS {
+                let s = _mm512_set1_ps(*base.add(offs[i]));
+                for j in 0..MR {
+                    acc[i][j] = _mm512_fmadd_ps(s, av[j], acc[i][j]);
+                }
+            }
+            ap = ap.add(lda);
+        }
+        store_tile::<MR, TAPS>(dst, n, &acc);
+    }
+}
+
+/// `dt = cols(x)ᵀ A` over every pixel of the batch (`dt` `[k·k·c, na]`, `na` a multiple of
+/// 16): the kernel gradient of [`super::weight_grad`] transposed, for windows of short runs.
+/// Each tile broadcasts its taps of a window and multiplies one row of `A`, so the runs need
+/// not be whole vectors.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn taps_grad(xp: &[f32], g: Geom, a: &[f32], na: usize, dt: &mut [f32]) {
+    // SAFETY: the caller keeps the pointers within their slices (see the callers).
+    unsafe {
+        let (rows, ncol, run) = (g.rows(), g.cols(), g.k * g.c);
+        let (_, wp) = padded_dims(g);
+        // Tap (ky, kx, ci) lies ky padded lines and kx·c + ci values from the window.
+        let offs: Vec<usize> = (0..ncol).map(|t| t / run * wp * g.c + t % run).collect();
+        let mut wins = Vec::with_capacity(TAPS_BLOCK.min(rows));
+        let mut q0 = 0;
+        while q0 < rows {
+            let q1 = (q0 + TAPS_BLOCK).min(rows);
+            wins.clear();
+            wins.extend(windows(g, q0, q1 - q0));
+            let ap = a.as_ptr().add(q0 * na);
+            let mut t0 = 0;
+            while t0 < ncol {
+                let n = TAPS.min(ncol - t0);
+                // Taps past the end repeat the last one (computed, not stored).
+                let tap = |i: usize| t0 + i.min(n - 1);
+                let o: [usize; TAPS] = std::array::from_fn(|i| offs[tap(i)]);
+                let mut j0 = 0;
+                while j0 < na {
+                    let dst: [*mut f32; TAPS] =
+                        std::array::from_fn(|i| dt.as_mut_ptr().add(tap(i) * na + j0));
+                    let (x, ac) = (xp.as_ptr(), q0 > 0);
+                    let mr = ((na - j0) / 16).min(3);
+                    match mr {
+                        1 => taps_tile::<1>(x, &wins, &o, ap.add(j0), na, &dst, n, ac),
+                        2 => taps_tile::<2>(x, &wins, &o, ap.add(j0), na, &dst, n, ac),
+                        _ => taps_tile::<3>(x, &wins, &o, ap.add(j0), na, &dst, n, ac),
+                    }
+                    j0 += 16 * mr;
+                }
+                t0 += n;
             }
             q0 = q1;
         }
