@@ -207,11 +207,12 @@ impl CustomOp3 for Conv2dBackward {
         }
         let nx = if self.need_dx { g.image() } else { 0 };
         let n = nx + o * ncol + o;
-        // Each part is zeroed once, then written (dx: the columns' gradients added in).
+        // dw and db are zeroed, then written; dx is written whole by the backward products
+        // (channels-last: zeroed first where they add) or by the transpose of their result.
         let mut out: Vec<f32> = Vec::with_capacity(n);
         let (dx_out, rest) = out.spare_capacity_mut()[..n].split_at_mut(nx);
         let (dw_out, db_out) = rest.split_at_mut(o * ncol);
-        let (dx_out, dw_out, db_out) = (zeroed(dx_out), zeroed(dw_out), zeroed(db_out));
+        let (dw_out, db_out) = (zeroed(dw_out), zeroed(db_out));
         let (s_in, s_out) = (g.h * g.w, g.ho() * g.wo());
         with_scratch(rows * o, |gr| {
             // The output gradient through the activation, channels-last: one row per pixel.
@@ -231,23 +232,24 @@ impl CustomOp3 for Conv2dBackward {
                 0
             };
             with_scratch(tmp, |t| {
-                let dx: &mut [f32] = if dx_last {
-                    &mut *dx_out
+                let dx = if dx_last {
+                    Dx::Write(&mut *dx_out)
                 } else {
                     t.fill(0.0);
-                    &mut *t
+                    Dx::Add(&mut *t)
                 };
                 with_last(x, self.o.input, (g.b, g.c, s_in), |xc| {
-                    let dxw = wt.as_deref().map(|wt| (wt, Dx::Add(&mut *dx)));
+                    let dxw = wt.as_deref().map(|wt| (wt, dx));
                     conv_last_backward_of(xc, self.o.pre, g, gr, o, &mut dwt, dxw, None);
                 });
                 if self.need_dx && !dx_last {
-                    to_first(t, g.b, g.c, s_in, None, Act::Identity, dx_out);
+                    to_first(t, g.b, g.c, s_in, None, Act::Identity, zeroed(dx_out));
                 }
             });
             kernel_to_first(&dwt, o, g.c, kk, dw_out);
         });
-        // SAFETY: the three parts, together the first n elements, were zeroed above.
+        // SAFETY: dw and db were zeroed above; dx (when it has a part) was written whole by the
+        // backward products (`Dx::Write`) or zeroed and then overwritten by the transpose.
         unsafe { out.set_len(n) };
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
@@ -317,13 +319,22 @@ impl CustomOp3 for ConvT2d {
         let (x, w, bias) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let (rows, ncol, kk) = (g.rows(), g.cols(), g.k * g.k);
         let wt = kernel_to_last(w, cin, g.c, kk);
-        // The bias in every pixel, written once, to which the blocks add their columns.
-        let mut y = bias.repeat(g.image() / g.c.max(1));
+        // Phase by phase from the input in place where the direct products take it, each
+        // pixel written once (the bias added with the activation); else the bias in every
+        // pixel, written once, to which the blocks add their columns.
+        let phases = direct::transposed_fits(g, cin);
+        let mut y = if phases {
+            Vec::with_capacity(g.image())
+        } else {
+            bias.repeat(g.image() / g.c.max(1))
+        };
         let wm = MatRef::row_major(&wt, cin, ncol);
         with_last(x, self.0.input, (g.b, cin, rows / g.b.max(1)), |xc| {
-            if direct::transposed_fits(g, cin) {
-                // Phase by phase from the input in place, with no columns to add back.
-                direct::transposed(xc, g, w, direct::KernelOrder::First, cin, &mut y);
+            if phases {
+                let out = &mut y.spare_capacity_mut()[..g.image()];
+                direct::transposed(xc, g, w, direct::KernelOrder::First, cin, out, false);
+                // SAFETY: the phases wrote every pixel of the image.
+                unsafe { y.set_len(g.image()) };
                 return;
             }
             with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
@@ -336,7 +347,8 @@ impl CustomOp3 for ConvT2d {
                 }
             })
         });
-        let y = finish(y, (g.b, g.c, g.h * g.w), None, self.0.act, self.0.output);
+        let bias = phases.then_some(bias);
+        let y = finish(y, (g.b, g.c, g.h * g.w), bias, self.0.act, self.0.output);
         Ok((
             CpuStorage::F32(y),
             map_shape(g.b, g.c, g.h, g.w, self.0.output),

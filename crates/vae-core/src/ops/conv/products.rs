@@ -208,15 +208,9 @@ pub(super) fn conv_last_backward_of(
     } else {
         block_rows(ncol).min(rows)
     };
-    // col2im adds into the image: an uninitialised one starts from zeros.
-    let mut dx = dx.map(|(wt, dx)| match dx {
-        Dx::Write(u) if !pointwise => (wt, Dx::Add(zeroed(u))),
-        dx => (wt, dx),
-    });
     // The kernel gradient straight from the padded image where the direct products take the
     // geometry: then the blocks below only take the image gradient, with no im2col.
     let direct_dw = act == Act::Identity && !pointwise && direct::grad_fits(g, o);
-    let mut dx_done = false;
     if direct_dw {
         with_aligned_scratch(direct::padded_len(g), |xp| {
             direct::pad(x, g, xp);
@@ -226,13 +220,23 @@ pub(super) fn conv_last_backward_of(
     // The image gradient as the transposed convolution of the output gradient, phase by
     // phase, where the direct products take it: then the blocks below have nothing to add.
     // (A stride-1 convolution's, as the correlation with the kernel turned by half a turn.)
+    // Both cover every pixel: written over memory not yet initialised, with no zeros first.
+    let mut dx = dx;
+    let mut dx_done = false;
     if !pointwise && act == Act::Identity {
-        if let Some((wt, Dx::Add(dx))) = dx.as_mut() {
-            if direct::transposed_fits(g, o) {
-                direct::transposed(gr, g, wt, direct::KernelOrder::Last, o, dx);
-                dx_done = true;
-            } else if direct::flipped_fits(g, o) {
-                direct::flipped(gr, g, wt, o, dx);
+        if let Some((wt, d)) = dx.as_mut() {
+            let phases = direct::transposed_fits(g, o);
+            if phases || direct::flipped_fits(g, o) {
+                let (out, add) = match d {
+                    // SAFETY: the products only write values, and read only what they add to.
+                    Dx::Add(d) => (unsafe { as_uninit(d) }, true),
+                    Dx::Write(u) => (&mut **u, false),
+                };
+                if phases {
+                    direct::transposed(gr, g, wt, direct::KernelOrder::Last, o, out, add);
+                } else {
+                    direct::flipped(gr, g, wt, o, out, add);
+                }
                 dx_done = true;
             }
         }
@@ -240,6 +244,11 @@ pub(super) fn conv_last_backward_of(
     if dx_done {
         dx = None;
     }
+    // col2im adds into the image: an uninitialised one starts from zeros.
+    let mut dx = dx.map(|(wt, dx)| match dx {
+        Dx::Write(u) if !pointwise => (wt, Dx::Add(zeroed(u))),
+        dx => (wt, dx),
+    });
     let bn = if direct_dw { 0 } else { bn };
     let mut dw_t = vec![0f32; if direct_dw { 0 } else { ncol * o }];
     with_scratch(bn * ncol, |cols| {

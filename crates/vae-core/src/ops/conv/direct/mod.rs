@@ -247,18 +247,20 @@ fn small(g: Geom, cin: usize) -> Geom {
     }
 }
 
-/// `y += conv_transpose(x, w)` for the channels-last map `x` `[b, ho, wo, cin]` and `y`
+/// `y (+)= conv_transpose(x, w)` for the channels-last map `x` `[b, ho, wo, cin]` and `y`
 /// `[b, h, w, c]` of the geometry `g`, phase by phase: output pixel `(s·a + py, s·b + px)`
 /// takes the 2x2 input pixels around `(a, b)` through the four taps of phase `(py, px)`, two
-/// runs of `2·cin` values of the padded input, one `[4·cin, c]` block of the kernel. Needs
-/// [`transposed_fits`].
+/// runs of `2·cin` values of the padded input, one `[4·cin, c]` block of the kernel. The
+/// phases cover every pixel of `y` once: written over it, or added to the values it holds when
+/// `add` (then it must hold values). Needs [`transposed_fits`].
 pub(super) fn transposed(
     x: &[f32],
     g: Geom,
     w: &[f32],
     order: KernelOrder,
     cin: usize,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
+    add: bool,
 ) {
     assert!(transposed_fits(g, cin));
     let (c, k) = (g.c, g.k);
@@ -268,12 +270,20 @@ pub(super) fn transposed(
     let gs = small(g, cin);
     with_aligned_scratch(padded_len(gs), |xp| {
         pad(x, gs, xp);
-        phases(xp, g, w, order, cin, y);
+        phases(xp, g, w, order, cin, y, add);
     });
 }
 
 /// [`transposed`] from the padded input `xp`.
-fn phases(xp: &[f32], g: Geom, w: &[f32], order: KernelOrder, cin: usize, y: &mut [f32]) {
+fn phases(
+    xp: &[f32],
+    g: Geom,
+    w: &[f32],
+    order: KernelOrder,
+    cin: usize,
+    y: &mut [MaybeUninit<f32>],
+    add: bool,
+) {
     let (c, k, s) = (g.c, g.k, g.stride);
     let gs = small(g, cin);
     // Phase (py, px) takes kernel rows ry + s·(1 - t) for its runs t = 0, 1 (input rows
@@ -318,7 +328,8 @@ fn phases(xp: &[f32], g: Geom, w: &[f32], order: KernelOrder, cin: usize, y: &mu
             // SAFETY: AVX-512 is enabled (transposed_fits). The runs of each window (two
             // lines of 2·cin values from its top-left, qy, qx <= 1) lie in the padded input of
             // (hs + 2) x (ws + 2) pixels, and each output row (c values at an output pixel)
-            // in `y`; the panel has 4·cin rows of c.
+            // in `y`; the panel has 4·cin rows of c. Each pixel is in one phase, so without
+            // `add` every element of `y` is written before any is read.
             unsafe {
                 x86::rows(
                     xp.as_ptr(),
@@ -328,9 +339,9 @@ fn phases(xp: &[f32], g: Geom, w: &[f32], order: KernelOrder, cin: usize, y: &mu
                     2 * cin,
                     panel.as_ptr(),
                     c,
-                    y.as_mut_ptr(),
+                    y.as_mut_ptr().cast(),
                     &outs,
-                    true,
+                    add,
                 )
             }
         }
@@ -344,12 +355,20 @@ pub(super) fn flipped_fits(g: Geom, o: usize) -> bool {
     enabled() && g.stride == 1 && g.pad < g.k && g.c > 0 && g.c.is_multiple_of(16) && g.k * o >= 16
 }
 
-/// `dx += ` the input gradient of a stride-1 convolution of geometry `g` with the kernel `wt`
-/// `[o, k·k·c]` (channels-last, `kernel_to_last`), from its output gradient `gr`
+/// `dx (+)=` the input gradient of a stride-1 convolution of geometry `g` with the kernel
+/// `wt` `[o, k·k·c]` (channels-last, `kernel_to_last`), from its output gradient `gr`
 /// `[b, ho, wo, o]`: the correlation of `gr`, padded by `k - 1 - pad`, with the kernel turned
 /// by half a turn, `[k·k·o, c]`: the product of [`conv_rows`] with no columns to add back.
+/// Every pixel of `dx` is written, or added to when `add` (then `dx` must hold values).
 /// Needs [`flipped_fits`].
-pub(super) fn flipped(gr: &[f32], g: Geom, wt: &[f32], o: usize, dx: &mut [f32]) {
+pub(super) fn flipped(
+    gr: &[f32],
+    g: Geom,
+    wt: &[f32],
+    o: usize,
+    dx: &mut [MaybeUninit<f32>],
+    add: bool,
+) {
     assert!(flipped_fits(g, o));
     let (k, c) = (g.k, g.c);
     let gg = Geom {
@@ -391,7 +410,8 @@ pub(super) fn flipped(gr: &[f32], g: Geom, wt: &[f32], o: usize, dx: &mut [f32])
             // SAFETY: AVX-512 is enabled (flipped_fits). The k runs of k·o values of each
             // window lie in the padded gradient (windows of the pixels of dx, which are the
             // output pixels of `gg`), the k·k·o rows of c values in the panel, and each row of
-            // c values at an output pixel in `dx`.
+            // c values at an output pixel in `dx`; the blocks cover every pixel of `dx`, so
+            // without `add` each element is written before any is read.
             unsafe {
                 x86::rows(
                     gp.as_ptr(),
@@ -401,9 +421,9 @@ pub(super) fn flipped(gr: &[f32], g: Geom, wt: &[f32], o: usize, dx: &mut [f32])
                     k * o,
                     panel.as_ptr(),
                     c,
-                    dx.as_mut_ptr(),
+                    dx.as_mut_ptr().cast(),
                     &outs,
-                    true,
+                    add,
                 )
             }
         }
