@@ -4,9 +4,10 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::layout::{
-    col2im, grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last, to_first,
-    to_last, with_aligned_scratch, with_scratch, AlignedBuf,
+    grad_first_to_last, grad_last, im2col, kernel_to_first, kernel_to_last, to_first, to_last,
+    with_aligned_scratch, with_scratch, AlignedBuf,
 };
+use super::padded::{col2im_padded, pad, padded_len, unpad_add};
 use super::products::{
     block_rows, conv_last_backward_of, conv_last_of, is_pointwise, row_blocks, Dx,
 };
@@ -337,14 +338,20 @@ impl CustomOp3 for ConvT2d {
                 unsafe { y.set_len(g.image()) };
                 return;
             }
-            with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
-                for r in row_blocks(rows, ncol) {
-                    let n = r.len();
-                    let c = &mut cols[..n * ncol];
-                    let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
-                    matmul(c, xb, wm, false);
-                    col2im(c, g, r.start, &mut y);
-                }
+            // The columns added into a padded image (no test at the edges), its inside then
+            // added to the bias.
+            with_aligned_scratch(padded_len(g), |yp| {
+                yp.fill(0.0);
+                with_scratch(block_rows(ncol).min(rows) * ncol, |cols| {
+                    for r in row_blocks(rows, ncol) {
+                        let n = r.len();
+                        let c = &mut cols[..n * ncol];
+                        let xb = MatRef::row_major(&xc[r.start * cin..r.end * cin], n, cin);
+                        matmul(c, xb, wm, false);
+                        col2im_padded(c, g, r.start, yp);
+                    }
+                });
+                unpad_add(yp, g, &mut y);
             })
         });
         let bias = phases.then_some(bias);
@@ -451,8 +458,8 @@ impl CustomOp3 for ConvT2dBackward {
                 with_last(x, self.o.input, (g.b, cin, s_in), |xc| {
                     // The direct products read cols(G) from the padded G in place.
                     if direct::grad_fits(g, cin) && (wk.is_none() || direct::rows_fit(g, cin)) {
-                        with_aligned_scratch(direct::padded_len(g), |gp| {
-                            direct::pad(gm, g, gp);
+                        with_aligned_scratch(padded_len(g), |gp| {
+                            pad(gm, g, gp);
                             direct::weight_grad(gp, g, xc, cin, &mut dwt, false);
                             if let Some(wk) = wk.as_deref() {
                                 for r in row_blocks(rows, cin) {

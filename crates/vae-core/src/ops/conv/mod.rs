@@ -24,6 +24,7 @@ mod block;
 mod direct;
 mod kernels;
 pub(super) mod layout;
+mod padded;
 mod products;
 #[cfg(test)]
 mod tests;

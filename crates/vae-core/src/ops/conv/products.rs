@@ -8,8 +8,9 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::layout::{
-    activated, col2im, grad_from_activated, im2col, to_last, with_aligned_scratch, with_scratch,
+    activated, grad_from_activated, im2col, to_last, with_aligned_scratch, with_scratch,
 };
+use super::padded::{col2im_padded, pad, padded_len, unpad_add};
 use super::{direct, Geom};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
 use crate::ops::storage::{as_uninit, zeroed};
@@ -71,8 +72,8 @@ pub(super) fn conv_last_of(
     if act == Act::Identity && !is_pointwise(g) && direct::rows_fit(g, o) {
         // The product read from the padded image in place (no im2col matrix).
         with_columns(wt, o, ncol, |wm| {
-            with_aligned_scratch(direct::padded_len(g), |xp| {
-                direct::pad(x, g, xp);
+            with_aligned_scratch(padded_len(g), |xp| {
+                pad(x, g, xp);
                 for r in row_blocks(rows, ncol) {
                     let block = &mut spare[r.start * o..r.end * o];
                     direct::conv_rows(xp, g, wm.data, o, r.start, block);
@@ -212,8 +213,8 @@ pub(super) fn conv_last_backward_of(
     // geometry: then the blocks below only take the image gradient, with no im2col.
     let direct_dw = act == Act::Identity && !pointwise && direct::grad_fits(g, o);
     if direct_dw {
-        with_aligned_scratch(direct::padded_len(g), |xp| {
-            direct::pad(x, g, xp);
+        with_aligned_scratch(padded_len(g), |xp| {
+            pad(x, g, xp);
             direct::weight_grad(xp, g, gr, o, dwt, false);
         });
     }
@@ -251,48 +252,62 @@ pub(super) fn conv_last_backward_of(
     });
     let bn = if direct_dw { 0 } else { bn };
     let mut dw_t = vec![0f32; if direct_dw { 0 } else { ncol * o }];
-    with_scratch(bn * ncol, |cols| {
-        with_scratch(if dx.is_some() { dbn * ncol } else { 0 }, |dcols| {
-            for r in row_blocks(rows, ncol) {
-                let n = r.len();
-                let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
-                let c: &[f32] = if direct_dw {
-                    &[]
-                } else {
-                    let c = rows_of(x, act, g, r.clone(), cols);
-                    let cm = MatRef::row_major(c, n, ncol);
-                    matmul(&mut dw_t, cm.t(), gb, r.start > 0);
-                    c
-                };
-                if let Some((wt, dx)) = dx.as_mut() {
-                    let wm = MatRef::row_major(wt, o, ncol);
-                    let rr = r.start * ncol..r.end * ncol;
-                    // A 1x1 convolution's rows of dx are this block's whole gradient.
-                    let out = match dx {
-                        Dx::Add(dx) if direct => {
-                            matmul(&mut dx[rr], gb, wm, false);
-                            continue;
-                        }
-                        Dx::Write(dx) if direct => {
-                            matmul_uninit(&mut dx[rr], gb, wm);
-                            continue;
-                        }
-                        // SAFETY: only values are written into it.
-                        Dx::Add(dx) if pointwise => unsafe { as_uninit(&mut dx[rr.clone()]) },
-                        Dx::Write(dx) => &mut dx[rr.clone()],
-                        Dx::Add(dx) => {
-                            let d = &mut dcols[..n * ncol];
-                            matmul(d, gb, wm, false);
-                            col2im(d, g, r.start, dx);
-                            continue;
-                        }
+    // The columns' gradients of a convolution with a window are added into a padded image
+    // (no test at the edges), whose inside is added to dx at the end.
+    let dxp = if dx.is_some() && !pointwise {
+        padded_len(g)
+    } else {
+        0
+    };
+    with_aligned_scratch(dxp, |dp| {
+        dp.fill(0.0);
+        with_scratch(bn * ncol, |cols| {
+            with_scratch(if dx.is_some() { dbn * ncol } else { 0 }, |dcols| {
+                for r in row_blocks(rows, ncol) {
+                    let n = r.len();
+                    let gb = MatRef::row_major(&gr[r.start * o..r.end * o], n, o);
+                    let c: &[f32] = if direct_dw {
+                        &[]
+                    } else {
+                        let c = rows_of(x, act, g, r.clone(), cols);
+                        let cm = MatRef::row_major(c, n, ncol);
+                        matmul(&mut dw_t, cm.t(), gb, r.start > 0);
+                        c
                     };
-                    let d = &mut dcols[..n * ncol];
-                    matmul(d, gb, wm, false);
-                    grad_from_activated(c, act, d, skip.map(|s| &s[rr]), out);
+                    if let Some((wt, dx)) = dx.as_mut() {
+                        let wm = MatRef::row_major(wt, o, ncol);
+                        let rr = r.start * ncol..r.end * ncol;
+                        // A 1x1 convolution's rows of dx are this block's whole gradient.
+                        let out = match dx {
+                            Dx::Add(dx) if direct => {
+                                matmul(&mut dx[rr], gb, wm, false);
+                                continue;
+                            }
+                            Dx::Write(dx) if direct => {
+                                matmul_uninit(&mut dx[rr], gb, wm);
+                                continue;
+                            }
+                            // SAFETY: only values are written into it.
+                            Dx::Add(dx) if pointwise => unsafe { as_uninit(&mut dx[rr.clone()]) },
+                            Dx::Write(dx) => &mut dx[rr.clone()],
+                            // Added into the padded image, then into dx below.
+                            Dx::Add(_) => {
+                                let d = &mut dcols[..n * ncol];
+                                matmul(d, gb, wm, false);
+                                col2im_padded(d, g, r.start, dp);
+                                continue;
+                            }
+                        };
+                        let d = &mut dcols[..n * ncol];
+                        matmul(d, gb, wm, false);
+                        grad_from_activated(c, act, d, skip.map(|s| &s[rr]), out);
+                    }
                 }
-            }
-        })
+            })
+        });
+        if let Some((_, Dx::Add(dx))) = dx.as_mut().filter(|_| dxp > 0) {
+            unpad_add(dp, g, dx);
+        }
     });
     if !direct_dw {
         for (i, row) in dw_t.chunks_exact(o).enumerate() {

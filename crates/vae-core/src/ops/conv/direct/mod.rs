@@ -30,6 +30,7 @@
 use std::mem::MaybeUninit;
 
 use super::layout::{with_aligned_scratch, AlignedBuf};
+use super::padded::{pad, padded_dims, padded_len, windows};
 use super::Geom;
 use crate::fastmath::{simd_level, SimdLevel};
 
@@ -58,66 +59,6 @@ pub(super) fn grad_fits(g: Geom, na: usize) -> bool {
 /// The largest kernel (values of a window) the products take with runs shorter than a
 /// vector.
 const SHORT: usize = 64;
-
-/// Height and width of the padded image.
-fn padded_dims(g: Geom) -> (usize, usize) {
-    (g.h + 2 * g.pad, g.w + 2 * g.pad)
-}
-
-/// Floats of the padded copy of the batch.
-pub(super) fn padded_len(g: Geom) -> usize {
-    let (hp, wp) = padded_dims(g);
-    g.b * hp * wp * g.c
-}
-
-/// The channels-last image `x` `[b, h, w, c]` with `pad` zeros on each side, into `out`
-/// (`padded_len` floats, every one written).
-pub(super) fn pad(x: &[f32], g: Geom, out: &mut [f32]) {
-    let (hp, wp) = padded_dims(g);
-    let (line, pline) = (g.w * g.c, wp * g.c);
-    let left = g.pad * g.c;
-    assert_eq!(x.len(), g.image());
-    assert_eq!(out.len(), padded_len(g));
-    for (img, dst) in x
-        .chunks_exact(g.h * line)
-        .zip(out.chunks_exact_mut(hp * pline))
-    {
-        let (top, rest) = dst.split_at_mut(g.pad * pline);
-        top.fill(0.0);
-        let (mid, bottom) = rest.split_at_mut(g.h * pline);
-        bottom.fill(0.0);
-        for (src, d) in img.chunks_exact(line).zip(mid.chunks_exact_mut(pline)) {
-            d[..left].fill(0.0);
-            d[left..left + line].copy_from_slice(src);
-            d[left + line..].fill(0.0);
-        }
-    }
-}
-
-/// The offsets in the padded image of the windows (their top-left values) of output pixels
-/// `first..first + n`, in order: walked along the lines, with no division a pixel.
-fn windows(g: Geom, first: usize, n: usize) -> impl Iterator<Item = usize> {
-    let (ho, wo) = (g.ho(), g.wo());
-    let (hp, wp) = padded_dims(g);
-    // (A map with no output pixels has no windows to walk.)
-    let (mut b, mut oy, mut ox) = match first.checked_div(ho * wo) {
-        Some(b) => (b, first / wo % ho, first % wo),
-        None => (0, 0, 0),
-    };
-    (0..n).map(move |_| {
-        let at = ((b * hp + oy * g.stride) * wp + ox * g.stride) * g.c;
-        ox += 1;
-        if ox == wo {
-            ox = 0;
-            oy += 1;
-            if oy == ho {
-                oy = 0;
-                b += 1;
-            }
-        }
-        at
-    })
-}
 
 /// Rows `first..` of `cols(x) W` into `out` (`[n, o]`, every element written), `xp` the padded
 /// image ([`pad`]) and `w` the `[k·k·c, o]` matrix. Needs [`rows_fit`].
