@@ -31,10 +31,11 @@ fn feature_map(rng: &mut Rng, dims: (usize, usize, usize, usize)) -> Var {
     Var::from_tensor(&normal(rng, 1, n, 1.0).reshape(dims).unwrap()).unwrap()
 }
 
-/// The conv preset's second kernel, `[64, 32, 4, 4]`.
-fn conv_kernel(rng: &mut Rng) -> Var {
-    let w = normal(rng, 64, 32 * 16, 0.04);
-    Var::from_tensor(&w.reshape((64, 32, 4, 4)).unwrap()).unwrap()
+/// A 4x4 kernel `[o, c, 4, 4]` (the conv preset's second, `[64, 32, 4, 4]`, and its first and
+/// last, `[32, 1, 4, 4]`).
+fn conv_kernel(rng: &mut Rng, o: usize, c: usize) -> Var {
+    let w = normal(rng, o, c * 16, 0.04);
+    Var::from_tensor(&w.reshape((o, c, 4, 4)).unwrap()).unwrap()
 }
 
 /// A bias of `n` values.
@@ -165,7 +166,7 @@ fn conv(c: &mut Criterion) {
     use vae_core::ops::{ConvOpts, MapLayout};
     let mut rng = Rng::new(1);
     let x = feature_map(&mut rng, (BATCH, 14, 14, 32));
-    let w = conv_kernel(&mut rng);
+    let w = conv_kernel(&mut rng, 64, 32);
     let b = bias(&mut rng, 64);
     let o = ConvOpts::new(2, 1)
         .act(Act::Relu)
@@ -189,8 +190,8 @@ fn conv(c: &mut Criterion) {
     );
 }
 
-/// The conv preset's second convolution and the transposed one that mirrors it, forward alone
-/// and forward and backward, with the direct products of AVX-512 CPUs (`direct`) and with
+/// The conv preset's second convolution and the transposed one that mirrors it, and its first
+/// and last layers (to and from a one-channel image), forward alone and forward and backward, with the direct products of AVX-512 CPUs (`direct`) and with
 /// im2col and `gemm` (`im2col`: the same operation with this thread's kernels capped at AVX2,
 /// which leaves the products' own AVX-512 kernels in place). On a CPU without AVX-512 both
 /// take im2col.
@@ -200,7 +201,7 @@ fn conv_direct(c: &mut Criterion) {
     let mut rng = Rng::new(2);
     let x = feature_map(&mut rng, (BATCH, 14, 14, 32));
     let z = feature_map(&mut rng, (BATCH, 7, 7, 64));
-    let w = conv_kernel(&mut rng);
+    let w = conv_kernel(&mut rng, 64, 32);
     let b = bias(&mut rng, 64);
     let bt = bias(&mut rng, 32);
     let o = ConvOpts::new(2, 1)
@@ -224,9 +225,31 @@ fn conv_direct(c: &mut Criterion) {
             y
         }
     };
-    let ops: [(&str, &dyn Fn(bool) -> Tensor); 2] = [
+    // The first and last layers, between an image of one channel and 32 (runs of 4 values).
+    let x1 = feature_map(&mut rng, (BATCH, 28, 28, 1));
+    let z1 = feature_map(&mut rng, (BATCH, 14, 14, 32));
+    let w1 = conv_kernel(&mut rng, 32, 1);
+    let b1 = bias(&mut rng, 1);
+    let edge = |transposed: bool, backward: bool| {
+        let y = if transposed {
+            ops::conv_transpose2d_with(&z1, &w1, &b1, o).unwrap()
+        } else {
+            ops::conv2d_with(&x1, &w1, &bt, o).unwrap()
+        };
+        if backward {
+            let g = y.sum_all().unwrap().backward().unwrap();
+            g.get(w1.as_tensor()).unwrap().clone()
+        } else {
+            y
+        }
+    };
+    let conv1 = |backward: bool| edge(false, backward);
+    let convt1 = |backward: bool| edge(true, backward);
+    let ops: [(&str, &dyn Fn(bool) -> Tensor); 4] = [
         ("conv2d 32->64 14x14", &conv),
         ("conv-transpose2d 64->32 7x7", &convt),
+        ("conv2d 1->32 28x28", &conv1),
+        ("conv-transpose2d 32->1 14x14", &convt1),
     ];
     for (name, f) in ops {
         for backward in [false, true] {

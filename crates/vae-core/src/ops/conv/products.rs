@@ -1,6 +1,6 @@
 //! The products of a convolution on channels-last maps, forward and backward, in row blocks
 //! that stay in the core's cache: im2col (or the map itself, for a 1x1 convolution) and
-//! `gemm`, or on AVX-512 the direct products of `direct.rs`; col2im for the image gradient
+//! `gemm`, or on AVX-512 the direct products of `direct/`; col2im for the image gradient
 //! where those do not take it. The custom operations of `kernels.rs` and the bottleneck block
 //! of `block.rs` are built on them.
 

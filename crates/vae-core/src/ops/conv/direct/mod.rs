@@ -7,11 +7,13 @@
 //! pointer per (pixel, kernel row):
 //! - [`conv_rows`]: `Y = cols(x) W` for `W` `[k·k·c, o]` (a convolution's output, and a
 //!   transposed convolution's input gradient): a tile of `NR` output pixels by `MR` vectors of
-//!   output channels, the pixels' values broadcast one at a time from their runs;
+//!   output channels, the pixels' values broadcast one at a time from their runs (runs
+//!   shorter than a vector: the whole kernel in each tile);
 //! - [`weight_grad`]: `D (+)= Aᵀ cols(x)` for `A` `[pixels, a]` (a convolution's kernel
 //!   gradient with `A` its output gradient, a transposed one's with `A` its input): a tile of
 //!   `NR` rows of `D` by `MR` vectors of one kernel row's run, summed over the pixels, the runs
-//!   loaded as vectors;
+//!   loaded as vectors; for runs shorter than a vector, tiles of `Dᵀ`, taps of the windows
+//!   broadcast against vectors of `A`'s rows;
 //! - [`transposed`]: `col2im(X W)`, a transposed convolution's output and a strided
 //!   convolution's input gradient, for a kernel twice the stride: output pixels of one phase
 //!   (`y mod s`, `x mod s`) take the same four kernel taps of a 2x2 block of input pixels, so
@@ -19,6 +21,8 @@
 //!   of the kernel, written straight to its pixels;
 //! - [`flipped`]: a stride-1 convolution's input gradient, the correlation of the padded
 //!   output gradient with the kernel turned by half a turn (`conv_rows` again).
+//!
+//! The register tiles are in `x86.rs`; the padded copies and the windows in `../padded.rs`.
 //!
 //! The padded copy is a quarter of the im2col matrix of a 4x4 stride-2 convolution (each pixel
 //! once rather than in four windows), and the products read it in place; the tiles are those
