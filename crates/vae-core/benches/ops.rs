@@ -258,7 +258,7 @@ fn conv_direct(c: &mut Criterion) {
             } else {
                 "forward"
             };
-            let mut g = c.benchmark_group(format!("{name} {what}"));
+            let mut g = c.benchmark_group(format!("direct products: {name} {what}"));
             for (path, cap) in [("direct", None), ("im2col", Some(fastmath::SimdLevel::V3))] {
                 g.bench_function(BenchmarkId::from_parameter(path), |bench| {
                     fastmath::with_simd_cap(cap, || bench.iter(|| black_box(f(backward))));
