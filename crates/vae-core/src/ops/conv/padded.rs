@@ -2,6 +2,8 @@
 //! in them: what the direct products read in place of im2col rows, and where a transposed
 //! convolution's columns are added without a test at the image's edges.
 
+use std::mem::MaybeUninit;
+
 use super::Geom;
 use crate::multiversion;
 
@@ -91,9 +93,9 @@ multiversion! {
     }
 }
 
-/// Adds the inside of the padded image `xp` (of [`padded_len`]) to the image `x`
-/// `[b, h, w, c]`.
-pub(super) fn unpad_add(xp: &[f32], g: Geom, x: &mut [f32]) {
+/// `f(x[i], inside[i])` for each value of the image `x` `[b, h, w, c]` and the value at the
+/// same pixel and channel inside the padded image `xp` (of [`padded_len`]).
+fn with_inside<T>(xp: &[f32], g: Geom, x: &mut [T], f: impl Fn(&mut T, f32)) {
     let (hp, wp) = padded_dims(g);
     let (line, pline) = (g.w * g.c, wp * g.c);
     let left = g.pad * g.c;
@@ -105,9 +107,23 @@ pub(super) fn unpad_add(xp: &[f32], g: Geom, x: &mut [f32]) {
     {
         let mid = &src[g.pad * pline..][..g.h * pline];
         for (d, s) in img.chunks_exact_mut(line).zip(mid.chunks_exact(pline)) {
-            for (d, s) in d.iter_mut().zip(&s[left..left + line]) {
-                *d += s;
+            for (d, &s) in d.iter_mut().zip(&s[left..left + line]) {
+                f(d, s);
             }
         }
     }
+}
+
+/// Adds the inside of the padded image `xp` (of [`padded_len`]) to the image `x`
+/// `[b, h, w, c]`.
+pub(super) fn unpad_add(xp: &[f32], g: Geom, x: &mut [f32]) {
+    with_inside(xp, g, x, |d, s| *d += s);
+}
+
+/// Writes the inside of the padded image `xp` over the image `x` `[b, h, w, c]` (every value
+/// of it).
+pub(super) fn unpad(xp: &[f32], g: Geom, x: &mut [MaybeUninit<f32>]) {
+    with_inside(xp, g, x, |d, s| {
+        d.write(s);
+    });
 }

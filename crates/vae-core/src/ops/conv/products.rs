@@ -10,10 +10,10 @@ use std::ops::Range;
 use super::layout::{
     activated, grad_from_activated, im2col, to_last, with_aligned_scratch, with_scratch,
 };
-use super::padded::{col2im_padded, pad, padded_len, unpad_add};
+use super::padded::{col2im_padded, pad, padded_len, unpad, unpad_add};
 use super::{direct, Geom};
 use crate::ops::gemm::{matmul, matmul_uninit, MatRef};
-use crate::ops::storage::{as_uninit, zeroed};
+use crate::ops::storage::as_uninit;
 use crate::ops::Act;
 
 /// Floats of the im2col block that a pass fills and consumes at a time. The matrix of a whole
@@ -174,7 +174,8 @@ pub(super) enum Dx<'a> {
     /// Added into these values (zeros, for the gradient alone); a 1x1 convolution writes over
     /// them.
     Add(&'a mut [f32]),
-    /// Written whole into memory not yet initialised (zeroed first where the products add).
+    /// Written whole into memory not yet initialised (never zeroed first: the products write
+    /// it, or col2im adds into a padded image whose inside is then written over it).
     Write(&'a mut [MaybeUninit<f32>]),
 }
 
@@ -245,11 +246,6 @@ pub(super) fn conv_last_backward_of(
     if dx_done {
         dx = None;
     }
-    // col2im adds into the image: an uninitialised one starts from zeros.
-    let mut dx = dx.map(|(wt, dx)| match dx {
-        Dx::Write(u) if !pointwise => (wt, Dx::Add(zeroed(u))),
-        dx => (wt, dx),
-    });
     let bn = if direct_dw { 0 } else { bn };
     let mut dw_t = vec![0f32; if direct_dw { 0 } else { ncol * o }];
     // The columns' gradients of a convolution with a window are added into a padded image
@@ -289,9 +285,9 @@ pub(super) fn conv_last_backward_of(
                             }
                             // SAFETY: only values are written into it.
                             Dx::Add(dx) if pointwise => unsafe { as_uninit(&mut dx[rr.clone()]) },
-                            Dx::Write(dx) => &mut dx[rr.clone()],
+                            Dx::Write(dx) if pointwise => &mut dx[rr.clone()],
                             // Added into the padded image, then into dx below.
-                            Dx::Add(_) => {
+                            Dx::Add(_) | Dx::Write(_) => {
                                 let d = &mut dcols[..n * ncol];
                                 matmul(d, gb, wm, false);
                                 col2im_padded(d, g, r.start, dp);
@@ -305,8 +301,11 @@ pub(super) fn conv_last_backward_of(
                 }
             })
         });
-        if let Some((_, Dx::Add(dx))) = dx.as_mut().filter(|_| dxp > 0) {
-            unpad_add(dp, g, dx);
+        // Its inside added to dx, or written over it (every pixel, so no zeros first).
+        match dx.as_mut().filter(|_| dxp > 0) {
+            Some((_, Dx::Add(dx))) => unpad_add(dp, g, dx),
+            Some((_, Dx::Write(dx))) => unpad(dp, g, dx),
+            None => {}
         }
     });
     if !direct_dw {
